@@ -1,0 +1,209 @@
+// The page: checks WebGPU, starts the worker that owns Python and the GPU, shows progress,
+// device facts and the kernel result. It never blocks: all work happens in worker.js.
+//
+// For tests and tools the page exposes `window.pybridge`:
+//   state      "checking" | "booting" | "python-ready" | "ready" | "no-webgpu" | "error"
+//   run(code)  run Python in the worker (async); resolves with its last expression's value
+//   assets, stages, timings, gpu, result, error   what the page shows, as data
+
+const $ = (sel) => document.querySelector(sel);
+const fmtBytes = (n) =>
+  n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB` : n >= 1e3 ? `${(n / 1e3).toFixed(0)} kB` : `${n} B`;
+const fmtMs = (ms) => (ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(0)} ms`);
+
+const app = {
+  state: "checking",
+  assets: {},
+  stages: {},
+  timings: {},
+  gpu: null,
+  result: null,
+  error: null,
+  sizes: {},
+  run,
+};
+window.pybridge = app;
+
+function setState(state, text) {
+  app.state = state;
+  document.body.dataset.state = state;
+  $("#state").textContent = text;
+}
+
+function showError(title, message) {
+  app.error = message;
+  $("#error-title").textContent = title;
+  $("#error-message").textContent = message;
+  $("#error").hidden = false;
+}
+
+// --- WebGPU check (before downloading anything) ----------------------------------------------
+const NO_WEBGPU_HELP =
+  "Use Chrome or Edge 113+ (macOS, Windows, ChromeOS; on Linux start it with " +
+  "--enable-unsafe-webgpu or turn on chrome://flags/#enable-unsafe-webgpu), Safari 26+ " +
+  "on macOS or iOS, or Firefox 141+ on Windows. The page must be served over https:// or " +
+  "from http://localhost.";
+
+async function checkWebGPU() {
+  if (!("gpu" in navigator) || !navigator.gpu) {
+    return `This browser has no WebGPU (navigator.gpu is missing). ${NO_WEBGPU_HELP}`;
+  }
+  try {
+    const adapter = await navigator.gpu.requestAdapter();
+    if (!adapter) {
+      return `WebGPU is present but found no usable GPU adapter (it may be blocklisted or disabled). ${NO_WEBGPU_HELP}`;
+    }
+  } catch (err) {
+    return `WebGPU failed to start: ${err.message}. ${NO_WEBGPU_HELP}`;
+  }
+  return null;
+}
+
+// --- the worker ------------------------------------------------------------------------------
+let worker = null;
+let nextId = 1;
+const pending = new Map();
+
+function run(code) {
+  if (!worker) return Promise.reject(new Error(`Python is not running (state: ${app.state})`));
+  const id = nextId++;
+  return new Promise((resolve, reject) => {
+    pending.set(id, { resolve, reject });
+    worker.postMessage({ type: "run", id, code });
+  });
+}
+
+const assetRows = new Map();
+
+function renderAsset(name) {
+  const a = app.assets[name];
+  let row = assetRows.get(name);
+  if (!row) {
+    row = document.createElement("li");
+    assetRows.set(name, row);
+    row.innerHTML = `<span class="name"></span><progress max="1"></progress><span class="size"></span>`;
+    row.querySelector(".name").textContent = name;
+    $("#assets").appendChild(row);
+  }
+  row.dataset.state = a.state;
+  const total = app.sizes[name] || 0;
+  const bar = row.querySelector("progress");
+  if (a.state === "done") bar.value = 1;
+  else if (total) bar.value = Math.min(1, a.loaded / total);
+  else bar.removeAttribute("value");
+  row.querySelector(".size").textContent =
+    a.state === "failed" ? a.error : total ? fmtBytes(total) : a.loaded ? fmtBytes(a.loaded) : "";
+}
+
+const STAGE_LABELS = {
+  config: "config",
+  pyodide: "Pyodide runtime",
+  packages: "numpy + pybridge",
+  ready: "Python ready",
+};
+
+function renderStages() {
+  const rows = Object.entries(app.stages).map(
+    ([k, v]) => `<li><span>${STAGE_LABELS[k] || k}</span><span>${fmtMs(v)}</span></li>`,
+  );
+  $("#stages").innerHTML = rows.join("");
+}
+
+function renderGpu(gpu) {
+  const info = gpu.adapter || {};
+  const desc = [info.vendor, info.architecture, info.device, info.description]
+    .filter(Boolean)
+    .join(" · ");
+  $("#gpu-adapter").textContent = desc || "(the browser does not describe the adapter)";
+  $("#gpu-features").innerHTML = gpu.features.length
+    ? gpu.features.map((f) => `<code>${f}</code>`).join(" ")
+    : "<em>none of shader-f16, subgroups, timestamp-query</em>";
+  $("#gpu-limits").innerHTML = Object.entries(gpu.limits)
+    .map(([k, v]) => `<tr><td>${k}</td><td>${v >= 1 << 20 ? fmtBytes(v) : v}</td></tr>`)
+    .join("");
+  $("#gpu-panel").hidden = false;
+}
+
+function renderResult(r) {
+  const fmt = (xs) => xs.map((v) => v.toFixed(4)).join(", ");
+  $("#result-gpu").textContent = `[${fmt(r.head)}, …]`;
+  $("#result-numpy").textContent = `[${fmt(r.expectedHead)}, …]`;
+  $("#result-err").textContent = r.maxAbsError.toExponential(2);
+  $("#result-verdict").textContent = r.ok ? "matches numpy" : "DIFFERS from numpy";
+  $("#result-verdict").className = r.ok ? "ok" : "bad";
+  $("#result-n").textContent = r.n.toLocaleString();
+  $("#result-steps").innerHTML = Object.entries(r.timingsMs)
+    .map(([k, v]) => `<li><span>${k}</span><span>${fmtMs(v)}</span></li>`)
+    .join("");
+  $("#result-panel").hidden = false;
+}
+
+function onWorkerMessage(ev) {
+  const msg = ev.data;
+  switch (msg.type) {
+    case "config":
+      app.sizes = msg.config.sizes || {};
+      $("#pyodide-version").textContent = msg.config.pyodideVersion;
+      break;
+    case "asset":
+      app.assets[msg.name] = { ...app.assets[msg.name], ...msg };
+      renderAsset(msg.name);
+      break;
+    case "stage":
+      app.stages[msg.name] = msg.ms;
+      if (msg.python) {
+        $("#versions").textContent =
+          `Python ${msg.python} · numpy ${msg.numpy} · pybridge ${msg.pybridge}`;
+      }
+      renderStages();
+      break;
+    case "ready":
+      app.timings.pythonReady = performance.now();
+      setState("python-ready", "Python ready, running the kernel…");
+      runDemo();
+      break;
+    case "error":
+      setState("error", "Failed");
+      showError(msg.asset ? `Could not load ${msg.asset}` : "Python failed to start", msg.message);
+      break;
+    case "result": {
+      const p = pending.get(msg.id);
+      pending.delete(msg.id);
+      if (p) msg.ok ? p.resolve(msg.value) : p.reject(new Error(msg.error));
+      break;
+    }
+  }
+}
+
+async function runDemo() {
+  try {
+    const r = await run("import pybridge.demo\nawait pybridge.demo.run_axpy()");
+    app.result = r;
+    app.gpu = r.gpu;
+    app.timings.kernelDone = performance.now();
+    renderGpu(r.gpu);
+    renderResult(r);
+    setState("ready", r.ok ? "Ready" : "Ready (kernel result differs)");
+  } catch (err) {
+    setState("error", "Failed");
+    showError("The GPU kernel failed", err.message);
+  }
+}
+
+async function main() {
+  const problem = await checkWebGPU();
+  if (problem) {
+    setState("no-webgpu", "WebGPU unavailable");
+    showError("This browser cannot run pybridge", problem);
+    return;
+  }
+  setState("booting", "Loading Python…");
+  worker = new Worker("./worker.js", { type: "module" });
+  worker.onmessage = onWorkerMessage;
+  worker.onerror = (ev) => {
+    setState("error", "Failed");
+    showError("The worker failed to start", ev.message || "worker.js could not be loaded");
+  };
+}
+
+main();

@@ -1,0 +1,146 @@
+// The worker that owns Python and the GPU. The page (main.js) never blocks on either.
+//
+// Boot: config.json -> Pyodide core -> numpy + pybridge wheels -> import -> ready.
+// Every fetch is counted per asset and reported to the page; a failed asset is named.
+// Messages to the page: {type: "asset" | "stage" | "ready" | "error" | "result"}.
+// Messages from the page: {type: "run", id, code}: run Python (async), answer with "result".
+
+import * as bridge from "./bridge.js";
+
+const post = (msg) => self.postMessage(msg);
+const t0 = performance.now();
+const failedAssets = [];
+
+class AssetError extends Error {
+  constructor(name, url, why) {
+    super(`Could not load ${name} (${why}) from ${url}`);
+    this.asset = name;
+  }
+}
+
+// Count the bytes of every fetch (Pyodide's own included) so the page shows per-asset progress.
+const realFetch = self.fetch.bind(self);
+self.fetch = async (input, init) => {
+  const url = new URL(input instanceof Request ? input.url : String(input), self.location.href);
+  const name = url.pathname.split("/").pop();
+  seenByFetch.add(name);
+  post({ type: "asset", name, state: "loading", loaded: 0 });
+  let resp;
+  try {
+    resp = await realFetch(input, init);
+  } catch (err) {
+    failedAssets.push(name);
+    post({ type: "asset", name, state: "failed", error: String(err) });
+    throw new AssetError(name, url.pathname, String(err.message || err));
+  }
+  if (!resp.ok) {
+    failedAssets.push(name);
+    post({ type: "asset", name, state: "failed", error: `HTTP ${resp.status}` });
+    throw new AssetError(name, url.pathname, `HTTP ${resp.status}`);
+  }
+  if (!resp.body) {
+    post({ type: "asset", name, state: "done", loaded: 0 });
+    return resp;
+  }
+  let loaded = 0;
+  let lastPost = 0;
+  const counter = new TransformStream({
+    transform(chunk, ctl) {
+      loaded += chunk.byteLength;
+      const now = performance.now();
+      if (now - lastPost > 50) {
+        lastPost = now;
+        post({ type: "asset", name, state: "loading", loaded });
+      }
+      ctl.enqueue(chunk);
+    },
+    flush() {
+      post({ type: "asset", name, state: "done", loaded });
+    },
+  });
+  return new Response(resp.body.pipeThrough(counter), {
+    status: resp.status,
+    statusText: resp.statusText,
+    headers: resp.headers,
+  });
+};
+
+// Module imports (pyodide.mjs, pyodide.asm.js) bypass fetch: report them from resource timing.
+const seenByFetch = new Set();
+new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) {
+    const name = new URL(e.name).pathname.split("/").pop();
+    if (!seenByFetch.has(name)) {
+      post({ type: "asset", name, state: "done", loaded: e.decodedBodySize || e.encodedBodySize });
+    }
+  }
+}).observe({ type: "resource", buffered: true });
+
+function stage(name, extra = {}) {
+  post({ type: "stage", name, ms: performance.now() - t0, ...extra });
+}
+
+async function boot() {
+  const config = await (await fetch("./config.json")).json();
+  post({ type: "config", config });
+  stage("config");
+
+  const indexURL = new URL(config.indexURL, self.location.href).href;
+  let loadPyodide;
+  try {
+    ({ loadPyodide } = await import(indexURL + "pyodide.mjs"));
+  } catch (err) {
+    throw new AssetError("pyodide.mjs", new URL(indexURL).pathname + "pyodide.mjs", err.message);
+  }
+  const pyodide = await loadPyodide({ indexURL, fullStdLib: false });
+  self.pyodide = pyodide;
+  stage("pyodide");
+
+  const loadErrors = [];
+  await pyodide.loadPackage(["numpy", "pybridge"], {
+    messageCallback: () => {},
+    errorCallback: (msg) => loadErrors.push(msg),
+  });
+  stage("packages");
+
+  pyodide.registerJsModule("pybridge_js", bridge);
+  // loadPackage does not raise on a failed fetch: import, and name what is missing if it fails.
+  try {
+    await pyodide.runPythonAsync("import numpy, pybridge");
+  } catch (err) {
+    const names = failedAssets.length ? failedAssets.join(", ") : "(no failed download seen)";
+    throw new Error(
+      `Python packages did not load. Failed files: ${names}. ${loadErrors.join(" ")} ${err.message}`,
+    );
+  }
+  const versions = pyodide.runPython(
+    "import sys, numpy, pybridge; f'{sys.version.split()[0]} {numpy.__version__} {pybridge.__version__}'",
+  ).split(" ");
+  stage("ready", { python: versions[0], numpy: versions[1], pybridge: versions[2] });
+  return pyodide;
+}
+
+const booted = boot();
+booted.then(
+  () => post({ type: "ready", ms: performance.now() - t0 }),
+  (err) => post({ type: "error", message: err.message, asset: err.asset || null, stack: err.stack }),
+);
+
+// Run Python for the page (and the tests). The code's last expression is the result; a
+// PyProxy result is converted (dicts to objects) and destroyed.
+self.onmessage = async (ev) => {
+  const { type, id, code } = ev.data;
+  if (type !== "run") return;
+  try {
+    const pyodide = await booted;
+    let value = await pyodide.runPythonAsync(code);
+    if (value && typeof value.toJs === "function") {
+      const proxy = value;
+      value = proxy.toJs({ dict_converter: Object.fromEntries, create_pyproxies: false });
+      proxy.destroy();
+    }
+    post({ type: "result", id, ok: true, value });
+  } catch (err) {
+    post({ type: "result", id, ok: false, error: err.message });
+  }
+};
