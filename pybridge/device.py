@@ -49,6 +49,7 @@ class Gpu:
     features: frozenset[str]
     limits: dict[str, int]
     info: dict[str, str] = field(default_factory=dict)
+    kernels: dict[str, Any] = field(default_factory=dict)  # op -> dispatch.Kernel, see kernel()
 
     def has(self, feature: str) -> bool:
         return feature in self.features
@@ -101,3 +102,14 @@ async def request_gpu(power_preference: str = "high-performance") -> Gpu:
         limits={name: int(getattr(device.limits, name)) for name in REPORTED_LIMITS},
         info=info,
     )
+
+
+_default: Gpu | None = None
+
+
+async def default_gpu() -> Gpu:
+    """The session's shared device, requested on first use."""
+    global _default
+    if _default is None:
+        _default = await request_gpu()
+    return _default

@@ -78,3 +78,11 @@ class Kernel:
         pass_.setBindGroup(0, bind_group)
         pass_.dispatchWorkgroups(*grid)
         pass_.end()
+
+
+
+def kernel(gpu: Any, op: str) -> Kernel:
+    """The compiled kernel `op` for `gpu` (a device.Gpu), compiled on first use, cached on it."""
+    if op not in gpu.kernels:
+        gpu.kernels[op] = Kernel(gpu.device, op)
+    return gpu.kernels[op]

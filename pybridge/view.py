@@ -37,15 +37,12 @@ def view_info(arr: np.ndarray) -> dict[str, int | bool]:
     require_browser("view_info")
     import pybridge_js  # registered by web/worker.js
 
-    info = pybridge_js.viewInfo(as_viewable(arr))
-    try:
-        return {
-            "byteOffset": int(info.byteOffset),
-            "byteLength": int(info.byteLength),
-            "isWasmHeap": bool(info.isWasmHeap),
-        }
-    finally:
-        info.destroy()
+    info = pybridge_js.viewInfo(as_viewable(arr))  # a plain JS object (JsProxy)
+    return {
+        "byteOffset": int(info.byteOffset),
+        "byteLength": int(info.byteLength),
+        "isWasmHeap": bool(info.isWasmHeap),
+    }
 
 
 def write_through_view(arr: np.ndarray, byte_index: int, value: int) -> None:

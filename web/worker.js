@@ -18,6 +18,13 @@ class AssetError extends Error {
   }
 }
 
+// Pyodide swallows some load failures (a failed pyodide.asm.wasm leaves loadPyodide pending
+// forever), so boot races every stage against the first failed asset.
+let failBoot;
+const assetFailure = new Promise((_, reject) => (failBoot = reject));
+assetFailure.catch(() => {}); // handled by the race in boot(); quiet once boot is over
+const orFailedAsset = (promise) => Promise.race([promise, assetFailure]);
+
 // Count the bytes of every fetch (Pyodide's own included) so the page shows per-asset progress.
 const realFetch = self.fetch.bind(self);
 self.fetch = async (input, init) => {
@@ -29,14 +36,10 @@ self.fetch = async (input, init) => {
   try {
     resp = await realFetch(input, init);
   } catch (err) {
-    failedAssets.push(name);
-    post({ type: "asset", name, state: "failed", error: String(err) });
-    throw new AssetError(name, url.pathname, String(err.message || err));
+    throw assetFailed(name, url, await whyFetchFailed(url, init, err));
   }
   if (!resp.ok) {
-    failedAssets.push(name);
-    post({ type: "asset", name, state: "failed", error: `HTTP ${resp.status}` });
-    throw new AssetError(name, url.pathname, `HTTP ${resp.status}`);
+    throw assetFailed(name, url, `HTTP ${resp.status}`);
   }
   if (!resp.body) {
     post({ type: "asset", name, state: "done", loaded: 0 });
@@ -76,31 +79,54 @@ new PerformanceObserver((list) => {
   }
 }).observe({ type: "resource", buffered: true });
 
+// A fetch with an `integrity` hash (Pyodide sets one per wheel) rejects without a status;
+// ask the server once more, without it, to tell a missing file from a hash mismatch.
+async function whyFetchFailed(url, init, err) {
+  try {
+    const probe = await realFetch(url, { method: "HEAD", cache: "no-store" });
+    if (!probe.ok) return `HTTP ${probe.status}`;
+    if (init && init.integrity) return "its sha256 does not match the lock file (integrity check)";
+  } catch {
+    /* the server is unreachable: report the original error */
+  }
+  return String(err.message || err);
+}
+
+function assetFailed(name, url, why) {
+  failedAssets.push(name);
+  post({ type: "asset", name, state: "failed", error: why });
+  const err = new AssetError(name, url.pathname, why);
+  failBoot(err);
+  return err;
+}
+
 function stage(name, extra = {}) {
   post({ type: "stage", name, ms: performance.now() - t0, ...extra });
 }
 
 async function boot() {
-  const config = await (await fetch("./config.json")).json();
+  const config = await orFailedAsset(fetch("./config.json").then((r) => r.json()));
   post({ type: "config", config });
   stage("config");
 
   const indexURL = new URL(config.indexURL, self.location.href).href;
   let loadPyodide;
   try {
-    ({ loadPyodide } = await import(indexURL + "pyodide.mjs"));
+    ({ loadPyodide } = await orFailedAsset(import(indexURL + "pyodide.mjs")));
   } catch (err) {
     throw new AssetError("pyodide.mjs", new URL(indexURL).pathname + "pyodide.mjs", err.message);
   }
-  const pyodide = await loadPyodide({ indexURL, fullStdLib: false });
+  const pyodide = await orFailedAsset(loadPyodide({ indexURL, fullStdLib: false }));
   self.pyodide = pyodide;
   stage("pyodide");
 
   const loadErrors = [];
-  await pyodide.loadPackage(["numpy", "pybridge"], {
-    messageCallback: () => {},
-    errorCallback: (msg) => loadErrors.push(msg),
-  });
+  await orFailedAsset(
+    pyodide.loadPackage(["numpy", "pybridge"], {
+      messageCallback: () => {},
+      errorCallback: (msg) => loadErrors.push(msg),
+    }),
+  );
   stage("packages");
 
   pyodide.registerJsModule("pybridge_js", bridge);

@@ -1,0 +1,41 @@
+"""Test capability, decided once for the whole run.
+
+Browser tests need Debian's Chromium (PYBRIDGE_CHROMIUM, default /usr/bin/chromium) and the
+vendored assets (build/site/). Locally a missing piece skips those tests with the reason;
+in CI (CI=true) it is an error, because CI must run every test.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = Path(os.environ.get("PYBRIDGE_CHROMIUM", "/usr/bin/chromium"))
+SITE = ROOT / "build" / "site"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def browser_missing() -> str | None:
+    """Why browser tests cannot run here, or None."""
+    if not CHROMIUM.exists():
+        return f"Chromium not found at {CHROMIUM} (python3 tools/dev.py setup installs it)"
+    if not (SITE / "config.json").exists():
+        return "assets not vendored in build/site/ (python3 tools/dev.py setup)"
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    e2e = ROOT / "tests" / "e2e"
+    browser_items = [i for i in items if Path(i.fspath).is_relative_to(e2e)]
+    for item in browser_items:
+        item.add_marker(pytest.mark.browser)
+    why = browser_missing()
+    if why is None or not browser_items:
+        return
+    if IN_CI:
+        raise pytest.UsageError(f"CI must run the browser tests, but: {why}")
+    for item in browser_items:
+        item.add_marker(pytest.mark.skip(reason=why))

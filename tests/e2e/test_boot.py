@@ -1,0 +1,122 @@
+"""The page boots Python + numpy in a worker, gets a WebGPU device and runs a kernel from
+Python; the data path's view is really the numpy memory; failures are named on the page."""
+
+from __future__ import annotations
+
+import base64
+import re
+
+import numpy as np
+import pytest
+
+from tests.e2e.conftest import launch, new_page, wait_final
+
+
+def test_page_boots_and_shows_the_kernel_result(app):
+    s = app.state()
+    assert s["state"] == "ready" and s["error"] is None
+    r = s["result"]
+    assert r["ok"] is True and r["maxAbsError"] <= 1e-5
+    assert r["head"] == pytest.approx(r["expectedHead"], rel=1e-6, abs=1e-6)
+    # boot stages in order, each asset the page needed reported as done
+    stages = s["stages"]
+    assert list(stages) == ["config", "pyodide", "packages", "ready"]
+    assert all(a <= b for a, b in zip(list(stages.values()), list(stages.values())[1:]))
+    done = {n for n, a in s["assets"].items() if a["state"] == "done"}
+    assert {"pyodide.asm.wasm", "python_stdlib.zip", "pyodide-lock.json"} <= done
+    assert any(n.startswith("numpy-2.0.2-") for n in done)
+    assert any(n.startswith("pybridge-") for n in done)
+    # what a person sees
+    page = app.page
+    assert page.locator("#state").inner_text() == "Ready"
+    assert page.locator("#result-verdict").inner_text() == "matches numpy"
+    assert page.locator("#error").is_hidden()
+    assert "Python 3.12" in page.locator("#versions").inner_text()
+    assert page.errors == []
+
+
+def test_python_and_numpy_run_in_the_browser(app):
+    info = app.py(
+        "import sys, numpy as np\n"
+        "a = np.arange(12, dtype=np.float64).reshape(3, 4)\n"
+        "[list(sys.version_info[:2]), np.__version__, (a @ a.T).tolist(), sys.platform]"
+    )
+    version, np_version, gram, platform = info
+    a = np.arange(12, dtype=np.float64).reshape(3, 4)
+    assert version == [3, 12] and np_version == "2.0.2" and platform == "emscripten"
+    assert np.array_equal(np.array(gram), a @ a.T)
+
+
+def test_the_js_view_is_the_numpy_memory(app):
+    r = app.py(
+        "import numpy as np\n"
+        "from pybridge.view import view_info, write_through_view\n"
+        "arr = np.arange(64, dtype=np.uint8)\n"
+        "whole, tail = view_info(arr), view_info(arr[8:])\n"
+        "write_through_view(arr, 5, 201)\n"
+        "write_through_view(arr[8:], 0, 202)\n"
+        "{'whole': whole, 'tail': tail, 'addr': arr.ctypes.data, 'a5': int(arr[5]), 'a8': int(arr[8])}"
+    )
+    assert r["whole"]["isWasmHeap"] is True
+    assert r["whole"]["byteOffset"] == r["addr"] and r["whole"]["byteLength"] == 64
+    assert r["tail"]["byteOffset"] == r["addr"] + 8 and r["tail"]["byteLength"] == 56
+    assert r["a5"] == 201 and r["a8"] == 202  # a write through the view shows in numpy
+
+
+def test_non_contiguous_arrays_are_refused_with_a_clear_error(app):
+    with pytest.raises(Exception, match="not C-contiguous"):
+        app.py(
+            "import numpy as np\nfrom pybridge.view import view_info\n"
+            "view_info(np.zeros((4, 4), dtype=np.float32)[:, 1])"
+        )
+
+
+@pytest.mark.parametrize("n", [1, 255, 256, 257, 100_003])
+def test_axpy_kernel_equals_numpy(app, n):
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal(n).astype(np.float32)
+    y = rng.standard_normal(n).astype(np.float32)
+    alpha = -1.75
+    b64 = lambda a: base64.b64encode(a.tobytes()).decode()  # noqa: E731
+    got_b64 = app.py(
+        "import base64, numpy as np\n"
+        "from pybridge.device import default_gpu\nfrom pybridge.demo import axpy\n"
+        f"x = np.frombuffer(base64.b64decode('{b64(x)}'), dtype=np.float32)\n"
+        f"y = np.frombuffer(base64.b64decode('{b64(y)}'), dtype=np.float32)\n"
+        f"out = await axpy(await default_gpu(), {alpha}, x, y)\n"
+        "base64.b64encode(out.tobytes()).decode()"
+    )
+    got = np.frombuffer(base64.b64decode(got_b64), dtype=np.float32)
+    np.testing.assert_allclose(got, alpha * x + y, rtol=1e-6, atol=1e-6)
+
+
+def test_no_webgpu_shows_what_is_needed(playwright_instance, server, guard):
+    browser = launch(playwright_instance, webgpu=False)  # Chromium on Linux: no adapter
+    try:
+        page = new_page(browser, server, guard)
+        page.goto(server.url)
+        assert wait_final(page) == "no-webgpu"
+        assert page.locator("#error").is_visible()
+        text = page.locator("#error").inner_text()
+        assert "no usable GPU adapter" in text and "--enable-unsafe-webgpu" in text
+        assert "Safari" in text
+        assert page.evaluate("Object.keys(pybridge.assets).length") == 0  # nothing downloaded
+    finally:
+        browser.close()
+
+
+def test_browser_without_navigator_gpu(fresh_page, server):
+    fresh_page.add_init_script("delete Navigator.prototype.gpu")
+    fresh_page.goto(server.url)
+    assert wait_final(fresh_page) == "no-webgpu"
+    assert "navigator.gpu is missing" in fresh_page.locator("#error-message").inner_text()
+
+
+@pytest.mark.parametrize("asset", ["pyodide.asm.wasm", "numpy-2.0.2-cp312-cp312-pyodide_2024_0_wasm32.whl"])
+def test_a_failed_asset_is_named_on_the_page(fresh_page, server, asset):
+    fresh_page.route(re.compile(re.escape(asset) + "$"), lambda route: route.fulfill(status=404))
+    fresh_page.goto(server.url)
+    assert wait_final(fresh_page) == "error"
+    text = fresh_page.locator("#error").inner_text()
+    assert asset in text and "404" in text
+    assert fresh_page.evaluate(f"pybridge.assets[{asset!r}].state") == "failed"
