@@ -9,7 +9,8 @@
 Set-up (idempotent, each step skipped when already done, with visible progress):
   1. Debian packages: chromium (headless browser tests), mesa-vulkan-drivers (lavapipe for the
      native GPU backend), python3-venv, npm; via apt-get, only those absent.
-  2. A virtual environment .venv/ with the pinned dev dependencies of pyproject.toml.
+  2. A virtual environment .venv/ with tools/requirements.lock (the `dev` extra of
+     pyproject.toml, resolved and pinned by sha256 by tools/lock_deps.py).
   3. Vendored assets under build/site/ (tools/assets.py): Pyodide, numpy, the pybridge wheel.
 
 Standard library only: this runs with the system's python3 before any venv exists.
@@ -88,8 +89,11 @@ def setup_debian() -> None:
     run([*prefix, "apt-get", "install", "-y", "-q", *missing], env=env)
 
 
+LOCK = ROOT / "tools" / "requirements.lock"
+
+
 def deps_fingerprint() -> str:
-    return hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    return hashlib.sha256(LOCK.read_bytes()).hexdigest()
 
 
 def setup_venv() -> None:
@@ -99,10 +103,10 @@ def setup_venv() -> None:
     if STAMP.exists() and STAMP.read_text() == deps_fingerprint():
         say("2/3 Python: .venv up to date")
         return
-    say("2/3 Python: installing pinned dependencies into .venv (aiohttp, numpy, playwright, "
-        "pytest, ...; no browser download)")
-    run([str(VENV_PY), "-m", "pip", "install", "--disable-pip-version-check",
-         "--progress-bar", "off", "-e", f"{ROOT}[dev]"])
+    say("2/3 Python: installing tools/requirements.lock into .venv (aiohttp, numpy, playwright, "
+        "pytest, ...; every wheel sha256-checked; no browser download)")
+    run([str(VENV_PY), "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar",
+         "off", "--only-binary=:all:", "--require-hashes", "-r", str(LOCK)])
     STAMP.write_text(deps_fingerprint())
 
 
