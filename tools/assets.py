@@ -295,8 +295,12 @@ def write_lock(upstream_lock: bytes, pybridge_wheel: Path, dest: Path) -> None:
         depends=["numpy"],
     )
     lock = PyodideLockSpec(info=upstream.info, packages=packages)
-    lock.to_json(dest / "pyodide-lock.json.part", indent=1)
-    os.replace(dest / "pyodide-lock.json.part", dest / "pyodide-lock.json")
+    part, final = dest / "pyodide-lock.json.part", dest / "pyodide-lock.json"
+    lock.to_json(part, indent=1)
+    if final.exists() and final.read_bytes() == part.read_bytes():
+        part.unlink()  # unchanged: keep the file (and its ETag, and its .gz) as they are
+    else:
+        os.replace(part, final)
 
 
 def upstream_package_closure(lock: dict) -> list[str]:

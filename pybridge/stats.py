@@ -1,0 +1,84 @@
+"""Copy accounting: every CPU copy our data path makes or causes is counted here.
+
+    pybridge.stats()                  -> {"upload": {"view": {"copies": 2, "bytes": 8192}, ...}, ...}
+    with pybridge.count_copies() as c:  -> c.copies("upload"), c.bytes("readback", "naive")
+        ...
+
+Directions: "upload" (numpy -> GPU), "readback" (GPU -> numpy), "weights" (file -> GPU), and
+"contiguous" (the extra copy made when a non-contiguous array must be made contiguous).
+Paths: "view" and "staging" (zero-copy path: 1 copy), "naive" (the baseline), "stream"
+(weights), "wasm-heap" (bytes of weights that entered the wasm heap: 0 by design).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from contextlib import contextmanager
+from typing import Iterator
+
+_counts: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+
+
+def record(direction: str, path: str, copies: int, nbytes: int) -> None:
+    """Count `copies` CPU copies of `nbytes` bytes each."""
+    c = _counts[(direction, path)]
+    c[0] += copies
+    c[1] += copies * nbytes
+
+
+def record_bytes(direction: str, path: str, nbytes: int) -> None:
+    """Count bytes without a copy (e.g. wasm-heap bytes of weights)."""
+    _counts[(direction, path)][1] += nbytes
+
+
+def stats() -> dict[str, dict[str, dict[str, int]]]:
+    """A snapshot: direction -> path -> {"copies", "bytes"}."""
+    out: dict[str, dict[str, dict[str, int]]] = {}
+    for (direction, path), (copies, nbytes) in sorted(_counts.items()):
+        out.setdefault(direction, {})[path] = {"copies": copies, "bytes": nbytes}
+    return out
+
+
+def reset_stats() -> None:
+    _counts.clear()
+
+
+class CopyCounter:
+    """What happened between entering and leaving `count_copies()`."""
+
+    def __init__(self) -> None:
+        self._start = {k: tuple(v) for k, v in _counts.items()}
+        self._end: dict[tuple[str, str], tuple[int, int]] | None = None
+
+    def _delta(self) -> dict[tuple[str, str], tuple[int, int]]:
+        end = self._end if self._end is not None else {k: tuple(v) for k, v in _counts.items()}
+        out = {}
+        for k, (c, b) in end.items():
+            c0, b0 = self._start.get(k, (0, 0))
+            if (c - c0, b - b0) != (0, 0):
+                out[k] = (c - c0, b - b0)
+        return out
+
+    def copies(self, direction: str, path: str | None = None) -> int:
+        return sum(c for (d, p), (c, _) in self._delta().items()
+                   if d == direction and (path is None or p == path))
+
+    def bytes(self, direction: str, path: str | None = None) -> int:
+        return sum(b for (d, p), (_, b) in self._delta().items()
+                   if d == direction and (path is None or p == path))
+
+    def as_dict(self) -> dict[str, dict[str, dict[str, int]]]:
+        out: dict[str, dict[str, dict[str, int]]] = {}
+        for (d, p), (c, b) in sorted(self._delta().items()):
+            out.setdefault(d, {})[p] = {"copies": c, "bytes": b}
+        return out
+
+
+@contextmanager
+def count_copies() -> Iterator[CopyCounter]:
+    """Measure the copies made inside a block."""
+    counter = CopyCounter()
+    try:
+        yield counter
+    finally:
+        counter._end = {k: tuple(v) for k, v in _counts.items()}
