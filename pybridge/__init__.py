@@ -2,19 +2,28 @@
 
 Modules, in the order data flows through them:
 
-    _env       where we run: Pyodide in a browser worker, or plain CPython
-    device     adapter and device: request, features, limits, a clear error without WebGPU
-    view       step 1, view: borrow a numpy array's wasm-heap bytes (no copy) for one JS turn
-    upload     step 2, upload: view -> GPU buffer (one CPU copy, done by the browser)
-    dispatch   step 3, dispatch: WGSL kernels from wgsl/ (shipped as pybridge.wgsl), pipelines
-    readback   step 4 and 5, readback: GPU buffer -> MAP_READ buffer -> numpy `out=` (one copy)
-    demo       what the page runs once booted: one kernel, checked against numpy
+    _env        where we run: Pyodide in a browser worker, or plain CPython
+    dtypes      the dtype table: numpy <-> WGSL <-> TypedArray <-> alignment
+    accounting  copy accounting: every CPU copy counted by direction and path
+    errors      the exceptions, each naming the operation
+    device      adapter and device: features, limits, a clear error without WebGPU
+    backend     the interface (allocate, upload, dispatch, readback, free) and GpuTensor
+    view        step 1, view: numpy's wasm-heap bytes borrowed by JS, no copy
+    dispatch    step 3, dispatch: kernels from wgsl/ (shipped as pybridge.wgsl), grids
+    browser     steps 2-5 in the browser: upload (view | staging | naive), dispatch,
+                readback (MAP_READ ring -> numpy out=, one copy)
+    native      the same interface over wgpu-py in CPython (lavapipe, Metal, Vulkan)
+    weights     safetensors streamed from the server into mapped GPU buffers
+    demo        what the page runs once booted: one kernel, checked against numpy
 
-In plain CPython the package imports (the browser-only parts raise a clear error when
-called), so its logic is unit-tested without a browser.
+In plain CPython the package imports (browser-only parts raise a clear error when called),
+so its logic is unit-tested without a browser and its kernels run on the native backend.
 """
 
 from pybridge._env import IN_PYODIDE
+from pybridge.backend import GpuTensor, default_backend, set_default_paths
+from pybridge.accounting import count_copies, reset_stats, stats
 
-__all__ = ["IN_PYODIDE"]
+__all__ = ["IN_PYODIDE", "GpuTensor", "count_copies", "default_backend", "reset_stats",
+           "set_default_paths", "stats"]
 __version__ = "0.1.0"

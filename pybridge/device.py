@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pybridge._env import require_browser
+from pybridge.errors import WebGPUUnavailable
 
 OPTIONAL_FEATURES = ("shader-f16", "subgroups", "timestamp-query")
 
@@ -36,10 +37,6 @@ NO_WEBGPU_HELP = (
 )
 
 
-class WebGPUUnavailable(RuntimeError):
-    """The browser exposes no WebGPU, or no adapter; the message says what is needed."""
-
-
 @dataclass
 class Gpu:
     """A WebGPU device with what was detected about it."""
@@ -49,7 +46,6 @@ class Gpu:
     features: frozenset[str]
     limits: dict[str, int]
     info: dict[str, str] = field(default_factory=dict)
-    kernels: dict[str, Any] = field(default_factory=dict)  # op -> dispatch.Kernel, see kernel()
 
     def has(self, feature: str) -> bool:
         return feature in self.features
@@ -103,13 +99,3 @@ async def request_gpu(power_preference: str = "high-performance") -> Gpu:
         info=info,
     )
 
-
-_default: Gpu | None = None
-
-
-async def default_gpu() -> Gpu:
-    """The session's shared device, requested on first use."""
-    global _default
-    if _default is None:
-        _default = await request_gpu()
-    return _default

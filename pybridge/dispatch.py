@@ -1,34 +1,33 @@
-"""Step 3, dispatch: WGSL kernels from wgsl/ (one per file), compiled once per device.
+"""Step 3, dispatch: which kernel, and how many workgroups. Shared by both backends.
 
-Shader text comes from one place: the `wgsl/` folder, shipped inside the wheel as the
-`pybridge.wgsl` package data. Python never builds shader text.
+Shader text comes from one place: the `wgsl/` folder (one kernel per file), shipped inside
+the wheel as the `pybridge.wgsl` package data. Python never builds shader text. Each backend
+compiles a kernel once per device (`pipeline(op)`) and binds GpuTensors in order.
 """
 
 from __future__ import annotations
 
-import importlib.resources
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Sequence
-
-from pybridge._env import require_browser
 
 WORKGROUP = 256
 MAX_WORKGROUPS_PER_DIM = 65535
 
 
+_PACKAGE = Path(__file__).resolve().parent
+KERNEL_DIRS = (_PACKAGE / "wgsl", _PACKAGE.parent / "wgsl")  # in the wheel; in a checkout
+
+
 @lru_cache(maxsize=None)
 def shader_source(op: str) -> str:
-    """The text of wgsl/<op>.wgsl. In a wheel it is package data (pybridge/wgsl/); in a
-    source checkout, the top-level wgsl/ folder that setuptools maps there."""
-    name = f"{op}.wgsl"
-    try:
-        return (importlib.resources.files("pybridge.wgsl") / name).read_text(encoding="utf-8")
-    except ModuleNotFoundError:
-        path = Path(__file__).resolve().parent.parent / "wgsl" / name
-    if not path.is_file():
-        raise FileNotFoundError(f"no kernel named {op!r}: {path} does not exist")
-    return path.read_text(encoding="utf-8")
+    """The text of wgsl/<op>.wgsl: package data (pybridge/wgsl/) when installed from the
+    wheel, the top-level wgsl/ folder in a source checkout."""
+    for folder in KERNEL_DIRS:
+        path = folder / f"{op}.wgsl"
+        if path.is_file():
+            return path.read_text(encoding="utf-8")
+    raise FileNotFoundError(f"no kernel named {op!r}: {op}.wgsl is in none of "
+                            f"{', '.join(map(str, KERNEL_DIRS))}")
 
 
 def grid_1d(n: int, workgroup: int = WORKGROUP) -> tuple[int, int, int]:
@@ -36,53 +35,3 @@ def grid_1d(n: int, workgroup: int = WORKGROUP) -> tuple[int, int, int]:
     groups = max(1, -(-n // workgroup))
     x = min(groups, MAX_WORKGROUPS_PER_DIM)
     return (x, -(-groups // x), 1)
-
-
-class Kernel:
-    """One compute pipeline ('auto' layout, entry point `main`) for one device."""
-
-    def __init__(self, device: Any, op: str) -> None:
-        require_browser("Kernel")
-        import js
-        from pyodide.ffi import to_js
-
-        self.op = op
-        self.device = device
-        module = device.createShaderModule(
-            to_js({"code": shader_source(op), "label": op}, dict_converter=js.Object.fromEntries)
-        )
-        self.pipeline = device.createComputePipeline(
-            to_js(
-                {"layout": "auto", "label": op, "compute": {"module": module, "entryPoint": "main"}},
-                dict_converter=js.Object.fromEntries,
-            )
-        )
-
-    def bind(self, buffers: Sequence[Any]) -> Any:
-        """A bind group with buffers at bindings 0..n-1 (inputs first, outputs last)."""
-        import js
-        from pyodide.ffi import to_js
-
-        entries = [{"binding": i, "resource": {"buffer": b}} for i, b in enumerate(buffers)]
-        return self.device.createBindGroup(
-            to_js(
-                {"layout": self.pipeline.getBindGroupLayout(0), "entries": entries},
-                dict_converter=js.Object.fromEntries,
-            )
-        )
-
-    def encode(self, encoder: Any, bind_group: Any, grid: tuple[int, int, int]) -> None:
-        """Record one dispatch of this kernel into `encoder`."""
-        pass_ = encoder.beginComputePass()
-        pass_.setPipeline(self.pipeline)
-        pass_.setBindGroup(0, bind_group)
-        pass_.dispatchWorkgroups(*grid)
-        pass_.end()
-
-
-
-def kernel(gpu: Any, op: str) -> Kernel:
-    """The compiled kernel `op` for `gpu` (a device.Gpu), compiled on first use, cached on it."""
-    if op not in gpu.kernels:
-        gpu.kernels[op] = Kernel(gpu.device, op)
-    return gpu.kernels[op]

@@ -159,12 +159,12 @@ def lan_addresses() -> list[str]:
     return out
 
 
-async def serve(host: str, port: int) -> None:
-    missing = [m.directory for m in default_mounts() if not m.directory.is_dir()]
+async def serve(host: str, port: int, mounts: list[Mount]) -> None:
+    missing = [m.directory for m in mounts if not m.directory.is_dir()]
     if missing:
         print(f"[server] note: {', '.join(map(str, missing))} missing; run the set-up "
               "(python3 tools/dev.py demo) to vendor the assets", file=sys.stderr)
-    runner = web.AppRunner(init(), access_log=None)
+    runner = web.AppRunner(init(mounts), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
@@ -187,9 +187,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--host", default="127.0.0.1",
                     help="address to bind (default 127.0.0.1; 0.0.0.0 for a LAN demo)")
     ap.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    ap.add_argument("--mount", action="append", default=[], metavar="/PREFIX/=DIR",
+                    help="also serve DIR at /PREFIX/ (tests serve generated files this way)")
     args = ap.parse_args(argv)
+    mounts = default_mounts()
+    for spec in args.mount:
+        prefix, _, folder = spec.partition("=")
+        if not (prefix.startswith("/") and prefix.endswith("/") and folder):
+            ap.error(f"--mount takes /PREFIX/=DIR, got {spec!r}")
+        mounts.insert(0, Mount(prefix, Path(folder)))
     try:
-        asyncio.run(serve(args.host, args.port))
+        asyncio.run(serve(args.host, args.port, mounts))
     except KeyboardInterrupt:
         pass
     except OSError as e:

@@ -5,6 +5,10 @@
 // never kept: wasm memory growth detaches them. Python passes arrays as temporary PyProxies,
 // which Pyodide destroys when the call returns.
 
+import { Sha256 } from "./sha256.js";
+
+const padded = (n) => Math.max(4, (n + 3) & ~3);
+
 function borrow(pyArray) {
   const view = pyArray.getBuffer("u8");
   if (!view.c_contiguous) {
@@ -14,25 +18,37 @@ function borrow(pyArray) {
   return view;
 }
 
-// Upload: numpy -> GPU buffer. Copies the data once (inside writeBuffer).
-export function writeBuffer(queue, gpuBuffer, offset, pyArray) {
+// Upload, "view" path: bytes [src, src+size) of the array -> GPU buffer at `offset`.
+// Copies the data once (inside writeBuffer). `size` is a multiple of 4.
+export function writeBuffer(queue, gpuBuffer, offset, pyArray, src, size) {
   const view = borrow(pyArray);
   try {
-    queue.writeBuffer(gpuBuffer, offset, view.data, 0, view.data.byteLength);
+    queue.writeBuffer(gpuBuffer, offset, view.data, src, size);
   } finally {
     view.release();
   }
 }
 
-// Readback: a mapped range (ArrayBuffer) -> numpy. Copies the data once.
-export function copyMappedInto(mapped, pyArray) {
+// Upload, "staging" path (and uniforms): bytes [src, src+n) of the array -> the start of a
+// buffer mapped for writing. Copies the data once.
+export function fillMapped(gpuBuffer, pyArray, src, n) {
   const view = borrow(pyArray);
   try {
-    const n = view.data.byteLength;
-    if (mapped.byteLength < n) {
-      throw new RangeError(`pybridge: mapped range has ${mapped.byteLength} bytes, array needs ${n}`);
+    const mapped = new Uint8Array(gpuBuffer.getMappedRange(0, padded(n)), 0, n);
+    mapped.set(view.data.subarray(src, src + n));
+  } finally {
+    view.release();
+  }
+}
+
+// Readback: the first n bytes of a mapped range -> the array at byte `dst`. Copies once.
+export function copyMappedInto(mapped, pyArray, dst, n) {
+  const view = borrow(pyArray);
+  try {
+    if (dst + n > view.data.byteLength) {
+      throw new RangeError(`pybridge: ${n} bytes at ${dst} do not fit an array of ${view.data.byteLength}`);
     }
-    view.data.set(new Uint8Array(mapped, 0, n));
+    view.data.set(new Uint8Array(mapped, 0, n), dst);
   } finally {
     view.release();
   }
@@ -42,11 +58,10 @@ export function copyMappedInto(mapped, pyArray) {
 export function viewInfo(pyArray) {
   const view = borrow(pyArray);
   try {
-    const heap = self.pyodide._module.HEAPU8.buffer;
     return {
       byteOffset: view.data.byteOffset,
       byteLength: view.data.byteLength,
-      isWasmHeap: view.data.buffer === heap,
+      isWasmHeap: view.data.buffer === self.pyodide._module.HEAPU8.buffer,
     };
   } finally {
     view.release();
@@ -60,6 +75,69 @@ export function writeByte(pyArray, index, value) {
       throw new RangeError(`pybridge: byte ${index} outside 0..${view.data.byteLength - 1}`);
     }
     view.data[index] = value;
+  } finally {
+    view.release();
+  }
+}
+
+// The wasm heap's current size, for the leak and weights-streaming checks.
+export function wasmHeapBytes() {
+  return self.pyodide._module.HEAPU8.buffer.byteLength;
+}
+
+// Weights: stream `url` into buffers created mappedAtCreation. `plan` lists {buffer, begin,
+// end} in file order (file offsets); each network chunk is copied once into the mapped ranges
+// it overlaps and fed to an incremental SHA-256. No chunk is kept: peak extra memory is one
+// chunk, and nothing passes through the wasm heap. Buffers are left mapped: Python checks the
+// hash, then unmaps them (or destroys them all).
+export async function streamWeights(url, plan, totalBytes, wantHash, onProgress) {
+  const resp = await fetch(url);
+  if (!resp.ok) throw new Error(`${url}: HTTP ${resp.status}`);
+  const ranges = plan.map((p) => ({
+    begin: p.begin,
+    end: p.end,
+    bytes: new Uint8Array(p.buffer.getMappedRange(), 0, p.end - p.begin),
+  }));
+  const hash = wantHash ? new Sha256() : null;
+  const reader = resp.body.getReader();
+  let pos = 0;
+  let k = 0;
+  let peakChunk = 0;
+  let lastReport = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    peakChunk = Math.max(peakChunk, value.byteLength);
+    if (hash) hash.update(value);
+    const end = pos + value.byteLength;
+    while (k < ranges.length && ranges[k].end <= pos) k++;
+    for (let j = k; j < ranges.length && ranges[j].begin < end; j++) {
+      const r = ranges[j];
+      const s = Math.max(r.begin, pos);
+      const e = Math.min(r.end, end);
+      if (e > s) r.bytes.set(value.subarray(s - pos, e - pos), s - r.begin);
+    }
+    pos = end;
+    const now = performance.now();
+    if (onProgress && now - lastReport > 50) {
+      lastReport = now;
+      onProgress(pos, totalBytes);
+    }
+  }
+  if (onProgress) onProgress(pos, totalBytes);
+  if (pos !== totalBytes) throw new Error(`${url}: got ${pos} bytes, expected ${totalBytes}`);
+  return { bytes: pos, sha256: hash ? hash.hex() : null, peakChunk };
+}
+
+// SHA-256 of an array's bytes fed in chunks of `chunk` bytes (tests the streaming hash).
+export function sha256Hex(pyArray, chunk) {
+  const view = borrow(pyArray);
+  try {
+    const h = new Sha256();
+    for (let i = 0; i < view.data.byteLength; i += chunk) {
+      h.update(view.data.subarray(i, Math.min(i + chunk, view.data.byteLength)));
+    }
+    return h.hex();
   } finally {
     view.release();
   }

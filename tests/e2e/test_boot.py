@@ -80,10 +80,10 @@ def test_axpy_kernel_equals_numpy(app, n):
     b64 = lambda a: base64.b64encode(a.tobytes()).decode()  # noqa: E731
     got_b64 = app.py(
         "import base64, numpy as np\n"
-        "from pybridge.device import default_gpu\nfrom pybridge.demo import axpy\n"
+        "from pybridge.backend import default_backend\nfrom pybridge.demo import axpy\n"
         f"x = np.frombuffer(base64.b64decode('{b64(x)}'), dtype=np.float32)\n"
         f"y = np.frombuffer(base64.b64decode('{b64(y)}'), dtype=np.float32)\n"
-        f"out = await axpy(await default_gpu(), {alpha}, x, y)\n"
+        f"out = await axpy(await default_backend(), {alpha}, x, y)\n"
         "base64.b64encode(out.tobytes()).decode()"
     )
     got = np.frombuffer(base64.b64decode(got_b64), dtype=np.float32)

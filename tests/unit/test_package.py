@@ -11,14 +11,16 @@ import pytest
 
 import pybridge
 from pybridge.dispatch import MAX_WORKGROUPS_PER_DIM, WORKGROUP, grid_1d, shader_source
-from pybridge.view import as_viewable
+from pybridge.backend import prepare_upload
 
 ROOT = Path(__file__).resolve().parents[2]
+EXPECTED_MODULES = ["_env", "dtypes", "accounting", "errors", "device", "backend", "view", "dispatch",
+                    "browser", "native", "weights", "demo"]
 
 
 def test_package_docstring_lists_modules_in_data_path_order():
     listed = re.findall(r"^    (\w+)\s{2,}", pybridge.__doc__, flags=re.M)
-    assert listed == ["_env", "device", "view", "upload", "dispatch", "readback", "demo"]
+    assert listed == EXPECTED_MODULES
     for name in listed:
         assert (ROOT / "pybridge" / f"{name}.py").is_file(), name
 
@@ -44,22 +46,25 @@ def test_grid_covers_n_within_limits(n):
     assert (x * (y - 1)) * WORKGROUP < max(n, 1)  # no whole row of workgroups wasted
 
 
-def test_as_viewable_accepts_contiguous_arrays_without_copy():
+def test_contiguous_arrays_are_taken_as_they_are():
     a = np.zeros(8, dtype=np.float32)
-    assert as_viewable(a) is a
+    arr, row = prepare_upload(a, copy=False)
+    assert arr is a and row.name == "float32"
 
 
 @pytest.mark.parametrize(
-    "value, error, match",
+    "value, copy, error, match",
     [
-        ([1.0, 2.0], TypeError, "expected a numpy.ndarray, got list"),
-        (np.zeros((4, 4), np.float32)[:, 1], ValueError, "not C-contiguous"),
-        (np.zeros(3, np.uint8), ValueError, "multiple of 4 bytes"),
+        ([1.0, 2.0], True, TypeError, "takes a numpy.ndarray, got list"),
+        (np.zeros(3, np.float64), True, TypeError, "unsupported dtype float64; accepted: float32, "
+                                                   "float16, int32, uint32, uint8"),
+        (np.zeros(3, ">f4"), True, TypeError, "big-endian"),
+        (np.zeros((4, 4), np.float32)[:, 1], False, ValueError, "not C-contiguous and copy=False"),
     ],
 )
-def test_as_viewable_refuses_with_a_clear_message(value, error, match):
+def test_bad_uploads_are_refused_with_a_clear_message(value, copy, error, match):
     with pytest.raises(error, match=match):
-        as_viewable(value)
+        prepare_upload(value, copy=copy)
 
 
 def test_browser_only_calls_say_so_in_cpython():

@@ -1,0 +1,215 @@
+"""The backend interface (allocate, upload, dispatch, readback, free) and GpuTensor.
+
+Two backends implement it: `browser.BrowserBackend` (Pyodide FFI to navigator.gpu, the
+product) and `native.NativeBackend` (wgpu-py in CPython: lavapipe in CI, Metal, Vulkan on
+real GPUs). Model and kernel code talks to this interface only.
+
+The checks every backend shares live here, so both raise the same errors:
+unsupported dtype -> TypeError; bad shape, non-contiguous input with copy=False, an `out=`
+that does not fit -> ValueError; a freed tensor -> UseAfterFree; a lost device -> DeviceLost.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from typing import Any, Sequence
+
+import numpy as np
+
+from pybridge import accounting
+from pybridge.dtypes import DType, lookup, padded
+from pybridge.errors import DeviceLost, UseAfterFree
+
+# Which path moves bytes when a call names none; `set_default_paths` changes it globally.
+_default_paths = {"upload": None, "readback": None}  # None: the backend's measured best
+
+
+def set_default_paths(upload: str | None = None, readback: str | None = None) -> None:
+    """Choose the path for every later call that names none: e.g. ("naive", "naive") for the
+    baseline, (None, None) for each backend's best."""
+    _default_paths["upload"] = upload
+    _default_paths["readback"] = readback
+
+
+class GpuTensor:
+    """A tensor in GPU memory: buffer, shape, dtype, byte offset. It stays on the GPU between
+    kernels; `await t.numpy()` reads it back (one CPU copy on the zero-copy path)."""
+
+    __slots__ = ("backend", "_buffer", "shape", "dtype", "offset", "nbytes", "label", "generation")
+
+    def __init__(self, backend: "Backend", buffer: Any, shape: tuple[int, ...], dtype: DType,
+                 offset: int = 0, label: str = "") -> None:
+        self.backend = backend
+        self._buffer = buffer
+        self.shape = shape
+        self.dtype = dtype
+        self.offset = offset
+        self.nbytes = math.prod(shape) * dtype.itemsize
+        self.label = label
+        self.generation = backend.generation  # which device of the backend holds it
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def padded_nbytes(self) -> int:
+        return padded(self.nbytes)
+
+    @property
+    def freed(self) -> bool:
+        return self._buffer is None
+
+    def buffer_for(self, op: str) -> Any:
+        """The backend buffer, after checking the tensor is alive and on the live device."""
+        if self._buffer is None:
+            raise UseAfterFree(f"{op}: {self!r} was freed; upload or allocate a new tensor")
+        if self.generation != self.backend.generation:
+            raise DeviceLost(op, "replaced", f"{self!r} belonged to a device that was lost")
+        return self._buffer
+
+    def free(self) -> None:
+        """Release the GPU memory now (idempotent)."""
+        self.backend.free(self)
+
+    async def numpy(self, out: np.ndarray | None = None, *, path: str | None = None) -> np.ndarray:
+        """Read back into `out` (or a new array). Copies the data once on the zero-copy path."""
+        return await self.backend.readback(self, out, path=path)
+
+    def __repr__(self) -> str:
+        state = " freed" if self._buffer is None else ""
+        name = f"{self.label!r} " if self.label else ""
+        return f"GpuTensor({name}shape={self.shape}, dtype={self.dtype.name}{state})"
+
+
+def normalize_shape(shape: Any) -> tuple[int, ...]:
+    if isinstance(shape, (int, np.integer)):
+        shape = (shape,)
+    try:
+        dims = tuple(shape)
+    except TypeError:
+        raise TypeError(f"shape must be an int or a sequence of ints, got {shape!r}") from None
+    for d in dims:
+        if not isinstance(d, (int, np.integer)) or isinstance(d, bool):
+            raise TypeError(f"shape must hold ints, got {shape!r}")
+        if d < 0:
+            raise ValueError(f"shape must not be negative, got {shape!r}")
+    return tuple(int(d) for d in dims)
+
+
+def prepare_upload(arr: Any, copy: bool) -> tuple[np.ndarray, DType]:
+    """The array as it will be viewed: C-contiguous, a supported dtype. A non-contiguous array
+    is copied once (counted under "contiguous") unless copy=False, which refuses it."""
+    if not isinstance(arr, np.ndarray):
+        raise TypeError(f"upload takes a numpy.ndarray, got {type(arr).__name__}; "
+                        "wrap it with np.asarray(x, dtype=...) first")
+    row = lookup(arr.dtype)
+    if not arr.flags.c_contiguous:
+        if not copy:
+            raise ValueError(
+                f"array of shape {arr.shape} (strides {arr.strides}) is not C-contiguous and "
+                "copy=False was asked; pass np.ascontiguousarray(a) or allow copy=True")
+        arr = np.ascontiguousarray(arr)
+        accounting.record("contiguous", "numpy", 1, arr.nbytes)
+    return arr, row
+
+
+def prepare_out(tensor: GpuTensor, out: np.ndarray | None) -> np.ndarray:
+    """The array readback writes into: `out` if it fits, else a new one."""
+    if out is None:
+        return np.empty(tensor.shape, dtype=tensor.dtype.numpy)  # shape of the tensor
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+    if out.dtype != tensor.dtype.numpy or out.shape != tensor.shape:
+        raise ValueError(f"out is {out.dtype}{out.shape}; {tensor!r} needs "
+                         f"{tensor.dtype.name}{tensor.shape}")
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError("out must be C-contiguous and writeable")
+    return out
+
+
+class Backend(ABC):
+    """allocate -> upload -> dispatch -> readback -> free, over one device.
+
+    Paths: `upload_paths[0]` and `readback_paths[0]` are each backend's measured best;
+    "naive" is the labelled baseline (several copies). `live_buffers()` counts what is held.
+    """
+
+    name: str
+    upload_paths: tuple[str, ...]
+    readback_paths: tuple[str, ...]
+    generation: int = 0
+
+    def upload_path(self, path: str | None) -> str:
+        path = path or _default_paths["upload"] or self.upload_paths[0]
+        if path not in self.upload_paths:
+            raise ValueError(f"unknown upload path {path!r}; {self.name} has {self.upload_paths}")
+        return path
+
+    def readback_path(self, path: str | None) -> str:
+        path = path or _default_paths["readback"] or self.readback_paths[0]
+        if path not in self.readback_paths:
+            raise ValueError(f"unknown readback path {path!r}; {self.name} has {self.readback_paths}")
+        return path
+
+    @abstractmethod
+    async def allocate(self, shape: Any, dtype: Any, *, label: str = "") -> GpuTensor:
+        """An uninitialised tensor on the GPU (STORAGE | COPY_SRC | COPY_DST)."""
+
+    @abstractmethod
+    async def upload(self, arr: np.ndarray, *, out: GpuTensor | None = None, path: str | None = None,
+                     copy: bool = True, label: str = "") -> GpuTensor:
+        """numpy -> GPU. One CPU copy on the zero-copy paths; into `out` when given."""
+
+    @abstractmethod
+    async def dispatch(self, op: str, bindings: Sequence[GpuTensor | np.ndarray],
+                       grid: tuple[int, int, int]) -> None:
+        """Run wgsl/<op>.wgsl with `bindings` at 0..n-1 (numpy arrays become uniforms)."""
+
+    @abstractmethod
+    async def readback(self, tensor: GpuTensor, out: np.ndarray | None = None, *,
+                       path: str | None = None) -> np.ndarray:
+        """GPU -> numpy. One CPU copy on the zero-copy path, into `out` when given."""
+
+    @abstractmethod
+    def free(self, tensor: GpuTensor) -> None:
+        """Release the tensor's GPU memory (idempotent)."""
+
+    @abstractmethod
+    def live_buffers(self) -> int:
+        """GPU buffers this backend holds now (tensors and internal staging)."""
+
+    @abstractmethod
+    async def sync(self) -> None:
+        """Wait until the GPU has finished all submitted work."""
+
+    @abstractmethod
+    async def recover(self) -> None:
+        """Replace a lost device with a new one; tensors of the old one become invalid."""
+
+    @abstractmethod
+    def describe(self) -> dict[str, Any]:
+        """JSON-able facts: backend name, adapter, features, limits."""
+
+    lost: tuple[str, str] | None = None  # (reason, message) once the device is lost
+
+
+_backend: Backend | None = None
+
+
+async def default_backend() -> Backend:
+    """The session's backend: the browser's in Pyodide, wgpu-py's in CPython. Created on first
+    use; a lost device is replaced by a new one here."""
+    global _backend
+    if _backend is None:
+        from pybridge._env import IN_PYODIDE
+
+        if IN_PYODIDE:
+            from pybridge.browser import BrowserBackend as Impl
+        else:
+            from pybridge.native import NativeBackend as Impl  # type: ignore[assignment]
+        _backend = await Impl.create()
+    elif _backend.lost is not None:
+        await _backend.recover()
+    return _backend

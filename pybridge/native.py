@@ -1,0 +1,318 @@
+"""The native backend: the same interface over wgpu-py in plain CPython.
+
+It runs the kernels of wgsl/ through wgpu-native (Naga compiler) on Vulkan or Metal: Mesa's
+lavapipe (CPU) in CI, a Mac's GPU, an NVIDIA GPU on the accelerator machine. It makes kernels
+fast to test and measurable on real GPUs; the browser backend is the product.
+
+  upload    "view":  queue.write_buffer(buffer, numpy memory)          1 CPU copy
+            "naive": tobytes -> write_buffer                           2 CPU copies (baseline)
+  readback  "ring":  copy -> reused MAP_READ buffer -> map -> out       1 CPU copy
+            "naive": queue.read_buffer -> np.frombuffer(...).copy()     2 CPU copies (baseline)
+
+wgpu-py raises its validation and out-of-memory errors as Python exceptions at the call;
+they are re-raised as pybridge's GpuValidationError / GpuOutOfMemory naming the operation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from pybridge import accounting
+from pybridge.backend import Backend, GpuTensor, normalize_shape, prepare_out, prepare_upload
+from pybridge.device import OPTIONAL_FEATURES
+from pybridge.dispatch import shader_source
+from pybridge.dtypes import lookup, padded
+from pybridge.errors import (DeviceLost, GpuError, GpuOutOfMemory, GpuValidationError,
+                             WebGPUUnavailable)
+
+READ_POOL_MIN = 64 << 10
+READ_POOL_KEEP = 8
+
+# wgpu-py spells limits with dashes; the browser backend reports camelCase names.
+_LIMITS = {
+    "maxBufferSize": "max-buffer-size",
+    "maxStorageBufferBindingSize": "max-storage-buffer-binding-size",
+    "maxComputeWorkgroupStorageSize": "max-compute-workgroup-storage-size",
+    "maxComputeInvocationsPerWorkgroup": "max-compute-invocations-per-workgroup",
+    "maxComputeWorkgroupSizeX": "max-compute-workgroup-size-x",
+    "maxStorageBuffersPerShaderStage": "max-storage-buffers-per-shader-stage",
+    "maxComputeWorkgroupsPerDimension": "max-compute-workgroups-per-dimension",
+    "minStorageBufferOffsetAlignment": "min-storage-buffer-offset-alignment",
+    "maxUniformBufferBindingSize": "max-uniform-buffer-binding-size",
+}
+_RAISED = ("max-buffer-size", "max-storage-buffer-binding-size",
+           "max-compute-workgroup-storage-size", "max-compute-invocations-per-workgroup",
+           "max-compute-workgroup-size-x", "max-storage-buffers-per-shader-stage")
+
+
+def _wgpu():
+    os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")  # quiets a warning of headless Vulkan loaders
+    import wgpu
+
+    return wgpu
+
+
+class NativeBackend(Backend):
+    name = "native"
+    upload_paths = ("view", "naive")
+    readback_paths = ("ring", "naive")
+
+    @classmethod
+    async def create(cls, power_preference: str = "high-performance") -> "NativeBackend":
+        return cls(power_preference)
+
+    def __init__(self, power_preference: str = "high-performance") -> None:
+        self.power_preference = power_preference
+        self._live: dict[int, Any] = {}
+        self._attach()
+
+    def _attach(self) -> None:
+        wgpu = _wgpu()
+        adapter = wgpu.gpu.request_adapter_sync(power_preference=self.power_preference)
+        if adapter is None:
+            raise WebGPUUnavailable("wgpu found no GPU adapter (Vulkan/Metal); on Debian install "
+                                    "mesa-vulkan-drivers for the CPU driver lavapipe")
+        features = [f for f in OPTIONAL_FEATURES if f in adapter.features]
+        self.device = adapter.request_device_sync(
+            required_features=features,
+            required_limits={k: adapter.limits[k] for k in _RAISED},
+        )
+        self.adapter = adapter
+        self.generation += 1
+        self.lost = None
+        self._pipelines: dict[str, Any] = {}
+        self._read_pool: list[Any] = []
+        self._fence: tuple[Any, Any] | None = None
+
+    def check_alive(self, op: str) -> None:
+        if self.lost is not None:
+            raise DeviceLost(op, *self.lost)
+
+    async def recover(self) -> None:
+        self._live.clear()
+        self._attach()
+
+    def close(self) -> None:
+        for buf in list(self._live.values()):
+            buf.destroy()
+        self._live.clear()
+        self.lost = ("destroyed", "the backend was closed")
+        self.device.destroy()
+
+    def destroy_device(self) -> None:
+        """Destroy the device, as a driver reset would; the backend reports it as lost."""
+        self.device.destroy()
+        self.lost = ("destroyed", "device.destroy() was called")
+
+    @contextlib.contextmanager
+    def scope(self, op: str) -> Iterator[None]:
+        wgpu = _wgpu()
+        self.check_alive(op)
+        try:
+            yield
+        except wgpu.GPUOutOfMemoryError as e:
+            raise GpuOutOfMemory(op, "out-of-memory", str(e)) from e
+        except wgpu.GPUValidationError as e:
+            raise GpuValidationError(op, "validation", str(e)) from e
+        except wgpu.GPUError as e:
+            raise GpuError(op, "internal", str(e)) from e
+
+    def describe(self) -> dict[str, Any]:
+        info = self.adapter.info
+        return {
+            "backend": self.name,
+            "adapter": {k: str(info.get(k, "")) for k in ("vendor", "architecture", "device",
+                                                          "description", "backend_type")},
+            "features": sorted(f for f in self.device.features if f in OPTIONAL_FEATURES),
+            "limits": {camel: int(self.device.limits[dash]) for camel, dash in _LIMITS.items()},
+        }
+
+    @property
+    def limits(self) -> dict[str, int]:
+        return {camel: int(self.device.limits[dash]) for camel, dash in _LIMITS.items()}
+
+    # --- buffers ----------------------------------------------------------------------
+    def _create_buffer(self, size: int, usage: int, label: str, mapped: bool = False) -> Any:
+        buf = self.device.create_buffer(size=size, usage=usage, label=label,
+                                        mapped_at_creation=mapped)
+        self._live[id(buf)] = buf
+        return buf
+
+    def _destroy_buffer(self, buf: Any) -> None:
+        self._live.pop(id(buf), None)
+        buf.destroy()
+
+    def live_buffers(self) -> int:
+        return len(self._live)
+
+    async def allocate(self, shape: Any, dtype: Any, *, label: str = "") -> GpuTensor:
+        usage = _wgpu().BufferUsage
+        shape = normalize_shape(shape)
+        row = lookup(dtype)
+        nbytes = padded(int(np.prod(shape, dtype=np.int64)) * row.itemsize)
+        limit = self.limits["maxBufferSize"]
+        if nbytes > limit:
+            raise ValueError(f"allocate {row.name}{shape}: {nbytes} bytes exceeds this device's "
+                             f"maxBufferSize of {limit} bytes")
+        with self.scope(f"allocate {label or row.name + str(shape)} ({nbytes} bytes)"):
+            buf = self._create_buffer(nbytes, usage.STORAGE | usage.COPY_SRC | usage.COPY_DST, label)
+        return GpuTensor(self, buf, shape, row, label=label)
+
+    def free(self, tensor: GpuTensor) -> None:
+        buf = tensor._buffer
+        if buf is None:
+            return
+        tensor._buffer = None
+        if tensor.generation == self.generation and self.lost is None:
+            self._destroy_buffer(buf)
+        else:
+            self._live.pop(id(buf), None)
+
+    # --- upload -----------------------------------------------------------------------
+    async def upload(self, arr: np.ndarray, *, out: GpuTensor | None = None, path: str | None = None,
+                     copy: bool = True, label: str = "") -> GpuTensor:
+        path = self.upload_path(path)
+        arr, row = prepare_upload(arr, copy)
+        op = f"upload {label or row.name + str(arr.shape)}"
+        self.check_alive(op)
+        if out is None:
+            out = await self.allocate(arr.shape, row.numpy, label=label)
+        elif out.dtype != row or out.shape != arr.shape:
+            raise ValueError(f"{op}: out is {out!r}; the array is {row.name}{arr.shape}")
+        dst = out.buffer_for(op)
+        with self.scope(op):
+            if path == "view":
+                # wgpu-py hands the array's memory to wgpu-native, which copies it once
+                flat = arr.reshape(-1).view(np.uint8)
+                whole = arr.nbytes & ~3
+                if whole:
+                    self.device.queue.write_buffer(dst, out.offset, flat[:whole])
+                if arr.nbytes != whole:  # 1-3 trailing bytes: copied once more into a word
+                    tail = np.zeros(4, dtype=np.uint8)
+                    tail[: arr.nbytes - whole] = flat[whole:]
+                    self.device.queue.write_buffer(dst, out.offset + whole, tail)
+                    accounting.record("upload", "pad", 1, arr.nbytes - whole)
+                accounting.record("upload", "view", 1, arr.nbytes)
+            else:
+                data = arr.tobytes() + b"\0" * (padded(arr.nbytes) - arr.nbytes)  # copy 1
+                self.device.queue.write_buffer(dst, out.offset, data)  # copy 2
+                accounting.record("upload", "naive", 2, arr.nbytes)
+        return out
+
+    # --- dispatch ---------------------------------------------------------------------
+    def pipeline(self, op: str) -> Any:
+        if op not in self._pipelines:
+            module = self.device.create_shader_module(code=shader_source(op), label=op)
+            self._pipelines[op] = self.device.create_compute_pipeline(
+                layout="auto", compute={"module": module, "entry_point": "main"}, label=op)
+        return self._pipelines[op]
+
+    async def dispatch(self, op: str, bindings: Sequence[GpuTensor | np.ndarray],
+                       grid: tuple[int, int, int]) -> None:
+        usage = _wgpu().BufferUsage
+        entries, temps = [], []
+        try:
+            with self.scope(f"dispatch {op}"):
+                for i, b in enumerate(bindings):
+                    if isinstance(b, GpuTensor):
+                        entries.append((b.buffer_for(f"dispatch {op}"), b.offset, b.padded_nbytes))
+                    elif isinstance(b, np.ndarray):  # a small uniform struct, e.g. Params
+                        u, _ = prepare_upload(b, copy=True)
+                        buf = self._create_buffer(padded(u.nbytes), usage.UNIFORM | usage.COPY_DST,
+                                                  f"{op}.uniform{i}")
+                        temps.append(buf)
+                        self.device.queue.write_buffer(buf, 0, u)
+                        accounting.record("upload", "uniform", 1, u.nbytes)
+                        entries.append((buf, 0, padded(u.nbytes)))
+                    else:
+                        raise TypeError(f"dispatch {op}: binding {i} is a {type(b).__name__}; "
+                                        "expected a GpuTensor or a numpy array (uniform)")
+                pipeline = self.pipeline(op)
+                bind_group = self.device.create_bind_group(
+                    layout=pipeline.get_bind_group_layout(0),
+                    entries=[{"binding": i, "resource": {"buffer": b, "offset": o, "size": n}}
+                             for i, (b, o, n) in enumerate(entries)],
+                )
+                encoder = self.device.create_command_encoder()
+                compute = encoder.begin_compute_pass()
+                compute.set_pipeline(pipeline)
+                compute.set_bind_group(0, bind_group)
+                compute.dispatch_workgroups(*grid)
+                compute.end()
+                self.device.queue.submit([encoder.finish()])
+        finally:
+            for buf in temps:
+                self._destroy_buffer(buf)
+
+    async def sync(self) -> None:
+        """Waits by mapping a 4-byte buffer after an empty copy: a map completes only after all
+        earlier work. (wgpu-py 0.32.0's on_submitted_work_done fails in its cffi binding.)"""
+        wgpu = _wgpu()
+        self.check_alive("sync")
+        if self._fence is None:
+            usage = wgpu.BufferUsage
+            self._fence = (self._create_buffer(4, usage.COPY_SRC, "fence.src"),
+                           self._create_buffer(4, usage.MAP_READ | usage.COPY_DST, "fence.dst"))
+        src, dst = self._fence
+        encoder = self.device.create_command_encoder()
+        encoder.copy_buffer_to_buffer(src, 0, dst, 0, 4)
+        self.device.queue.submit([encoder.finish()])
+        await dst.map_async(wgpu.MapMode.READ, 0, 4)
+        dst.unmap()
+
+    # --- readback ---------------------------------------------------------------------
+    def _read_buffer(self, size: int) -> Any:
+        fits = [b for b in self._read_pool if b.size >= size]
+        if fits:
+            buf = min(fits, key=lambda b: b.size)
+            self._read_pool.remove(buf)
+            return buf
+        usage = _wgpu().BufferUsage
+        size_class = max(READ_POOL_MIN, 1 << (size - 1).bit_length())
+        cls = max(size, min(size_class, self.limits["maxBufferSize"]))
+        return self._create_buffer(cls, usage.MAP_READ | usage.COPY_DST, "readback")
+
+    async def readback(self, tensor: GpuTensor, out: np.ndarray | None = None, *,
+                       path: str | None = None) -> np.ndarray:
+        wgpu = _wgpu()
+        path = self.readback_path(path)
+        op = f"readback {tensor!r}"
+        src = tensor.buffer_for(op)
+        if out is not None or path == "ring":
+            checked = prepare_out(tensor, out)
+        self.check_alive(op)
+        size = tensor.padded_nbytes
+        with self.scope(op):
+            if path == "naive":
+                data = self.device.queue.read_buffer(src, tensor.offset, size)  # copy 1
+                result = np.frombuffer(data, dtype=np.uint8)[: tensor.nbytes].view(
+                    tensor.dtype.numpy).reshape(tensor.shape).copy()  # copy 2
+                copies = 2
+                if out is not None:
+                    np.copyto(checked, result)
+                    result, copies = checked, 3
+                accounting.record("readback", "naive", copies, tensor.nbytes)
+                return result
+            staging = self._read_buffer(size)
+            try:
+                encoder = self.device.create_command_encoder()
+                encoder.copy_buffer_to_buffer(src, tensor.offset, staging, 0, size)
+                self.device.queue.submit([encoder.finish()])
+                await staging.map_async(wgpu.MapMode.READ, 0, size)
+                try:
+                    mapped = staging.read_mapped(0, size, copy=False)  # a view, no copy
+                    flat = checked.reshape(-1).view(np.uint8)
+                    flat[:] = np.frombuffer(mapped, dtype=np.uint8, count=tensor.nbytes)  # the copy
+                    del mapped, flat
+                finally:
+                    staging.unmap()
+            finally:
+                self._read_pool.append(staging)
+                while len(self._read_pool) > READ_POOL_KEEP:
+                    self._destroy_buffer(self._read_pool.pop(0))
+        accounting.record("readback", "ring", 1, tensor.nbytes)
+        return checked

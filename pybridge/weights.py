@@ -1,0 +1,255 @@
+"""Weights: a safetensors file streamed from the server straight into GPU buffers.
+
+    tensors = await load_safetensors(url, sha256=..., progress=lambda done, total: ...)
+
+The JSON header (a few kB) is fetched with Range requests and parsed in Python. The tensor
+bytes never enter the wasm heap, nor a whole-file ArrayBuffer: the response body streams
+chunk by chunk (web/bridge.js `streamWeights`) into STORAGE buffers created
+`mappedAtCreation`, one per tensor, while an incremental SHA-256 checks the whole file. Peak
+extra memory is one network chunk. A hash mismatch or a broken download destroys every buffer
+made for the file and raises: nothing half-loaded stays on the GPU.
+
+The native backend streams a local file (or http URL) the same way through wgpu-py's
+mapped ranges, checking the hash with hashlib.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from pybridge import accounting
+from pybridge.backend import Backend, GpuTensor, default_backend
+from pybridge.dtypes import DTYPES, SAFETENSORS_DTYPES, DType, padded
+from pybridge.errors import IntegrityError
+
+MAX_HEADER_BYTES = 100 << 20  # the format's own limit
+NATIVE_CHUNK = 1 << 20
+
+Progress = Callable[[int, int], Any]
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    dtype: DType
+    shape: tuple[int, ...]
+    begin: int  # byte offsets in the whole file (header included)
+    end: int
+
+
+@dataclass(frozen=True)
+class Header:
+    length: int  # bytes of the JSON header
+    tensors: list[TensorInfo]  # sorted by begin
+    metadata: dict[str, str]
+    file_size: int
+
+    @property
+    def data_start(self) -> int:
+        return 8 + self.length
+
+
+def header_length(first8: bytes) -> int:
+    if len(first8) != 8:
+        raise ValueError(f"not a safetensors file: {len(first8)} bytes, expected at least 8")
+    (n,) = struct.unpack("<Q", first8)
+    if n < 2 or n > MAX_HEADER_BYTES:
+        raise ValueError(f"not a safetensors file: header length {n} (must be 2..{MAX_HEADER_BYTES})")
+    return n
+
+
+def parse_header(header_json: bytes, file_size: int) -> Header:
+    """Parse and check a safetensors header; offsets in the result are file offsets."""
+    n = len(header_json)
+    try:
+        raw = json.loads(header_json.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"safetensors header is not valid JSON: {e}") from None
+    if not isinstance(raw, dict):
+        raise ValueError("safetensors header must be a JSON object")
+    metadata = raw.pop("__metadata__", {}) or {}
+    data_start = 8 + n
+    tensors = []
+    for name, spec in raw.items():
+        try:
+            st_dtype, shape, (begin, end) = spec["dtype"], spec["shape"], spec["data_offsets"]
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"tensor {name!r}: header entry needs dtype, shape, data_offsets") from None
+        if st_dtype not in SAFETENSORS_DTYPES:
+            raise TypeError(f"tensor {name!r}: dtype {st_dtype} is not supported; accepted: "
+                            f"{', '.join(SAFETENSORS_DTYPES)}")
+        row = DTYPES[SAFETENSORS_DTYPES[st_dtype]]
+        if not all(isinstance(d, int) and d >= 0 for d in shape):
+            raise ValueError(f"tensor {name!r}: bad shape {shape}")
+        if end - begin != math.prod(shape) * row.itemsize or begin < 0:
+            raise ValueError(f"tensor {name!r}: data_offsets {begin}..{end} do not hold "
+                             f"{row.name}{tuple(shape)}")
+        tensors.append(TensorInfo(name, row, tuple(shape), data_start + begin, data_start + end))
+    tensors.sort(key=lambda t: t.begin)
+    pos = data_start
+    for t in tensors:
+        if t.begin < pos:
+            raise ValueError(f"tensor {t.name!r} overlaps the tensor before it")
+        pos = t.end
+    if pos > file_size:
+        raise ValueError(f"tensors end at byte {pos} but the file has {file_size} bytes")
+    return Header(n, tensors, metadata, file_size)
+
+
+async def load_safetensors(source: str | Path, backend: Backend | None = None, *,
+                           sha256: str | None = None, progress: Progress | None = None
+                           ) -> dict[str, GpuTensor]:
+    """Stream a safetensors file into one GPU tensor per entry; returns name -> GpuTensor.
+
+    Copies the tensor bytes once (network chunk -> mapped GPU memory); 0 bytes pass through
+    the wasm heap. `sha256` (hex) is checked over the whole file while it streams."""
+    backend = backend or await default_backend()
+    if backend.name == "browser":
+        return await _load_browser(backend, str(source), sha256, progress)
+    return await _load_native(backend, source, sha256, progress)
+
+
+# --- browser ---------------------------------------------------------------------------------
+async def _fetch_range(url: str, start: int, end: int) -> tuple[bytes, int]:
+    """Bytes [start, end) of url and the file's total size (from Content-Range)."""
+    import js
+    from pyodide.ffi import to_js
+
+    resp = await js.fetch(url, to_js({"headers": {"Range": f"bytes={start}-{end - 1}"}},
+                                     dict_converter=js.Object.fromEntries))
+    if resp.status != 206:
+        raise ValueError(f"{url}: Range request answered HTTP {resp.status} "
+                         "(the server must support Range requests)")
+    total = int(str(resp.headers.get("Content-Range")).rsplit("/", 1)[1])
+    return (await resp.arrayBuffer()).to_bytes(), total
+
+
+async def read_header_browser(url: str) -> Header:
+    first8, size = await _fetch_range(url, 0, 8)
+    n = header_length(first8)
+    body, _ = await _fetch_range(url, 8, 8 + n)
+    return parse_header(body, size)
+
+
+async def _load_browser(backend: Any, url: str, sha256: str | None,
+                        progress: Progress | None) -> dict[str, GpuTensor]:
+    import js
+    from pyodide.ffi import create_proxy, to_js
+
+    import pybridge_js
+
+    header = await read_header_browser(url)
+    usage = js.GPUBufferUsage
+    tensors: dict[str, GpuTensor] = {}
+    callback = create_proxy(progress) if progress else None
+    ok = False
+    try:
+        async with backend.scope(f"load {url}: allocate {len(header.tensors)} tensors"):
+            for t in header.tensors:
+                buf = backend._create_buffer(padded(t.end - t.begin),
+                                             usage.STORAGE | usage.COPY_SRC | usage.COPY_DST,
+                                             t.name, mapped=True)
+                tensors[t.name] = GpuTensor(backend, buf, t.shape, t.dtype, label=t.name)
+        plan = [{"buffer": tensors[t.name]._buffer, "begin": t.begin, "end": t.end}
+                for t in header.tensors]
+        result = await pybridge_js.streamWeights(
+            url, to_js(plan, dict_converter=js.Object.fromEntries), header.file_size,
+            bool(sha256), callback)
+        digest = str(result.sha256) if sha256 else None
+        if sha256 and digest != sha256.lower():
+            raise IntegrityError(f"{url}: sha256 {digest} does not match the expected {sha256}; "
+                                 "no tensor was kept")
+        for t in tensors.values():
+            t._buffer.unmap()
+        ok = True
+    finally:
+        if callback is not None:
+            callback.destroy()
+        if not ok:  # nothing half-loaded stays on the GPU
+            for t in tensors.values():
+                t.free()
+    data_bytes = sum(t.end - t.begin for t in header.tensors)
+    accounting.record("weights", "stream", 1, data_bytes)
+    accounting.record_bytes("weights", "wasm-heap", 0)
+    return tensors
+
+
+# --- native ----------------------------------------------------------------------------------
+def _open(source: str | Path):
+    s = str(source)
+    if s.startswith(("http://", "https://")):
+        import urllib.request
+
+        resp = urllib.request.urlopen(s)
+        return resp, int(resp.headers["Content-Length"])
+    path = Path(s.removeprefix("file://"))
+    return path.open("rb"), path.stat().st_size
+
+
+async def _load_native(backend: Any, source: str | Path, sha256: str | None,
+                       progress: Progress | None) -> dict[str, GpuTensor]:
+    import wgpu
+
+    stream, size = _open(source)
+    tensors: dict[str, GpuTensor] = {}
+    ok = False
+    try:
+        h = hashlib.sha256()
+        first8 = stream.read(8)
+        h.update(first8)
+        n = header_length(first8)
+        body = stream.read(n)
+        h.update(body)
+        header = parse_header(body, size)
+        usage = wgpu.BufferUsage
+        with backend.scope(f"load {source}: allocate {len(header.tensors)} tensors"):
+            for t in header.tensors:
+                buf = backend._create_buffer(padded(t.end - t.begin),
+                                             usage.STORAGE | usage.COPY_SRC | usage.COPY_DST,
+                                             t.name, mapped=True)
+                tensors[t.name] = GpuTensor(backend, buf, t.shape, t.dtype, label=t.name)
+        views = [(t, tensors[t.name]._buffer._experimental_get_mapped_range())
+                 for t in header.tensors]
+        pos, k, view, data = header.data_start, 0, None, None
+        chunk = bytearray(NATIVE_CHUNK)
+        while True:
+            got = stream.readinto(chunk)
+            if not got:
+                break
+            data = memoryview(chunk)[:got]
+            h.update(data)
+            end = pos + got
+            while k < len(views) and views[k][0].end <= pos:
+                k += 1
+            for t, view in views[k:]:
+                if t.begin >= end:
+                    break
+                s, e = max(t.begin, pos), min(t.end, end)
+                if e > s:
+                    view[s - t.begin: e - t.begin] = data[s - pos: e - pos]  # the one copy
+            pos = end
+            if progress:
+                progress(pos, size)
+        views = view = data = None  # drop every mapped memoryview before unmapping
+        if pos != size:
+            raise IntegrityError(f"{source}: read {pos} bytes, expected {size}")
+        if sha256 and h.hexdigest() != sha256.lower():
+            raise IntegrityError(f"{source}: sha256 {h.hexdigest()} does not match the expected "
+                                 f"{sha256}; no tensor was kept")
+        for t in tensors.values():
+            t._buffer.unmap()
+        ok = True
+    finally:
+        stream.close()
+        views = view = data = None  # no mapped memoryview may outlive its buffer
+        if not ok:
+            for t in tensors.values():
+                t.free()
+    accounting.record("weights", "stream", 1, sum(t.end - t.begin for t in header.tensors))
+    return tensors

@@ -1,0 +1,155 @@
+"""The data path on the native backend (wgpu-py on lavapipe in CI): the shared cases of
+tests/cases/datapath.py, run in CPython."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+
+import numpy as np
+import pytest
+
+import pybridge
+from pybridge.native import NativeBackend
+from pybridge.weights import load_safetensors
+from tests.cases import datapath as cases
+
+SIZES = [(0,), (1,), (3,), (5,), (7, 3), (1023,), (4097,), (257, 129)]
+
+
+@pytest.fixture(scope="module")
+def backend():
+    import asyncio
+
+    b = asyncio.run(NativeBackend.create())
+    yield b
+    b.close()
+
+
+@pytest.mark.parametrize("dtype", cases.DTYPES)
+@pytest.mark.parametrize("shape", SIZES)
+@pytest.mark.parametrize("paths", [(None, None), ("naive", "naive")])
+async def test_roundtrip_every_dtype_and_size(backend, dtype, shape, paths):
+    r = await cases.roundtrip(backend, dtype, shape, *paths)
+    assert r["equal"] and r["into_out"]
+    up, down = r["copies"].get("upload", {}), r["copies"].get("readback", {})
+    if paths == (None, None):  # the zero-copy path: one CPU copy each way
+        assert up["view"] == {"copies": 1, "bytes": r["nbytes"]}
+        assert up.get("pad", {"bytes": 0})["bytes"] == r["nbytes"] % 4
+        assert down == {"ring": {"copies": 1, "bytes": r["nbytes"]}}
+    else:  # the labelled baseline
+        assert up == {"naive": {"copies": 2, "bytes": 2 * r["nbytes"]}}
+        assert down == {"naive": {"copies": 3, "bytes": 3 * r["nbytes"]}}
+
+
+async def test_non_contiguous_input_is_copied_once_or_refused(backend):
+    r = await cases.non_contiguous(backend)
+    assert r["equal"]
+    assert r["copies"]["contiguous"]["numpy"]["copies"] == 1
+    assert "not C-contiguous and copy=False" in r["refused"]
+
+
+@pytest.mark.parametrize("what, expected", [
+    ("dtype", "TypeError: unsupported dtype float64; accepted: float32, float16, int32, uint32, uint8"),
+    ("not-array", "TypeError: upload takes a numpy.ndarray, got list"),
+    ("shape", "ValueError: shape must not be negative"),
+    ("too-big", "ValueError: allocate float32(1099511627776,): 4398046511104 bytes exceeds"),
+    ("out-shape", "ValueError: out is float32(9,); GpuTensor(shape=(8,), dtype=float32) needs float32(8,)"),
+    ("out-dtype", "ValueError: out is int32(8,)"),
+    ("use-after-free", "UseAfterFree: readback GpuTensor('weights.w1' shape=(8,), dtype=float32 freed)"),
+    ("path", "ValueError: unknown upload path 'teleport'; native has ('view', 'naive')"),
+    ("validation", "GpuValidationError: dispatch axpy: GPU validation error"),
+    ("kernel", "FileNotFoundError: no kernel named 'no_such_kernel'"),
+])
+async def test_bad_input_gets_a_clear_error(backend, what, expected):
+    before = backend.live_buffers()
+    message = await cases.error_message(backend, what)
+    assert message.startswith(expected), message
+    assert backend.live_buffers() <= before + 2  # at most the case's own small tensors
+
+
+async def test_device_loss_is_reported_and_recovered():
+    r = await cases.device_loss()
+    assert len(r["errors"]) == 2
+    for e in r["errors"]:
+        assert e.startswith("DeviceLost: ") and "device was lost (destroyed" in e
+    assert r["recovered"] and r["same_backend"]
+    assert r["stale"].startswith("DeviceLost: readback") and "belonged to a device that was lost" in r["stale"]
+
+
+async def test_no_buffer_leaks_after_10000_cycles(backend):
+    r = await cases.leak_check(backend, 10_000)
+    assert r["equal"]
+    assert r["buffers"][1] == r["buffers"][0]
+
+
+def write_safetensors(path, tensors: dict[str, np.ndarray]) -> str:
+    """A safetensors file written by hand (the format is a JSON header + raw bytes)."""
+    names = {np.float32: "F32", np.float16: "F16", np.int32: "I32", np.uint32: "U32", np.uint8: "U8"}
+    header, blobs, pos = {"__metadata__": {"format": "pt"}}, [], 0
+    for name, a in tensors.items():
+        data = np.ascontiguousarray(a).tobytes()
+        header[name] = {"dtype": names[a.dtype.type], "shape": list(a.shape),
+                        "data_offsets": [pos, pos + len(data)]}
+        blobs.append(data)
+        pos += len(data)
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    blob = struct.pack("<Q", len(raw)) + raw + b"".join(blobs)
+    path.write_bytes(blob)
+    return hashlib.sha256(blob).hexdigest()
+
+
+def weight_set() -> dict[str, np.ndarray]:
+    return {
+        "embeddings.word": cases.make_array("float32", (97, 33)),
+        "layer0.weight.f16": cases.make_array("float16", (31, 7)),
+        "token_ids": cases.make_array("int32", (13,)),
+        "mask": cases.make_array("uint8", (5, 3)),
+        "counts": cases.make_array("uint32", (1,)),
+        "empty": np.zeros((0,), np.float32),
+    }
+
+
+async def test_weights_stream_into_gpu_tensors(backend, tmp_path):
+    ref = weight_set()
+    sha = write_safetensors(tmp_path / "w.safetensors", ref)
+    seen = []
+    with pybridge.count_copies() as c:
+        tensors = await load_safetensors(tmp_path / "w.safetensors", backend, sha256=sha,
+                                         progress=lambda done, total: seen.append((done, total)))
+    assert set(tensors) == set(ref)
+    for name, a in ref.items():
+        got = await tensors[name].numpy()
+        assert got.dtype == a.dtype and np.array_equal(got, a), name
+        tensors[name].free()
+    size = (tmp_path / "w.safetensors").stat().st_size
+    assert seen[-1] == (size, size)
+    data_bytes = sum(a.nbytes for a in ref.values())
+    assert c.copies("weights", "stream") == 1 and c.bytes("weights", "stream") == data_bytes
+
+
+async def test_weights_with_a_wrong_hash_leave_nothing_on_the_gpu(backend, tmp_path):
+    write_safetensors(tmp_path / "w.safetensors", weight_set())
+    before = backend.live_buffers()
+    with pytest.raises(pybridge.errors.IntegrityError, match="does not match the expected"):
+        await load_safetensors(tmp_path / "w.safetensors", backend, sha256="0" * 64)
+    assert backend.live_buffers() == before
+
+
+@pytest.mark.parametrize("mutate, error, match", [
+    (lambda b: b[:4], ValueError, "not a safetensors file"),
+    (lambda b: struct.pack("<Q", 1 << 40) + b[8:], ValueError, "header length"),
+    (lambda b: b[:8] + b"x" + b[9:], ValueError, "not valid JSON"),
+    (lambda b: b.replace(b'"F32"', b'"F64"', 1), TypeError, "dtype F64 is not supported; accepted: F32, F16"),
+    (lambda b: b[:-10], ValueError, "tensors end at byte"),
+])
+async def test_malformed_safetensors_are_refused(backend, tmp_path, mutate, error, match):
+    write_safetensors(tmp_path / "w.safetensors", weight_set())
+    bad = mutate((tmp_path / "w.safetensors").read_bytes())
+    (tmp_path / "bad.safetensors").write_bytes(bad)
+    before = backend.live_buffers()
+    with pytest.raises(error, match=match):
+        await load_safetensors(tmp_path / "bad.safetensors", backend)
+    assert backend.live_buffers() == before
