@@ -6,8 +6,9 @@
 
 Directions: "upload" (numpy -> GPU), "readback" (GPU -> numpy), "weights" (file -> GPU), and
 "contiguous" (the extra copy made when a non-contiguous array must be made contiguous).
-Paths: "view" and "staging" (zero-copy path: 1 copy), "naive" (the baseline), "stream"
-(weights), "wasm-heap" (bytes of weights that entered the wasm heap: 0 by design).
+Paths: "view", "staging" and "ring" (the zero-copy path: 1 copy), "pad" (the extra copy of
+the 1-3 trailing bytes the "view" path writes as a whole word), "uniform" (kernel
+parameters), "naive" (the labelled baseline), "stream" (weights).
 """
 
 from __future__ import annotations
@@ -24,11 +25,6 @@ def record(direction: str, path: str, copies: int, nbytes: int) -> None:
     c = _counts[(direction, path)]
     c[0] += copies
     c[1] += copies * nbytes
-
-
-def record_bytes(direction: str, path: str, nbytes: int) -> None:
-    """Count bytes without a copy (e.g. wasm-heap bytes of weights)."""
-    _counts[(direction, path)][1] += nbytes
 
 
 def stats() -> dict[str, dict[str, dict[str, int]]]:

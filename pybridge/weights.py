@@ -176,7 +176,6 @@ async def _load_browser(backend: Any, url: str, sha256: str | None,
                 t.free()
     data_bytes = sum(t.end - t.begin for t in header.tensors)
     accounting.record("weights", "stream", 1, data_bytes)
-    accounting.record_bytes("weights", "wasm-heap", 0)
     return tensors
 
 

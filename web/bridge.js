@@ -80,6 +80,17 @@ export function writeByte(pyArray, index, value) {
   }
 }
 
+// Live PyProxies, for leak checks: tracing is switched on at the first call (it records a
+// stack per proxy, so it stays off unless a test asks).
+export function liveProxies() {
+  const module = self.pyodide._module;
+  if (!module.pyproxy_alloc_map.tracing) {
+    module.enable_pyproxy_allocation_tracing();
+    module.pyproxy_alloc_map.tracing = true;
+  }
+  return module.pyproxy_alloc_map.size;
+}
+
 // The wasm heap's current size, for the leak and weights-streaming checks.
 export function wasmHeapBytes() {
   return self.pyodide._module.HEAPU8.buffer.byteLength;

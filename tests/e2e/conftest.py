@@ -42,9 +42,16 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def server():
+def test_data(tmp_path_factory):
+    """A folder the server also serves at /test-data/ (generated weights files)."""
+    return tmp_path_factory.mktemp("test-data")
+
+
+@pytest.fixture(scope="module")
+def server(test_data):
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "tools" / "server.py"), "--port", "0"],
+        [sys.executable, str(ROOT / "tools" / "server.py"), "--port", "0",
+         "--mount", f"/test-data/={test_data}"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
     )
     url = None
@@ -141,6 +148,17 @@ class App:
 
     def py(self, code: str):
         return self.page.evaluate("(code) => pybridge.run(code)", code)
+
+    def load_module(self, name: str, path) -> None:
+        """Make a CPython-side test module (e.g. tests/cases/datapath.py) importable in the
+        page's Python under `name`, so both backends run the same case code."""
+        source = path.read_text()
+        self.py(
+            "import sys, types\n"
+            f"m = types.ModuleType({name!r})\n"
+            f"exec(compile({source!r}, {str(path.name)!r}, 'exec'), m.__dict__)\n"
+            f"sys.modules[{name!r}] = m\n"
+        )
 
     def state(self) -> dict:
         return self.page.evaluate(
