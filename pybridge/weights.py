@@ -33,6 +33,10 @@ NATIVE_CHUNK = 1 << 20
 
 Progress = Callable[[int, int], Any]
 
+# What the last browser load measured: {"bytes", "peakChunk"} (the largest network chunk held
+# at once: the peak extra memory of streaming). Read by tools/bench_datapath.py.
+last_stream: dict[str, int] = {}
+
 
 @dataclass(frozen=True)
 class TensorInfo:
@@ -161,6 +165,7 @@ async def _load_browser(backend: Any, url: str, sha256: str | None,
         result = await pybridge_js.streamWeights(
             url, to_js(plan, dict_converter=js.Object.fromEntries), header.file_size,
             bool(sha256), callback)
+        last_stream.update(bytes=int(result.bytes), peakChunk=int(result.peakChunk))
         digest = str(result.sha256) if sha256 else None
         if sha256 and digest != sha256.lower():
             raise IntegrityError(f"{url}: sha256 {digest} does not match the expected {sha256}; "

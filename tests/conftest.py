@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from tools.harness import CHROMIUM
+
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = Path(os.environ.get("PYBRIDGE_CHROMIUM", "/usr/bin/chromium"))
 SITE = ROOT / "build" / "site"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

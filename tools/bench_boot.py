@@ -15,7 +15,6 @@ import argparse
 import json
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,8 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.e2e.conftest import CHROMIUM_FLAGS, WEBGPU_FLAGS  # noqa: E402  (one flag list)
-from tests.conftest import CHROMIUM  # noqa: E402
+from tools.harness import launch, start_server  # noqa: E402
 
 READY = "window.pybridge && ['python-ready', 'ready', 'error', 'no-webgpu'].includes(pybridge.state)"
 MEASURE = """() => {
@@ -36,15 +34,6 @@ MEASURE = """() => {
           stages: pybridge.stages, requests: all.length,
           transferBytes: sum('transferSize'), decodedBytes: sum('decodedBodySize')};
 }"""
-
-
-def start_server():
-    proc = subprocess.Popen([sys.executable, str(ROOT / "tools" / "server.py"), "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    for line in proc.stdout:
-        if "serving http" in line:
-            return proc, line.split("serving ", 1)[1].strip()
-    raise SystemExit("dev server did not start")
 
 
 def load(page, url: str) -> dict:
@@ -64,12 +53,12 @@ def main() -> int:
 
     from playwright.sync_api import sync_playwright
 
-    proc, url = start_server()
+    server = start_server()
+    url = server.url
     first, cached = [], []
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(CHROMIUM),
-                                        args=CHROMIUM_FLAGS + WEBGPU_FLAGS, headless=True)
+            browser = launch(p)
             version = browser.version
             for _ in range(args.runs):
                 ctx = browser.new_context()  # empty HTTP cache
@@ -79,8 +68,7 @@ def main() -> int:
                 ctx.close()
             browser.close()
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        server.stop()
 
     def med(rows, key):
         return statistics.median(r[key] for r in rows)

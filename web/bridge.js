@@ -153,3 +153,25 @@ export function sha256Hex(pyArray, chunk) {
     view.release();
   }
 }
+
+// Benchmark floors (tools/bench_datapath.py): the same bytes copied by the browser alone.
+// memcpy: `reps` copies of the array's view into a preallocated buffer; returns ms.
+export function memcpyMs(pyArray, reps) {
+  const view = borrow(pyArray);
+  try {
+    const dst = new Uint8Array(view.data.byteLength);
+    const t0 = performance.now();
+    for (let r = 0; r < reps; r++) dst.set(view.data);
+    return performance.now() - t0;
+  } finally {
+    view.release();
+  }
+}
+
+// A plain fetch of the whole file into one ArrayBuffer (what streaming avoids); returns
+// {ms, bytes}.
+export async function fetchArrayBufferMs(url) {
+  const t0 = performance.now();
+  const buf = await (await fetch(url, { cache: "no-store" })).arrayBuffer();
+  return { ms: performance.now() - t0, bytes: buf.byteLength };
+}

@@ -8,37 +8,11 @@ test that caused one fails.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 import pytest
 
-from tests.conftest import CHROMIUM, ROOT
-
-# From DESIGN.md: WebGPU through SwiftShader in headless Chromium on this machine.
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-WEBGPU_FLAGS = ["--enable-unsafe-webgpu"]
-BOOT_TIMEOUT_MS = 180_000
-FINAL_STATES = "['ready', 'error', 'no-webgpu']"
-
-
-@dataclass
-class Server:
-    url: str
-    proc: subprocess.Popen
-
-    @property
-    def origin(self) -> str:
-        u = urlsplit(self.url)
-        return f"{u.scheme}://{u.netloc}"
+from tools.harness import App, launch, start_server, wait_final
 
 
 @pytest.fixture(scope="module")
@@ -49,22 +23,9 @@ def test_data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(test_data):
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "tools" / "server.py"), "--port", "0",
-         "--mount", f"/test-data/={test_data}"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
-    )
-    url = None
-    for line in proc.stdout:  # "[server] pybridge is serving http://127.0.0.1:PORT/"
-        if "serving http" in line:
-            url = line.split("serving ", 1)[1].strip()
-            break
-    if url is None:
-        proc.kill()
-        pytest.fail(f"dev server did not start: {proc.stdout.read()}")
-    yield Server(url, proc)
-    proc.terminate()
-    proc.wait(timeout=10)
+    srv = start_server({"/test-data/": test_data})
+    yield srv
+    srv.stop()
 
 
 @pytest.fixture(scope="module")
@@ -73,14 +34,6 @@ def playwright_instance():
 
     with sync_playwright() as p:
         yield p
-
-
-def launch(playwright_instance, webgpu: bool = True):
-    return playwright_instance.chromium.launch(
-        executable_path=str(CHROMIUM),
-        args=CHROMIUM_FLAGS + (WEBGPU_FLAGS if webgpu else []),
-        headless=True,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -130,41 +83,6 @@ def new_page(browser, server, guard):
     page.errors = []  # uncaught page errors, for assertions
     page.on("pageerror", lambda e: page.errors.append(str(e)))
     return page
-
-
-def wait_final(page) -> str:
-    page.wait_for_function(
-        f"window.pybridge && {FINAL_STATES}.includes(window.pybridge.state)",
-        timeout=BOOT_TIMEOUT_MS,
-    )
-    return page.evaluate("pybridge.state")
-
-
-class App:
-    """A booted page; `py(code)` runs Python in its worker and returns the JSON-able result."""
-
-    def __init__(self, page):
-        self.page = page
-
-    def py(self, code: str):
-        return self.page.evaluate("(code) => pybridge.run(code)", code)
-
-    def load_module(self, name: str, path) -> None:
-        """Make a CPython-side test module (e.g. tests/cases/datapath.py) importable in the
-        page's Python under `name`, so both backends run the same case code."""
-        source = path.read_text()
-        self.py(
-            "import sys, types\n"
-            f"m = types.ModuleType({name!r})\n"
-            f"exec(compile({source!r}, {str(path.name)!r}, 'exec'), m.__dict__)\n"
-            f"sys.modules[{name!r}] = m\n"
-        )
-
-    def state(self) -> dict:
-        return self.page.evaluate(
-            "({state: pybridge.state, error: pybridge.error, result: pybridge.result,"
-            " stages: pybridge.stages, assets: pybridge.assets})"
-        )
 
 
 @pytest.fixture(scope="module")

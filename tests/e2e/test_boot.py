@@ -9,7 +9,8 @@ import re
 import numpy as np
 import pytest
 
-from tests.e2e.conftest import launch, new_page, wait_final
+from tests.e2e.conftest import new_page
+from tools.harness import launch, wait_final
 
 
 def test_page_boots_and_shows_the_kernel_result(app):

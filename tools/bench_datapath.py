@@ -1,0 +1,105 @@
+"""Data-path benchmark: upload and readback paths against the in-browser memcpy floor, and
+weights streaming against a plain fetch into an ArrayBuffer, measured side by side in one run.
+
+    python3 tools/dev.py bench datapath [--sizes 4K,64K,1M,4M,16M,64M] [--weights-mb 90]
+
+Headless Debian Chromium, WebGPU on SwiftShader (a CPU implementation: compare the columns
+of one run, not absolute speeds). Prints GB/s and ratios; writes bench-results/datapath.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+from tests.unit.test_native_datapath import write_safetensors  # noqa: E402
+from tools.harness import App, launch, start_server, wait_final  # noqa: E402
+
+
+def parse_size(s: str) -> int:
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    return int(s[:-1]) * units[s[-1]] if s[-1] in units else int(s)
+
+
+def human(n: int) -> str:
+    for unit, k in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= k:
+            return f"{n // k}{unit}"
+    return f"{n}B"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", default="4K,64K,1M,4M,16M,64M")
+    ap.add_argument("--weights-mb", type=int, default=90)
+    ap.add_argument("--out", type=Path, default=ROOT / "bench-results" / "datapath.json")
+    args = ap.parse_args()
+    sizes = [parse_size(s) for s in args.sizes.split(",")]
+
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory() as tmp:
+        layers = max(1, args.weights_mb * (1 << 20) // (1 << 22))
+        weights = {f"layer{i}.weight": np.full((1024, 1024), i, np.float32) for i in range(layers)}
+        sha = write_safetensors(Path(tmp) / "bench.safetensors", weights)
+        server = start_server({"/bench-data/": Path(tmp)})
+        try:
+            with sync_playwright() as p:
+                browser = launch(p)
+                page = browser.new_page()
+                page.goto(server.url)
+                if wait_final(page) != "ready":
+                    raise SystemExit(f"page failed: {page.evaluate('pybridge.error')}")
+                app = App(page)
+                app.load_module("bench", ROOT / "tools" / "bench_datapath_page.py")
+                rows = [app.py(f"await bench.transfer({n})") for n in sizes]
+                w = app.py(f"await bench.weights('/bench-data/bench.safetensors', {sha!r})")
+                version = browser.version
+                browser.close()
+        finally:
+            server.stop()
+
+    print(f"data path, GB/s  (Chromium {version} headless, WebGPU via SwiftShader; "
+          f"{platform.machine()}, {__import__('os').cpu_count()} cores)")
+    head = (f"  {'size':>7} {'memcpy':>7} {'up:view':>8} {'up:stage':>9} {'up:naive':>9} "
+            f"{'best/memcpy':>12} {'view/naive':>11} {'rd:ring':>8} {'rd:naive':>9} {'ring/naive':>11}")
+    print(head)
+    for r in rows:
+        best = max(r["upload_view"], r["upload_staging"])
+        r["best_upload_over_memcpy"] = best / r["memcpy"]
+        r["view_over_naive"] = r["upload_view"] / r["upload_naive"]
+        r["ring_over_naive"] = r["readback_ring"] / r["readback_naive"]
+        print(f"  {human(r['bytes']):>7} {r['memcpy']:7.2f} {r['upload_view']:8.2f} "
+              f"{r['upload_staging']:9.2f} {r['upload_naive']:9.2f} "
+              f"{r['best_upload_over_memcpy']:12.2f} {r['view_over_naive']:11.2f} "
+              f"{r['readback_ring']:8.2f} {r['readback_naive']:9.2f} {r['ring_over_naive']:11.2f}")
+    mb = w["bytes"] / 1e6
+    w["stream_gbps"] = w["bytes"] / w["stream_ms"] / 1e6
+    w["stream_nohash_gbps"] = w["bytes"] / w["stream_nohash_ms"] / 1e6
+    w["fetch_gbps"] = w["bytes"] / w["fetch_arraybuffer_ms"] / 1e6
+    print(f"weights {mb:.0f} MB: stream->GPU {w['stream_gbps']:.2f} GB/s with sha256 "
+          f"({w['stream_nohash_gbps']:.2f} without), plain fetch->ArrayBuffer {w['fetch_gbps']:.2f} GB/s; "
+          f"ratio {w['stream_gbps'] / w['fetch_gbps']:.2f}")
+    print(f"  extra memory: stream holds one chunk (peak {human(w['stream_peak_chunk'])}), wasm heap "
+          f"grew {w['wasm_heap_growth']} B; the plain fetch holds the whole {mb:.0f} MB file")
+    result = {"date": time.strftime("%Y-%m-%d"), "browser": f"Chromium {version} headless, SwiftShader",
+              "machine": f"{platform.machine()} ({__import__('os').cpu_count()} cores)",
+              "transfer": rows, "weights": w}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    print(f"  wrote {args.out.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

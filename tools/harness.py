@@ -1,0 +1,102 @@
+"""Driving the page from CPython: the dev server as a subprocess, Debian's Chromium through
+Playwright, and Python run inside the page's worker. Used by the e2e tests and benchmarks.
+
+Never `playwright install`: Chromium is launched by its executable path.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = Path(os.environ.get("PYBRIDGE_CHROMIUM", "/usr/bin/chromium"))
+
+# From DESIGN.md: WebGPU through SwiftShader in headless Chromium on this machine.
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+WEBGPU_FLAGS = ["--enable-unsafe-webgpu"]
+BOOT_TIMEOUT_MS = 180_000
+FINAL_STATES = "['ready', 'error', 'no-webgpu']"
+
+
+@dataclass
+class Server:
+    url: str
+    proc: subprocess.Popen
+
+    @property
+    def origin(self) -> str:
+        u = urlsplit(self.url)
+        return f"{u.scheme}://{u.netloc}"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def start_server(mounts: dict[str, Path] | None = None) -> Server:
+    """tools/server.py on a free port; `mounts` adds {"/prefix/": folder}."""
+    cmd = [sys.executable, str(ROOT / "tools" / "server.py"), "--port", "0"]
+    for prefix, folder in (mounts or {}).items():
+        cmd += ["--mount", f"{prefix}={folder}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=ROOT)
+    for line in proc.stdout:  # "[server] pybridge is serving http://127.0.0.1:PORT/"
+        if "serving http" in line:
+            return Server(line.split("serving ", 1)[1].strip(), proc)
+    proc.kill()
+    raise RuntimeError(f"dev server did not start: {proc.stdout.read()}")
+
+
+def launch(playwright, webgpu: bool = True):
+    return playwright.chromium.launch(
+        executable_path=str(CHROMIUM),
+        args=CHROMIUM_FLAGS + (WEBGPU_FLAGS if webgpu else []),
+        headless=True,
+    )
+
+
+def wait_final(page) -> str:
+    page.wait_for_function(
+        f"window.pybridge && {FINAL_STATES}.includes(window.pybridge.state)",
+        timeout=BOOT_TIMEOUT_MS,
+    )
+    return page.evaluate("pybridge.state")
+
+
+class App:
+    """A booted page; `py(code)` runs Python in its worker and returns the JSON-able result."""
+
+    def __init__(self, page):
+        self.page = page
+
+    def py(self, code: str):
+        return self.page.evaluate("(code) => pybridge.run(code)", code)
+
+    def state(self) -> dict:
+        return self.page.evaluate(
+            "({state: pybridge.state, error: pybridge.error, result: pybridge.result,"
+            " stages: pybridge.stages, assets: pybridge.assets})"
+        )
+
+    def load_module(self, name: str, path: Path) -> None:
+        """Make a CPython-side module (tests/cases/*.py, tools/bench_*_page.py) importable in
+        the page's Python under `name` (and imported there), so both sides run the same code."""
+        source = path.read_text()
+        self.py(
+            "import sys, types\n"
+            f"m = types.ModuleType({name!r})\n"
+            f"exec(compile({source!r}, {path.name!r}, 'exec'), m.__dict__)\n"
+            f"sys.modules[{name!r}] = m\n"
+            f"import {name}\n"
+        )
