@@ -4,13 +4,15 @@ Steps, in the order of this file:
   view      numpy's wasm-heap bytes, borrowed by web/bridge.js for one synchronous JS call
   upload    "view":    queue.writeBuffer(gpu, view)                       1 CPU copy
             "staging": view -> pre-mapped MAP_WRITE ring -> copyBufferToBuffer  1 CPU copy
+            "auto":    "view" below 2 MiB, "staging" from 2 MiB (the default, by measurement)
             "naive":   tobytes -> to_js -> writeBuffer                      3 CPU copies (baseline)
   dispatch  wgsl/<op>.wgsl with GpuTensors (and small uniforms) bound in order
   readback  "ring":  copyBufferToBuffer -> reused MAP_READ buffer -> mapAsync -> out   1 CPU copy
             "naive": to_bytes -> np.frombuffer(...).copy()                  2 CPU copies (baseline)
 
-The default upload path is "view": measured side by side with "staging" by
-tools/bench_datapath.py (see README). Errors: every allocation and dispatch runs inside
+The default upload path, "auto", was chosen by tools/bench_datapath.py, which measures the
+paths side by side (see README): in Chrome, writeBuffer costs less per call for small arrays,
+while the reused pre-mapped ring moves large ones 2-4x faster than writeBuffer. Errors: every allocation and dispatch runs inside
 WebGPU error scopes, so out-of-memory and validation errors surface as Python exceptions
 naming the operation; uncaptured errors and device loss are recorded and raised by the next
 operation.
@@ -30,8 +32,9 @@ from pybridge.dispatch import shader_source
 from pybridge.dtypes import lookup, padded
 from pybridge.errors import DeviceLost, GpuError, GpuOutOfMemory, GpuValidationError
 
-STAGING_SLOT_BYTES = 4 << 20  # 4 MiB per slot
+STAGING_SLOT_BYTES = 4 << 20  # 4 MiB per slot: best of 1/4/16 MiB measured (bench_datapath)
 STAGING_SLOTS = 4
+STAGING_FROM_BYTES = 2 << 20  # "auto": writeBuffer below this, the staging ring from here on
 READ_POOL_MIN = 64 << 10  # smallest MAP_READ buffer kept for reuse
 READ_POOL_KEEP = 8  # MAP_READ buffers kept between readbacks
 
@@ -77,7 +80,7 @@ class _ErrorScope:
 
 class BrowserBackend(Backend):
     name = "browser"
-    upload_paths = ("view", "staging", "naive")
+    upload_paths = ("auto", "view", "staging", "naive")
     readback_paths = ("ring", "naive")
 
     @classmethod
@@ -198,6 +201,8 @@ class BrowserBackend(Backend):
         elif out.dtype != row or out.shape != arr.shape:
             raise ValueError(f"{op}: out is {out!r}; the array is {row.name}{arr.shape}")
         dst = out.buffer_for(op)
+        if path == "auto":  # measured: writeBuffer wins below 2 MiB, the ring from there on
+            path = "staging" if arr.nbytes >= STAGING_FROM_BYTES else "view"
         if path == "view":
             self._upload_view(dst, out.offset, arr)
         elif path == "staging":

@@ -27,6 +27,18 @@ async def transfer(nbytes: int) -> dict:
     row = {"bytes": nbytes, "reps": reps}
     pybridge_js.memcpyMs(a, 2)
     row["memcpy"] = nbytes * reps / pybridge_js.memcpyMs(a, reps) / 1e6
+    ms = await pybridge_js.rawWriteBufferMs(backend.device.queue, t._buffer, a, reps)
+    row["raw_js_writebuffer"] = nbytes * reps / ms / 1e6
+    # the one CPU copy of the staging path alone: numpy view -> mapped MAP_WRITE memory
+    usage = __import__("js").GPUBufferUsage
+    fill_ms = 0.0
+    for _ in range(min(reps, 20)):
+        buf = backend._create_buffer(nbytes, usage.MAP_WRITE | usage.COPY_SRC, "fill", mapped=True)
+        t0 = time.perf_counter()
+        pybridge_js.fillMapped(buf, a, 0, nbytes)
+        fill_ms += (time.perf_counter() - t0) * 1e3
+        backend._destroy_buffer(buf)
+    row["copy_staging"] = nbytes * min(reps, 20) / fill_ms / 1e6
     for path in backend.upload_paths:
         for _ in range(2):
             await backend.upload(a, out=t, path=path)
@@ -34,8 +46,11 @@ async def transfer(nbytes: int) -> dict:
         t0 = time.perf_counter()
         for _ in range(reps):
             await backend.upload(a, out=t, path=path)
-        await backend.sync()
-        row[f"upload_{path}"] = nbytes * reps / ((time.perf_counter() - t0) * 1e3) / 1e6
+        t1 = time.perf_counter()  # every upload call has returned: our CPU copy is done
+        await backend.sync()  # ... and the browser's GPU process has finished its part
+        t2 = time.perf_counter()
+        row[f"issue_{path}"] = nbytes * reps / ((t1 - t0) * 1e3) / 1e6
+        row[f"upload_{path}"] = nbytes * reps / ((t2 - t0) * 1e3) / 1e6
     for path in backend.readback_paths:
         for _ in range(2):
             await t.numpy(out=out, path=path)

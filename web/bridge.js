@@ -175,3 +175,18 @@ export async function fetchArrayBufferMs(url) {
   const buf = await (await fetch(url, { cache: "no-store" })).arrayBuffer();
   return { ms: performance.now() - t0, bytes: buf.byteLength };
 }
+
+// What any JS code gets from writeBuffer, for the benchmark's yardstick: `reps` writeBuffer
+// calls from the array's view, then a wait for the GPU; returns ms.
+export async function rawWriteBufferMs(queue, gpuBuffer, pyArray, reps) {
+  const view = borrow(pyArray);
+  let t0;
+  try {
+    t0 = performance.now();
+    for (let r = 0; r < reps; r++) queue.writeBuffer(gpuBuffer, 0, view.data);
+  } finally {
+    view.release();
+  }
+  await queue.onSubmittedWorkDone();
+  return performance.now() - t0;
+}

@@ -51,6 +51,12 @@ def test_large_upload_crosses_the_staging_ring(page, path):
     assert r["equal"] and r["copies"]["upload"][path] == {"copies": 1, "bytes": 20 << 20}
 
 
+@pytest.mark.parametrize("n, expected", [((1 << 19) - 1, "view"), (1 << 19, "staging")])
+def test_the_default_path_picks_by_size(page, n, expected):
+    r = page.py(f"await cases.roundtrip(backend, 'float32', ({n},))")  # 2 MiB is the switch
+    assert r["equal"] and set(r["copies"]["upload"]) == {expected}
+
+
 def test_non_contiguous_input_is_copied_once_or_refused(page):
     r = page.py("await cases.non_contiguous(backend)")
     assert r["equal"]
@@ -66,7 +72,7 @@ def test_non_contiguous_input_is_copied_once_or_refused(page):
     ("out-shape", "ValueError: out is float32(9,); GpuTensor(shape=(8,), dtype=float32) needs float32(8,)"),
     ("out-dtype", "ValueError: out is int32(8,)"),
     ("use-after-free", "UseAfterFree: readback GpuTensor('weights.w1' shape=(8,), dtype=float32 freed)"),
-    ("path", "ValueError: unknown upload path 'teleport'; browser has ('view', 'staging', 'naive')"),
+    ("path", "ValueError: unknown upload path 'teleport'; browser has ('auto', 'view', 'staging', 'naive')"),
     ("validation", "GpuValidationError: dispatch axpy: GPU validation error"),
     ("kernel", "FileNotFoundError: no kernel named 'no_such_kernel'"),
     ("oom", "GpuOutOfMemory: allocate huge (1073741824 bytes): GPU out-of-memory error"),
