@@ -21,6 +21,7 @@ class DType:
     typed_array: str  # JS TypedArray over the same bytes
     itemsize: int
     packed: bool  # stored several to a u32 word, unpacked in WGSL
+    align: int = 4  # WGSL alignment of the storage element (packed types live in u32 words)
 
 
 _ROWS = [

@@ -72,3 +72,28 @@ def test_browser_only_calls_say_so_in_cpython():
 
     with pytest.raises(RuntimeError, match="needs Pyodide in a browser"):
         view_info(np.zeros(4, np.float32))
+
+
+def test_dtype_table_is_consistent_with_numpy():
+    from pybridge.dtypes import DTYPES, SAFETENSORS_DTYPES, lookup, padded
+
+    for name, row in DTYPES.items():
+        assert row.numpy == np.dtype(name) and row.itemsize == row.numpy.itemsize
+        assert row.packed == (row.itemsize < 4) and row.align == 4
+        assert lookup(name) is row and lookup(np.dtype(name)) is row
+    assert set(SAFETENSORS_DTYPES.values()) == set(DTYPES)
+    assert [padded(n) for n in (0, 1, 4, 5, 8)] == [4, 4, 4, 8, 8]
+
+
+def test_count_copies_measures_only_its_block():
+    from pybridge import accounting
+
+    accounting.record("upload", "view", 1, 100)
+    with pybridge.count_copies() as c:
+        accounting.record("upload", "view", 1, 10)
+        accounting.record("readback", "ring", 1, 20)
+    accounting.record("upload", "view", 1, 1000)  # after the block: not counted
+    assert c.copies("upload") == 1 and c.bytes("upload", "view") == 10
+    assert c.as_dict() == {"readback": {"ring": {"copies": 1, "bytes": 20}},
+                           "upload": {"view": {"copies": 1, "bytes": 10}}}
+    assert pybridge.stats()["upload"]["view"]["bytes"] >= 1110
