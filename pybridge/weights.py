@@ -119,6 +119,39 @@ async def load_safetensors(source: str | Path, backend: Backend | None = None, *
     return await _load_native(backend, source, sha256, progress)
 
 
+_NUMPY_TO_SAFETENSORS = {"float32": "F32", "float16": "F16", "int32": "I32", "uint32": "U32",
+                         "uint8": "U8"}
+
+
+def write_safetensors(path: str | Path, tensors: dict[str, "np.ndarray"],
+                      metadata: dict[str, str] | None = None) -> str:
+    """Write a safetensors file (JSON header padded to 8 bytes, then the raw little-endian
+    tensors in order); returns its sha256. Used by the model converter and the tests."""
+    import numpy as np
+
+    header: dict[str, Any] = {"__metadata__": dict(metadata or {})}
+    pos = 0
+    for name, a in tensors.items():
+        st = _NUMPY_TO_SAFETENSORS.get(np.dtype(a.dtype).name)
+        if st is None:
+            raise TypeError(f"tensor {name!r}: dtype {a.dtype} is not supported; accepted: "
+                            f"{', '.join(_NUMPY_TO_SAFETENSORS)}")
+        header[name] = {"dtype": st, "shape": list(a.shape), "data_offsets": [pos, pos + a.nbytes]}
+        pos += a.nbytes
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    h = hashlib.sha256()
+    with open(path, "wb") as f:
+        for part in (struct.pack("<Q", len(raw)), raw):
+            f.write(part)
+            h.update(part)
+        for a in tensors.values():
+            data = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")).tobytes()
+            f.write(data)
+            h.update(data)
+    return h.hexdigest()
+
+
 # --- browser ---------------------------------------------------------------------------------
 async def _fetch_range(url: str, start: int, end: int) -> tuple[bytes, int]:
     """Bytes [start, end) of url and the file's total size (from Content-Range)."""

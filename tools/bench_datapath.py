@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from tests.unit.test_native_datapath import write_safetensors  # noqa: E402
+from pybridge.weights import write_safetensors  # noqa: E402
 from tools.harness import App, launch, start_server, wait_final  # noqa: E402
 
 

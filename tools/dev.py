@@ -10,8 +10,10 @@ Set-up (idempotent, each step skipped when already done, with visible progress):
   1. Debian packages: chromium (headless browser tests), mesa-vulkan-drivers (lavapipe for the
      native GPU backend), python3-venv, npm; via apt-get, only those absent.
   2. A virtual environment .venv/ with tools/requirements.lock (the `dev` extra of
-     pyproject.toml, resolved and pinned by sha256 by tools/lock_deps.py).
+     pyproject.toml, resolved and pinned by sha256 by tools/lock_deps.py); for `test` also
+     tools/requirements-reference.lock (torch CPU, sentence-transformers, HF tokenizers).
   3. Vendored assets under build/site/ (tools/assets.py): Pyodide, numpy, the pybridge wheel.
+  4. The default model, all-MiniLM-L6-v2, converted for the web (tools/convert_model.py).
 
 Standard library only: this runs with the system's python3 before any venv exists.
 """
@@ -29,7 +31,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
 VENV_PY = VENV / "bin" / "python"
-STAMP = VENV / ".pybridge-deps"
 CHROMIUM = os.environ.get("PYBRIDGE_CHROMIUM", "/usr/bin/chromium")
 DEBIAN_PACKAGES = {
     # package: how we know it is there
@@ -70,7 +71,7 @@ def setup_debian() -> None:
     if not VENV_PY.exists() and not venv_works():
         missing.append(f"python3.{sys.version_info.minor}-venv")
     if not missing:
-        say("1/3 Debian packages: chromium, mesa-vulkan-drivers, npm present")
+        say("1/4 Debian packages: chromium, mesa-vulkan-drivers, npm present")
         return
     if shutil.which("apt-get") is None:
         raise SystemExit(
@@ -83,41 +84,48 @@ def setup_debian() -> None:
             raise SystemExit(f"[setup] need root to install {', '.join(missing)}: "
                              f"apt-get install {' '.join(missing)}")
         prefix = ["sudo"]
-    say(f"1/3 Debian packages: installing {', '.join(missing)} (apt-get; a few minutes)")
+    say(f"1/4 Debian packages: installing {', '.join(missing)} (apt-get; a few minutes)")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     run([*prefix, "apt-get", "update", "-q"], env=env)
     run([*prefix, "apt-get", "install", "-y", "-q", *missing], env=env)
 
 
-LOCK = ROOT / "tools" / "requirements.lock"
+LOCKS = {
+    "dev": (ROOT / "tools" / "requirements.lock",
+            "aiohttp, numpy, playwright, pytest, wgpu, ...; no browser download"),
+    "reference": (ROOT / "tools" / "requirements-reference.lock",
+                  "torch 2.13.0 CPU, sentence-transformers, tokenizers: the tests' references"),
+}
 
 
-def deps_fingerprint() -> str:
-    return hashlib.sha256(LOCK.read_bytes()).hexdigest()
-
-
-def setup_venv() -> None:
+def setup_venv(locks: tuple[str, ...]) -> None:
     if not VENV_PY.exists():
-        say(f"2/3 Python: creating {VENV.relative_to(ROOT)}")
+        say(f"2/4 Python: creating {VENV.relative_to(ROOT)}")
         venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
-    if STAMP.exists() and STAMP.read_text() == deps_fingerprint():
-        say("2/3 Python: .venv up to date")
-        return
-    say("2/3 Python: installing tools/requirements.lock into .venv (aiohttp, numpy, playwright, "
-        "pytest, ...; every wheel sha256-checked; no browser download)")
-    run([str(VENV_PY), "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar",
-         "off", "--only-binary=:all:", "--require-hashes", "-r", str(LOCK)])
-    STAMP.write_text(deps_fingerprint())
+    for name in locks:
+        lock, what = LOCKS[name]
+        stamp = VENV / f".pybridge-{name}"
+        fingerprint = hashlib.sha256(lock.read_bytes()).hexdigest()
+        if stamp.exists() and stamp.read_text() == fingerprint:
+            say(f"2/4 Python: {lock.name} up to date")
+            continue
+        say(f"2/4 Python: installing {lock.relative_to(ROOT)} into .venv ({what}; every wheel "
+            "sha256-checked)")
+        run([str(VENV_PY), "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar",
+             "off", "--only-binary=:all:", "--require-hashes", "-r", str(lock)])
+        stamp.write_text(fingerprint)
 
 
 def setup_assets() -> None:
-    say("3/3 assets: Pyodide, numpy, pybridge wheel -> build/site/ (hash-checked, cached)")
+    say("3/4 assets: Pyodide, numpy, pybridge wheel -> build/site/ (hash-checked, cached)")
     run([str(VENV_PY), str(ROOT / "tools" / "assets.py")])
+    say("4/4 model: all-MiniLM-L6-v2 -> build/site/models/ (float32 and float16)")
+    run([str(VENV_PY), str(ROOT / "tools" / "convert_model.py")])
 
 
-def setup() -> None:
+def setup(locks: tuple[str, ...] = ("dev",)) -> None:
     setup_debian()
-    setup_venv()
+    setup_venv(locks)
     setup_assets()
 
 
@@ -136,7 +144,7 @@ def main(argv: list[str]) -> int:
         print(f"unknown command {command!r}; expected demo, test, bench or setup\n{__doc__}",
               file=sys.stderr)
         return 2
-    setup()
+    setup(("dev", "reference") if command == "test" else ("dev",))
     os.chdir(ROOT)
     if command == "demo":
         exec_in_venv([str(ROOT / "tools" / "server.py"), *rest])

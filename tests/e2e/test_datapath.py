@@ -11,7 +11,8 @@ import pytest
 
 from tests.cases import datapath as cases
 from tests.conftest import ROOT
-from tests.unit.test_native_datapath import SIZES, weight_set, write_safetensors
+from pybridge.weights import write_safetensors
+from tests.unit.test_native_datapath import SIZES, weight_set
 
 PATHS = [("view", "ring"), ("staging", "ring"), ("naive", "naive")]
 

@@ -3,8 +3,6 @@ tests/cases/datapath.py, run in CPython."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import struct
 
 import numpy as np
@@ -12,7 +10,7 @@ import pytest
 
 import pybridge
 from pybridge.native import NativeBackend
-from pybridge.weights import load_safetensors
+from pybridge.weights import load_safetensors, write_safetensors
 from tests.cases import datapath as cases
 
 SIZES = [(0,), (1,), (3,), (5,), (7, 3), (1023,), (4097,), (257, 129)]
@@ -82,23 +80,6 @@ async def test_no_buffer_leaks_after_10000_cycles(backend):
     r = await cases.leak_check(backend, 10_000)
     assert r["equal"]
     assert r["buffers"][1] == r["buffers"][0]
-
-
-def write_safetensors(path, tensors: dict[str, np.ndarray]) -> str:
-    """A safetensors file written by hand (the format is a JSON header + raw bytes)."""
-    names = {np.float32: "F32", np.float16: "F16", np.int32: "I32", np.uint32: "U32", np.uint8: "U8"}
-    header, blobs, pos = {"__metadata__": {"format": "pt"}}, [], 0
-    for name, a in tensors.items():
-        data = np.ascontiguousarray(a).tobytes()
-        header[name] = {"dtype": names[a.dtype.type], "shape": list(a.shape),
-                        "data_offsets": [pos, pos + len(data)]}
-        blobs.append(data)
-        pos += len(data)
-    raw = json.dumps(header).encode()
-    raw += b" " * (-len(raw) % 8)
-    blob = struct.pack("<Q", len(raw)) + raw + b"".join(blobs)
-    path.write_bytes(blob)
-    return hashlib.sha256(blob).hexdigest()
 
 
 def weight_set() -> dict[str, np.ndarray]:
