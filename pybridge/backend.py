@@ -164,8 +164,14 @@ class Backend(ABC):
 
     @abstractmethod
     async def dispatch(self, op: str, bindings: Sequence[GpuTensor | np.ndarray],
-                       grid: tuple[int, int, int]) -> None:
-        """Run wgsl/<op>.wgsl with `bindings` at 0..n-1 (numpy arrays become uniforms)."""
+                       grid: tuple[int, int, int], constants: dict[str, float] | None = None) -> None:
+        """Run wgsl/<op>.wgsl with `bindings` at 0..n-1 (numpy arrays become uniform buffers,
+        cached by content) and `constants` for its `override` declarations."""
+
+    @abstractmethod
+    def batch(self) -> Any:
+        """`async with backend.batch():` records the dispatches inside into one compute pass,
+        submitted together (one error check for the lot)."""
 
     @abstractmethod
     async def readback(self, tensor: GpuTensor, out: np.ndarray | None = None, *,

@@ -37,6 +37,7 @@ STAGING_SLOTS = 4
 STAGING_FROM_BYTES = 2 << 20  # "auto": writeBuffer below this, the staging ring from here on
 READ_POOL_MIN = 64 << 10  # smallest MAP_READ buffer kept for reuse
 READ_POOL_KEEP = 8  # MAP_READ buffers kept between readbacks
+UNIFORM_CACHE = 512  # kernel-parameter buffers kept, keyed by their bytes
 
 
 def _js():
@@ -78,6 +79,42 @@ class _ErrorScope:
         return False
 
 
+class _Batch:
+    def __init__(self, backend: "BrowserBackend") -> None:
+        self.backend = backend
+
+    async def __aenter__(self) -> "BrowserBackend":
+        b = self.backend
+        if b._pass is not None:
+            raise RuntimeError("backend.batch() does not nest")
+        b.check_alive("batch")
+        b.device.pushErrorScope("out-of-memory")
+        b.device.pushErrorScope("validation")
+        self.encoder = b.device.createCommandEncoder()
+        b._pass = self.encoder.beginComputePass()
+        b._batched = []
+        return b
+
+    async def __aexit__(self, exc_type, exc, tb) -> bool:
+        _, to_js, _, _, _ = _js()
+        b = self.backend
+        b._pass.end()
+        b._pass = None
+        if exc is None:
+            b.device.queue.submit(to_js([self.encoder.finish()]))
+        ops = b._batched
+        validation = await b.device.popErrorScope()
+        oom = await b.device.popErrorScope()
+        b.check_alive("batch")
+        if exc is None:
+            where = f"batch of {len(ops)} dispatches ({', '.join(dict.fromkeys(ops))})"
+            if oom is not None:
+                raise GpuOutOfMemory(where, "out-of-memory", str(oom.message))
+            if validation is not None:
+                raise GpuValidationError(where, "validation", str(validation.message))
+        return False
+
+
 class BrowserBackend(Backend):
     name = "browser"
     upload_paths = ("auto", "view", "staging", "naive")
@@ -103,7 +140,13 @@ class BrowserBackend(Backend):
         self._staging: list[list[Any]] = []  # [buffer, pending mapAsync promise or None]
         self._staging_next = 0
         self._read_pool: list[Any] = []
-        self._pipelines: dict[str, Any] = {}
+        self._pipelines: dict[tuple, Any] = {}
+        self._modules: dict[str, Any] = {}
+        self._bind_groups: dict[tuple, Any] = {}
+        self._bind_groups_of: dict[int, set[tuple]] = {}  # buffer id -> keys of its bind groups
+        self._uniforms: dict[bytes, Any] = {}
+        self._pass: Any = None  # the open compute pass of a batch
+        self._batched: list[str] = []
         generation = self.generation
 
         def on_lost(info: Any) -> None:
@@ -162,6 +205,8 @@ class BrowserBackend(Backend):
 
     def _destroy_buffer(self, buf: Any) -> None:
         self._live.pop(id(buf), None)
+        for key in self._bind_groups_of.pop(id(buf), ()):
+            self._bind_groups.pop(key, None)  # its id may be reused by a new buffer
         buf.destroy()
 
     def live_buffers(self) -> int:
@@ -261,56 +306,91 @@ class BrowserBackend(Backend):
         accounting.record("upload", "naive", 3, arr.nbytes)
 
     # --- dispatch ---------------------------------------------------------------------
-    def pipeline(self, op: str) -> Any:
-        """The compute pipeline of wgsl/<op>.wgsl ('auto' layout, entry `main`), compiled once
-        per device. Call inside a scope: compile errors are validation errors."""
-        if op not in self._pipelines:
+    def pipeline(self, op: str, constants: dict[str, float] | None = None) -> Any:
+        """The compute pipeline of wgsl/<op>.wgsl ('auto' layout, entry `main`) with the given
+        override constants, compiled once per device. Call inside a scope: compile errors are
+        validation errors."""
+        key = (op, tuple(sorted((constants or {}).items())))
+        if key not in self._pipelines:
             js, to_js, _, _, _ = _js()
-            module = self.device.createShaderModule(to_js(
-                {"code": shader_source(op), "label": op}, dict_converter=js.Object.fromEntries))
-            self._pipelines[op] = self.device.createComputePipeline(to_js(
-                {"layout": "auto", "label": op, "compute": {"module": module, "entryPoint": "main"}},
+            module = self._modules.get(op)
+            if module is None:
+                module = self._modules[op] = self.device.createShaderModule(to_js(
+                    {"code": shader_source(op), "label": op}, dict_converter=js.Object.fromEntries))
+            compute = {"module": module, "entryPoint": "main"}
+            if constants:
+                compute["constants"] = {k: float(v) for k, v in constants.items()}
+            self._pipelines[key] = self.device.createComputePipeline(to_js(
+                {"layout": "auto", "label": op, "compute": compute},
                 dict_converter=js.Object.fromEntries))
-        return self._pipelines[op]
+        return self._pipelines[key]
+
+    def _uniform(self, arr: np.ndarray, op: str) -> Any:
+        """A UNIFORM buffer holding arr's bytes, shared by every dispatch with the same bytes."""
+        u, _ = prepare_upload(arr, copy=True)
+        key = u.tobytes()
+        buf = self._uniforms.pop(key, None)
+        if buf is None:
+            js, _, _, _, bridge = _js()
+            buf = self._create_buffer(padded(u.nbytes), js.GPUBufferUsage.UNIFORM, f"{op}.params",
+                                      mapped=True)
+            bridge.fillMapped(buf, u, 0, u.nbytes)
+            buf.unmap()
+            accounting.record("upload", "uniform", 1, u.nbytes)
+            while len(self._uniforms) >= UNIFORM_CACHE:
+                self._destroy_buffer(self._uniforms.pop(next(iter(self._uniforms))))
+        self._uniforms[key] = buf  # most recently used last
+        return buf
+
+    def _encode(self, compute: Any, op: str, bindings: Sequence[GpuTensor | np.ndarray],
+                grid: tuple[int, int, int], constants: dict[str, float] | None) -> None:
+        """Record one dispatch into an open compute pass; bind groups are cached per buffers."""
+        js, to_js, _, _, _ = _js()
+        entries = []
+        for i, b in enumerate(bindings):
+            if isinstance(b, GpuTensor):
+                entries.append((b.buffer_for(f"dispatch {op}"), b.offset, b.padded_nbytes))
+            elif isinstance(b, np.ndarray):  # a small uniform struct, e.g. Params
+                entries.append((self._uniform(b, op), 0, padded(b.nbytes)))
+            else:
+                raise TypeError(f"dispatch {op}: binding {i} is a {type(b).__name__}; "
+                                "expected a GpuTensor or a numpy array (uniform)")
+        pipeline = self.pipeline(op, constants)
+        key = (op, tuple(sorted((constants or {}).items())),
+               tuple((id(buf), off, size) for buf, off, size in entries))
+        bind_group = self._bind_groups.get(key)
+        if bind_group is None:
+            bind_group = self._bind_groups[key] = self.device.createBindGroup(to_js({
+                "layout": pipeline.getBindGroupLayout(0),
+                "entries": [{"binding": i, "resource": {"buffer": b, "offset": o, "size": n}}
+                            for i, (b, o, n) in enumerate(entries)],
+            }, dict_converter=js.Object.fromEntries))
+            for buf, _, _ in entries:
+                self._bind_groups_of.setdefault(id(buf), set()).add(key)
+        compute.setPipeline(pipeline)
+        compute.setBindGroup(0, bind_group)
+        compute.dispatchWorkgroups(*grid)
 
     async def dispatch(self, op: str, bindings: Sequence[GpuTensor | np.ndarray],
-                       grid: tuple[int, int, int]) -> None:
-        js, to_js, _, _, bridge = _js()
-        usage = js.GPUBufferUsage
-        entries, temps = [], []
-        try:
-            for i, b in enumerate(bindings):
-                if isinstance(b, GpuTensor):
-                    entries.append((b.buffer_for(f"dispatch {op}"), b.offset, b.padded_nbytes))
-                elif isinstance(b, np.ndarray):  # a small uniform struct, e.g. Params
-                    u, _ = prepare_upload(b, copy=True)
-                    buf = self._create_buffer(padded(u.nbytes), usage.UNIFORM, f"{op}.uniform{i}",
-                                              mapped=True)
-                    temps.append(buf)
-                    bridge.fillMapped(buf, u, 0, u.nbytes)
-                    buf.unmap()
-                    accounting.record("upload", "uniform", 1, u.nbytes)
-                    entries.append((buf, 0, padded(u.nbytes)))
-                else:
-                    raise TypeError(f"dispatch {op}: binding {i} is a {type(b).__name__}; "
-                                    "expected a GpuTensor or a numpy array (uniform)")
-            async with self.scope(f"dispatch {op}"):
-                pipeline = self.pipeline(op)
-                bind_group = self.device.createBindGroup(to_js({
-                    "layout": pipeline.getBindGroupLayout(0),
-                    "entries": [{"binding": i, "resource": {"buffer": b, "offset": o, "size": n}}
-                                for i, (b, o, n) in enumerate(entries)],
-                }, dict_converter=js.Object.fromEntries))
-                encoder = self.device.createCommandEncoder()
-                compute = encoder.beginComputePass()
-                compute.setPipeline(pipeline)
-                compute.setBindGroup(0, bind_group)
-                compute.dispatchWorkgroups(*grid)
+                       grid: tuple[int, int, int], constants: dict[str, float] | None = None) -> None:
+        if self._pass is not None:  # inside `async with backend.batch()`
+            self._encode(self._pass, op, bindings, grid, constants)
+            self._batched.append(op)
+            return
+        _, to_js, _, _, _ = _js()
+        async with self.scope(f"dispatch {op}"):
+            encoder = self.device.createCommandEncoder()
+            compute = encoder.beginComputePass()
+            try:
+                self._encode(compute, op, bindings, grid, constants)
+            finally:
                 compute.end()
-                self.device.queue.submit(to_js([encoder.finish()]))
-        finally:
-            for buf in temps:  # freed once the submitted work is done
-                self._destroy_buffer(buf)
+            self.device.queue.submit(to_js([encoder.finish()]))
+
+    def batch(self) -> "_Batch":
+        """`async with backend.batch():` records every dispatch inside into one compute pass
+        and submits them together, checked by one error scope."""
+        return _Batch(self)
 
     # --- readback ---------------------------------------------------------------------
     def _read_buffer(self, size: int) -> Any:

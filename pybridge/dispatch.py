@@ -35,3 +35,17 @@ def grid_1d(n: int, workgroup: int = WORKGROUP) -> tuple[int, int, int]:
     groups = max(1, -(-n // workgroup))
     x = min(groups, MAX_WORKGROUPS_PER_DIM)
     return (x, -(-groups // x), 1)
+
+
+def pack_params(*values: int | float) -> "np.ndarray":
+    """A kernel's Params struct: ints as u32, floats as f32 bits, padded to 16 bytes (uniform
+    layout). E.g. pack_params(M, N, K) or pack_params(T, C, 1e-12)."""
+    import numpy as np
+
+    words = np.zeros(-(-max(len(values), 1) // 4) * 4, dtype=np.uint32)  # (4k,)
+    for i, v in enumerate(values):
+        if isinstance(v, float):
+            words[i] = np.float32(v).view(np.uint32)
+        else:
+            words[i] = int(v)
+    return words

@@ -31,6 +31,7 @@ from pybridge.errors import (DeviceLost, GpuError, GpuOutOfMemory, GpuValidation
 
 READ_POOL_MIN = 64 << 10
 READ_POOL_KEEP = 8
+UNIFORM_CACHE = 512
 
 # wgpu-py spells limits with dashes; the browser backend reports camelCase names.
 _LIMITS = {
@@ -84,7 +85,12 @@ class NativeBackend(Backend):
         self.adapter = adapter
         self.generation += 1
         self.lost = None
-        self._pipelines: dict[str, Any] = {}
+        self._pipelines: dict[tuple, Any] = {}
+        self._modules: dict[str, Any] = {}
+        self._bind_groups: dict[tuple, Any] = {}
+        self._bind_groups_of: dict[int, set[tuple]] = {}
+        self._uniforms: dict[bytes, Any] = {}
+        self._pass: Any = None
         self._read_pool: list[Any] = []
         self._fence: tuple[Any, Any] | None = None
 
@@ -144,6 +150,8 @@ class NativeBackend(Backend):
 
     def _destroy_buffer(self, buf: Any) -> None:
         self._live.pop(id(buf), None)
+        for key in self._bind_groups_of.pop(id(buf), ()):
+            self._bind_groups.pop(key, None)
         buf.destroy()
 
     def live_buffers(self) -> int:
@@ -204,49 +212,92 @@ class NativeBackend(Backend):
         return out
 
     # --- dispatch ---------------------------------------------------------------------
-    def pipeline(self, op: str) -> Any:
-        if op not in self._pipelines:
-            module = self.device.create_shader_module(code=shader_source(op), label=op)
-            self._pipelines[op] = self.device.create_compute_pipeline(
-                layout="auto", compute={"module": module, "entry_point": "main"}, label=op)
-        return self._pipelines[op]
+    def pipeline(self, op: str, constants: dict[str, float] | None = None) -> Any:
+        key = (op, tuple(sorted((constants or {}).items())))
+        if key not in self._pipelines:
+            module = self._modules.get(op)
+            if module is None:
+                module = self._modules[op] = self.device.create_shader_module(
+                    code=shader_source(op), label=op)
+            compute = {"module": module, "entry_point": "main"}
+            if constants:
+                compute["constants"] = {k: float(v) for k, v in constants.items()}
+            self._pipelines[key] = self.device.create_compute_pipeline(
+                layout="auto", compute=compute, label=op)
+        return self._pipelines[key]
+
+    def _uniform(self, arr: np.ndarray, op: str) -> Any:
+        """A UNIFORM buffer holding arr's bytes, shared by every dispatch with the same bytes."""
+        u, _ = prepare_upload(arr, copy=True)
+        key = u.tobytes()
+        buf = self._uniforms.pop(key, None)
+        if buf is None:
+            usage = _wgpu().BufferUsage
+            buf = self._create_buffer(padded(u.nbytes), usage.UNIFORM | usage.COPY_DST, f"{op}.params")
+            self.device.queue.write_buffer(buf, 0, u)
+            accounting.record("upload", "uniform", 1, u.nbytes)
+            while len(self._uniforms) >= UNIFORM_CACHE:
+                self._destroy_buffer(self._uniforms.pop(next(iter(self._uniforms))))
+        self._uniforms[key] = buf
+        return buf
+
+    def _encode(self, compute: Any, op: str, bindings: Sequence[GpuTensor | np.ndarray],
+                grid: tuple[int, int, int], constants: dict[str, float] | None) -> None:
+        entries = []
+        for i, b in enumerate(bindings):
+            if isinstance(b, GpuTensor):
+                entries.append((b.buffer_for(f"dispatch {op}"), b.offset, b.padded_nbytes))
+            elif isinstance(b, np.ndarray):  # a small uniform struct, e.g. Params
+                entries.append((self._uniform(b, op), 0, padded(b.nbytes)))
+            else:
+                raise TypeError(f"dispatch {op}: binding {i} is a {type(b).__name__}; "
+                                "expected a GpuTensor or a numpy array (uniform)")
+        pipeline = self.pipeline(op, constants)
+        key = (op, tuple(sorted((constants or {}).items())),
+               tuple((id(buf), off, size) for buf, off, size in entries))
+        bind_group = self._bind_groups.get(key)
+        if bind_group is None:
+            bind_group = self._bind_groups[key] = self.device.create_bind_group(
+                layout=pipeline.get_bind_group_layout(0),
+                entries=[{"binding": i, "resource": {"buffer": b, "offset": o, "size": n}}
+                         for i, (b, o, n) in enumerate(entries)],
+            )
+            for buf, _, _ in entries:
+                self._bind_groups_of.setdefault(id(buf), set()).add(key)
+        compute.set_pipeline(pipeline)
+        compute.set_bind_group(0, bind_group)
+        compute.dispatch_workgroups(*grid)
 
     async def dispatch(self, op: str, bindings: Sequence[GpuTensor | np.ndarray],
-                       grid: tuple[int, int, int]) -> None:
-        usage = _wgpu().BufferUsage
-        entries, temps = [], []
-        try:
+                       grid: tuple[int, int, int], constants: dict[str, float] | None = None) -> None:
+        if self._pass is not None:  # inside `async with backend.batch()`
             with self.scope(f"dispatch {op}"):
-                for i, b in enumerate(bindings):
-                    if isinstance(b, GpuTensor):
-                        entries.append((b.buffer_for(f"dispatch {op}"), b.offset, b.padded_nbytes))
-                    elif isinstance(b, np.ndarray):  # a small uniform struct, e.g. Params
-                        u, _ = prepare_upload(b, copy=True)
-                        buf = self._create_buffer(padded(u.nbytes), usage.UNIFORM | usage.COPY_DST,
-                                                  f"{op}.uniform{i}")
-                        temps.append(buf)
-                        self.device.queue.write_buffer(buf, 0, u)
-                        accounting.record("upload", "uniform", 1, u.nbytes)
-                        entries.append((buf, 0, padded(u.nbytes)))
-                    else:
-                        raise TypeError(f"dispatch {op}: binding {i} is a {type(b).__name__}; "
-                                        "expected a GpuTensor or a numpy array (uniform)")
-                pipeline = self.pipeline(op)
-                bind_group = self.device.create_bind_group(
-                    layout=pipeline.get_bind_group_layout(0),
-                    entries=[{"binding": i, "resource": {"buffer": b, "offset": o, "size": n}}
-                             for i, (b, o, n) in enumerate(entries)],
-                )
-                encoder = self.device.create_command_encoder()
-                compute = encoder.begin_compute_pass()
-                compute.set_pipeline(pipeline)
-                compute.set_bind_group(0, bind_group)
-                compute.dispatch_workgroups(*grid)
+                self._encode(self._pass, op, bindings, grid, constants)
+            return
+        with self.scope(f"dispatch {op}"):
+            encoder = self.device.create_command_encoder()
+            compute = encoder.begin_compute_pass()
+            try:
+                self._encode(compute, op, bindings, grid, constants)
+            finally:
+                compute.end()
+            self.device.queue.submit([encoder.finish()])
+
+    @contextlib.asynccontextmanager
+    async def batch(self):
+        """Record every dispatch inside into one compute pass; submit them together."""
+        if self._pass is not None:
+            raise RuntimeError("backend.batch() does not nest")
+        self.check_alive("batch")
+        encoder = self.device.create_command_encoder()
+        self._pass = encoder.begin_compute_pass()
+        try:
+            yield self
+        finally:
+            compute, self._pass = self._pass, None
+            with self.scope("batch"):
                 compute.end()
                 self.device.queue.submit([encoder.finish()])
-        finally:
-            for buf in temps:
-                self._destroy_buffer(buf)
 
     async def sync(self) -> None:
         """Waits by mapping a 4-byte buffer after an empty copy: a map completes only after all

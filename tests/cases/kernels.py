@@ -1,0 +1,95 @@
+"""Kernel cases shared by both backends (see tests/cases/datapath.py for how they travel).
+
+Each case builds deterministic inputs with `rand`, runs one kernel and returns its output as
+a numpy array; the tests rebuild the same inputs in CPython and compare with numpy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pybridge.backend import Backend
+from pybridge.dispatch import pack_params
+
+
+def rand(shape, seed: int = 0, scale: float = 1.0) -> np.ndarray:
+    """Deterministic float32 in [-scale, scale): the same in every numpy version."""
+    n = int(np.prod(shape))
+    i = np.arange(n, dtype=np.uint64) + np.uint64(seed * 7919 + 1)
+    x = (i * np.uint64(2654435761) + np.uint64(seed)) % np.uint64(1 << 32)
+    return ((x.astype(np.float64) / 2**32 * 2 - 1) * scale).astype(np.float32).reshape(shape)
+
+
+def as_words(w: np.ndarray, f16: bool) -> np.ndarray:
+    """A matrix as the u32 words the kernels read: f32 bits, or f16 pairs."""
+    return (w.astype(np.float16) if f16 else w.astype(np.float32)).reshape(-1).view(np.uint32)
+
+
+async def matmul(backend: Backend, M: int, N: int, K: int, gelu: bool = False,
+                 f16: bool = False) -> np.ndarray:
+    a, b, bias = rand((M, K), 1), rand((N, K), 2, 0.5), rand((N,), 3)
+    tensors = [await backend.upload(a), await backend.upload(as_words(b, f16)),
+               await backend.upload(bias)]
+    out = await backend.allocate((M, N), np.float32)
+    try:
+        await backend.dispatch("matmul", [*tensors, pack_params(M, N, K), out],
+                               (-(-N // 64), -(-M // 64), 1), {"GELU": gelu, "B_F16": f16})
+        return await out.numpy()
+    finally:
+        for t in (*tensors, out):
+            t.free()
+
+
+async def embed(backend: Backend, B: int, T: int, V: int, C: int, f16: bool = False) -> np.ndarray:
+    ids = ((np.arange(B * T, dtype=np.int64) * 7919) % V).astype(np.int32)  # (B*T,)
+    word, pos, typ = rand((V, C), 4), rand((T + 3, C), 5), rand((2, C), 6)
+    gamma, beta = rand((C,), 7) + 1, rand((C,), 8)
+    tensors = [await backend.upload(x) for x in (ids, as_words(word, f16), as_words(pos, f16),
+                                                 as_words(typ, f16), gamma, beta)]
+    out = await backend.allocate((B * T, C), np.float32)
+    try:
+        await backend.dispatch("embed", [*tensors, pack_params(T, C, 1e-12), out],
+                               (B * T, 1, 1), {"TABLE_F16": f16})
+        return await out.numpy()
+    finally:
+        for t in (*tensors, out):
+            t.free()
+
+
+async def layernorm(backend: Backend, R: int, C: int) -> np.ndarray:
+    x, r, gamma, beta = rand((R, C), 9, 3), rand((R, C), 10), rand((C,), 11) + 1, rand((C,), 12)
+    tensors = [await backend.upload(v) for v in (x, r, gamma, beta)]
+    out = await backend.allocate((R, C), np.float32)
+    try:
+        await backend.dispatch("layernorm", [*tensors, pack_params(R, C, 1e-12), out], (R, 1, 1))
+        return await out.numpy()
+    finally:
+        for t in (*tensors, out):
+            t.free()
+
+
+async def attention(backend: Backend, B: int, T: int, heads: int, D: int,
+                    lengths: list[int]) -> np.ndarray:
+    H = heads * D
+    qkv = rand((B * T, 3 * H), 13, 2)
+    tensors = [await backend.upload(qkv), await backend.upload(np.array(lengths, np.int32))]
+    out = await backend.allocate((B * T, H), np.float32)
+    try:
+        await backend.dispatch("attention", [*tensors, pack_params(T, H, heads, float(D) ** -0.5),
+                                             out], (-(-T // 64), heads, B), {"HEAD_DIM": D})
+        return await out.numpy()
+    finally:
+        for t in (*tensors, out):
+            t.free()
+
+
+async def pool(backend: Backend, B: int, T: int, C: int, lengths: list[int]) -> np.ndarray:
+    x = rand((B * T, C), 14)
+    tensors = [await backend.upload(x), await backend.upload(np.array(lengths, np.int32))]
+    out = await backend.allocate((B, C), np.float32)
+    try:
+        await backend.dispatch("pool", [*tensors, pack_params(T, C), out], (B, 1, 1))
+        return await out.numpy()
+    finally:
+        for t in (*tensors, out):
+            t.free()
