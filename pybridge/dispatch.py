@@ -49,3 +49,13 @@ def pack_params(*values: int | float) -> "np.ndarray":
         else:
             words[i] = int(v)
     return words
+
+
+def matmul_plan(M: int, N: int, K: int, f16_weights: bool = False) -> tuple[str, tuple[int, int, int]]:
+    """Which matmul kernel computes C (M, N) = A (M, K) @ B (N, K).T, and its grid: the fast
+    vec4 kernel (128 x 128 tiles) when K allows, else the generic one (64 x 64 tiles)."""
+    if K % (8 if f16_weights else 4) == 0:
+        return "matmul", (-(-N // 128), -(-M // 128), 1)
+    if f16_weights and K % 2:
+        raise ValueError(f"float16 weights are stored in pairs: K must be even, got K={K}")
+    return "matmul_generic", (-(-N // 64), -(-M // 64), 1)

@@ -28,11 +28,10 @@ from typing import Any, Callable
 import numpy as np
 
 from pybridge.backend import Backend, GpuTensor, default_backend
-from pybridge.dispatch import pack_params
+from pybridge.dispatch import matmul_plan, pack_params
 from pybridge.tokenizer import WordPiece
 from pybridge.weights import load_safetensors
 
-TILE = 64  # matmul.wgsl's output tile
 ATTENTION_ROWS = 64  # attention.wgsl's query rows per workgroup
 DTYPE_FILES = {"float32": "model-f32.safetensors", "float16": "model-f16.safetensors"}
 
@@ -113,9 +112,11 @@ class MiniLM:
 
     async def _linear(self, x: GpuTensor, name: str, out: GpuTensor, M: int, N: int, K: int,
                       gelu: bool = False) -> None:
+        f16 = self.dtype == "float16"
+        op, grid = matmul_plan(M, N, K, f16)
         await self.backend.dispatch(
-            "matmul", [x, self.w[name + ".weight"], self.w[name + ".bias"], pack_params(M, N, K), out],
-            (-(-N // TILE), -(-M // TILE), 1), {"GELU": gelu, "B_F16": self.dtype == "float16"})
+            op, [x, self.w[name + ".weight"], self.w[name + ".bias"], pack_params(M, N, K), out],
+            grid, {"GELU": gelu, "B_F16": f16})
 
     async def _forward(self, a: dict[str, GpuTensor], B: int, T: int) -> None:
         """Record the whole forward pass (embeddings, 6 layers, pooling) as one submission."""

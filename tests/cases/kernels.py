@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from pybridge.backend import Backend
-from pybridge.dispatch import pack_params
+from pybridge.dispatch import matmul_plan, pack_params
 
 
 def rand(shape, seed: int = 0, scale: float = 1.0) -> np.ndarray:
@@ -32,8 +32,9 @@ async def matmul(backend: Backend, M: int, N: int, K: int, gelu: bool = False,
                await backend.upload(bias)]
     out = await backend.allocate((M, N), np.float32)
     try:
-        await backend.dispatch("matmul", [*tensors, pack_params(M, N, K), out],
-                               (-(-N // 64), -(-M // 64), 1), {"GELU": gelu, "B_F16": f16})
+        op, grid = matmul_plan(M, N, K, f16)
+        await backend.dispatch(op, [*tensors, pack_params(M, N, K), out], grid,
+                               {"GELU": gelu, "B_F16": f16})
         return await out.numpy()
     finally:
         for t in (*tensors, out):

@@ -11,8 +11,9 @@ import pytest
 from pybridge.native import NativeBackend
 from tests.cases import kernels, references
 
+# K % 4 == 0 runs wgsl/matmul.wgsl (K % 8 with float16), other K wgsl/matmul_generic.wgsl
 MATMUL_SHAPES = [(1, 1, 1), (5, 7, 3), (64, 64, 16), (65, 63, 17), (13, 1152, 384),
-                 (130, 384, 1536), (7, 200, 96)]
+                 (130, 384, 1536), (7, 200, 96), (129, 131, 12), (3, 5, 6), (200, 129, 40)]
 
 
 @pytest.fixture(scope="module")
