@@ -1,0 +1,43 @@
+"""Texts the tokenizer and model tests share: accents, emoji, CJK, long words, odd
+whitespace, control characters, the empty string."""
+
+TOKENIZER_CORPUS = [
+    "",
+    "Hello, world!",
+    "Café déjà vu — naïve façade",
+    "I ❤️ emoji 😀👍🏽 and 🇫🇷 flags",
+    "中文分词测试，日本語のテキスト、한국어 문장",
+    "supercalifragilisticexpialidocious" * 5,
+    "a" * 101,
+    "x" * 100,
+    "odd\u00a0spaces\u2003and\ttabs\nnewlines\r\n",
+    "control\x00chars\x07here\u200bzero\ufeffwidth",
+    "don't stop-believing... (really?) [yes] {no} <maybe> $5.00 #hash @at",
+    "Ünïcödé ÀÉÎÕÜ ß ẞ İstanbul ǅ ﬁ",
+    "The quick brown fox jumps over the lazy dog. " * 60,
+    "ŉ Ⅻ ½ ² ℌ ﬀ",
+    "\u0085next\u2028line\u2029para\u3000ideo",
+    "tab\u000bvt\u000cff",
+    "مرحبا بالعالم",
+    "Привет мир",
+    "🤖🤖🤖robot🤖",
+    "e\u0301 combining",
+    "123,456.789",
+    "unaffable unbelievable",
+    "ＦＵＬＬＷＩＤＴＨ",
+    "\x1c\x1d\x1e\x1f sep",
+    "   leading and trailing   ",
+    "Mixed CASE WoRdS",
+]
+
+MODEL_SENTENCES = [
+    "A man is eating food.",
+    "A man is eating a piece of bread.",
+    "The girl is carrying a baby.",
+    "Café déjà vu — naïve façade",
+    "中文分词测试，日本語のテキスト",
+    "I ❤️ emoji 😀👍🏽",
+    "",
+    "The new movie is awesome, the acting and the soundtrack are wonderful and I would "
+    "recommend it to anyone who likes thoughtful science fiction with a good story.",
+]

@@ -1,0 +1,59 @@
+"""all-MiniLM-L6-v2 on the native backend (wgpu-py, lavapipe in CI) against
+sentence-transformers run natively: cosine similarity per sentence, batching invariance."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from pybridge.minilm import MiniLM
+from pybridge.native import NativeBackend
+from tests.cases.corpus import MODEL_SENTENCES
+from tests.reference import MODEL_DIR, cosine, need, st_embeddings
+
+MIN_COSINE = {"float32": 0.9999, "float16": 0.999}
+
+
+@pytest.fixture(scope="module")
+def backend():
+    b = asyncio.run(NativeBackend.create())
+    yield b
+    b.close()
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    return st_embeddings(tmp_path_factory.mktemp("st"), MODEL_SENTENCES)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+async def test_embeddings_match_sentence_transformers(backend, reference, dtype):
+    need("the converted model", (MODEL_DIR / "manifest.json").exists())
+    model = await MiniLM.load(MODEL_DIR, dtype=dtype, backend=backend)
+    try:
+        got = await model.embed(MODEL_SENTENCES, batch_size=4)
+        single = np.concatenate([await model.embed([s]) for s in MODEL_SENTENCES[:3]])
+    finally:
+        model.free()
+    assert got.shape == (len(MODEL_SENTENCES), 384) and got.dtype == np.float32
+    cos = cosine(got, reference)
+    assert cos.min() >= MIN_COSINE[dtype], dict(zip(MODEL_SENTENCES, cos.round(6)))
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(single, got[:3], atol=1e-5)  # batched == one at a time
+
+
+async def test_bad_arguments(backend):
+    need("the converted model", (MODEL_DIR / "manifest.json").exists())
+    with pytest.raises(ValueError, match="dtype 'int8' is not available; accepted: float32, float16"):
+        await MiniLM.load(MODEL_DIR, dtype="int8", backend=backend)
+    model = await MiniLM.load(MODEL_DIR, backend=backend)
+    try:
+        with pytest.raises(TypeError, match="takes a list of sentences"):
+            await model.embed("one string")
+        with pytest.raises(ValueError, match="batch_size must be at least 1"):
+            await model.embed(["x"], batch_size=0)
+        assert (await model.embed([])).shape == (0, 384)
+    finally:
+        model.free()
