@@ -12,9 +12,9 @@
 // | 2       | params  | read       | uniform, Params {T, H, heads, scale}                   |
 // | 3       | out     | read_write | storage, array<f32>, (B x T) x H                       |
 //
-// override: HEAD_DIM (D = H / heads, <= 64). workgroup 64: one invocation per query row; keys
-// and values staged 64 rows at a time in workgroup memory; online softmax (running max and
-// sum), so any T works. dispatch (ceil(T / 64), heads, B).
+// override: HEAD_DIM (D = H / heads, even, <= 64). workgroup 64: one invocation per query row;
+// keys and values staged 32 rows at a time in workgroup memory (16 KiB, within Apple's 32 KiB);
+// online softmax (running max and sum), so any T works. dispatch (ceil(T / 64), heads, B).
 
 override HEAD_DIM: u32 = 32u;
 
@@ -25,15 +25,16 @@ struct Params {
   scale: f32,
 }
 
-const ROWS: u32 = 64u;
+const ROWS: u32 = 64u;  // query rows per workgroup
+const KEYS: u32 = 32u;  // key/value rows staged at a time
 
 @group(0) @binding(0) var<storage, read> qkv: array<f32>;
 @group(0) @binding(1) var<storage, read> lengths: array<i32>;
 @group(0) @binding(2) var<uniform> params: Params;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
-var<workgroup> k_tile: array<array<f32, 64>, 64>;  // [key][d]
-var<workgroup> v_tile: array<array<f32, 64>, 64>;
+var<workgroup> k_tile: array<array<f32, 64>, 32>;  // [key][d]
+var<workgroup> v_tile: array<array<f32, 64>, 32>;
 var<workgroup> length_shared: i32;
 
 @compute @workgroup_size(64)
@@ -58,18 +59,19 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
   var run_max = -3.0e38;
   var run_sum = 0.0;
 
-  for (var j0 = 0u; j0 < n; j0 += ROWS) {
-    // stage keys/values j0 .. j0+63 of this head: invocation tid loads row j0 + tid
-    let j = j0 + tid;
+  let half = HEAD_DIM / 2u;
+  for (var j0 = 0u; j0 < n; j0 += KEYS) {
+    // stage keys/values j0 .. j0+31 of this head: invocation tid loads half a row
+    let j = j0 + tid / 2u;
     if (j < n) {
       let base = (b * T + j) * stride + h * HEAD_DIM;
-      for (var d = 0u; d < HEAD_DIM; d++) {
-        k_tile[tid][d] = qkv[base + H + d];
-        v_tile[tid][d] = qkv[base + 2u * H + d];
+      for (var d = (tid % 2u) * half; d < (tid % 2u + 1u) * half; d++) {
+        k_tile[tid / 2u][d] = qkv[base + H + d];
+        v_tile[tid / 2u][d] = qkv[base + 2u * H + d];
       }
     }
     workgroupBarrier();
-    let count = min(ROWS, n - j0);
+    let count = min(KEYS, n - j0);
     for (var jj = 0u; jj < count; jj++) {
       var s = 0.0;
       for (var d = 0u; d < HEAD_DIM; d++) {

@@ -1,0 +1,58 @@
+"""all-MiniLM-L6-v2 in the browser (Pyodide + WebGPU on SwiftShader): the tokenizer against
+HF tokenizers and the embeddings against sentence-transformers, both run natively."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import numpy as np
+import pytest
+
+from tests.cases.corpus import MODEL_SENTENCES, TOKENIZER_CORPUS
+from tests.reference import cosine, need, st_embeddings
+from tests.unit.test_native_minilm import MIN_COSINE
+from tests.unit.test_tokenizer import hf, model_files  # noqa: F401  (fixtures)
+
+URL = "/models/all-MiniLM-L6-v2/"
+
+
+def test_tokenizer_in_the_browser_equals_hf_tokenizers(app, hf):  # noqa: F811
+    hf.enable_truncation(256)
+    got = app.py(
+        "from pybridge.minilm import _read_text\nfrom pybridge.tokenizer import WordPiece\n"
+        f"tok = WordPiece.from_vocab_text(await _read_text({URL!r}, 'vocab.txt'))\n"
+        f"[tok.encode(t, 256) for t in {TOKENIZER_CORPUS!r}]"
+    )
+    for text, ids in zip(TOKENIZER_CORPUS, got):
+        assert ids == hf.encode(text).ids, repr(text)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_embeddings_match_sentence_transformers(app, tmp_path_factory, dtype):
+    reference = st_embeddings(tmp_path_factory.mktemp("st"), MODEL_SENTENCES)
+    r = app.py(
+        "import base64, numpy as np\nfrom pybridge.minilm import MiniLM\n"
+        "seen = []\n"
+        f"m = await MiniLM.load({URL!r}, dtype={dtype!r}, progress=lambda d, t: seen.append(d))\n"
+        f"e = await m.embed({MODEL_SENTENCES!r}, batch_size=4)\n"
+        f"single = np.concatenate([await m.embed([s]) for s in {MODEL_SENTENCES[:2]!r}])\n"
+        "m.free()\n"
+        "{'e': base64.b64encode(e.tobytes()).decode(), 'single': base64.b64encode(single.tobytes()).decode(),"
+        " 'progress': seen[-1]}"
+    )
+    got = np.frombuffer(base64.b64decode(r["e"]), np.float32).reshape(len(MODEL_SENTENCES), 384)
+    single = np.frombuffer(base64.b64decode(r["single"]), np.float32).reshape(2, 384)
+    cos = cosine(got, reference)
+    assert cos.min() >= MIN_COSINE[dtype], dict(zip(MODEL_SENTENCES, cos.round(6)))
+    np.testing.assert_allclose(single, got[:2], atol=1e-5)  # batched == one at a time
+    manifest = json.loads((reference_dir() / "manifest.json").read_text())
+    name = {"float32": "model-f32.safetensors", "float16": "model-f16.safetensors"}[dtype]
+    assert r["progress"] == manifest["files"][name]["bytes"]  # progress reached the whole file
+
+
+def reference_dir():
+    from tests.reference import MODEL_DIR
+
+    need("the converted model", (MODEL_DIR / "manifest.json").exists())
+    return MODEL_DIR
