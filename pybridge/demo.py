@@ -1,9 +1,11 @@
-"""What the page runs once Python and numpy are up: one WGSL kernel on numpy arrays.
+"""What the page runs once Python and numpy are up.
+
+1. A self-check: one WGSL kernel on numpy arrays, compared with numpy (`run_axpy`):
 
     x, y (numpy, wasm heap) --view--> writeBuffer --axpy.wgsl--> out --mapAsync--> numpy
 
-`run_axpy` checks the result against numpy and returns it, with the device description and
-the time of each step, as a JSON-able dict for the page.
+2. The demo: all-MiniLM-L6-v2 loaded onto the GPU (`load_model`, progress posted to the
+   page), then semantic search over the page's sentences (`search`).
 """
 
 from __future__ import annotations
@@ -65,4 +67,61 @@ async def run_axpy(n: int = 1 << 20, alpha: float = 2.5, seed: int = 0) -> dict[
         "ok": bool(np.allclose(out, expected, rtol=1e-6, atol=1e-6)),
         "timingsMs": {k: round(v, 3) for k, v in timings.items()},
         "gpu": backend.describe(),
+    }
+
+
+# --- the semantic-search demo: MiniLM in the page ---------------------------------------------
+_model = None
+
+
+def _post(message: dict[str, Any]) -> None:
+    """Send a message from the worker's Python to the page."""
+    import js
+    from pyodide.ffi import to_js
+
+    js.postMessage(to_js(message, dict_converter=js.Object.fromEntries))
+
+
+async def load_model(url: str = "/models/all-MiniLM-L6-v2/", dtype: str = "float16") -> dict[str, Any]:
+    """Load MiniLM for the page, posting {"type": "model-progress", done, total} while the
+    weights stream; warm it up (compiles the kernels) and return what was measured."""
+    from pybridge.minilm import MiniLM
+
+    global _model
+    t0 = time.perf_counter()
+    last = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        now = time.perf_counter()
+        if now - last[0] > 0.05 or done == total:
+            last[0] = now
+            _post({"type": "model-progress", "done": done, "total": total})
+
+    if _model is not None:
+        _model.free()
+        _model = None
+    _model = await MiniLM.load(url, dtype=dtype, progress=progress)
+    t1 = time.perf_counter()
+    await _model.embed(["warm up"])
+    t2 = time.perf_counter()
+    return {"dtype": dtype, "loadMs": (t1 - t0) * 1e3, "warmupMs": (t2 - t1) * 1e3,
+            "layers": _model.layers, "hidden": _model.hidden}
+
+
+async def search(query: str, sentences: list[str]) -> dict[str, Any]:
+    """Rank `sentences` by cosine similarity to `query` (embeddings are unit vectors)."""
+    if _model is None:
+        raise RuntimeError("the model is not loaded yet")
+    texts = [query, *sentences]
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    vectors = await _model.embed(texts, batch_size=32, timings=timings)  # (1 + n, 384)
+    total = (time.perf_counter() - t0) * 1e3
+    scores = vectors[1:] @ vectors[0]  # (n,)
+    order = np.argsort(-scores)
+    return {
+        "ranked": [{"text": sentences[i], "score": float(scores[i])} for i in order],
+        "timingsMs": {k: round(v, 1) for k, v in timings.items()},
+        "totalMs": round(total, 1),
+        "tokens": int(sum(len(_model.tokenizer.encode(t, _model.max_length)) for t in texts)),
     }

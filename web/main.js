@@ -3,8 +3,11 @@
 //
 // For tests and tools the page exposes `window.pybridge`:
 //   state      "checking" | "booting" | "python-ready" | "ready" | "no-webgpu" | "error"
+//   model      "off" | "loading" | "ready" | "error": the demo model, loaded once "ready"
+//              (the URL parameter ?model=none skips it; ?dtype=float32 picks the weights)
 //   run(code)  run Python in the worker (async); resolves with its last expression's value
-//   assets, stages, timings, gpu, result, error   what the page shows, as data
+//   search(query, sentences)  rank sentences by similarity to the query (the demo)
+//   assets, stages, timings, gpu, result, error, modelInfo, lastSearch   what the page shows
 
 const $ = (sel) => document.querySelector(sel);
 const fmtBytes = (n) =>
@@ -20,8 +23,13 @@ const app = {
   result: null,
   error: null,
   sizes: {},
+  model: "off",
+  modelInfo: null,
+  lastSearch: null,
   run,
+  search,
 };
+const params = new URLSearchParams(location.search);
 window.pybridge = app;
 
 function setState(state, text) {
@@ -167,6 +175,13 @@ function onWorkerMessage(ev) {
       setState("error", "Failed");
       showError(msg.asset ? `Could not load ${msg.asset}` : "Python failed to start", msg.message);
       break;
+    case "model-progress": {
+      const bar = $("#model-progress");
+      bar.value = msg.total ? msg.done / msg.total : 0;
+      $("#model-status").textContent =
+        `Streaming weights to the GPU: ${fmtBytes(msg.done)} of ${fmtBytes(msg.total)}`;
+      break;
+    }
     case "result": {
       const p = pending.get(msg.id);
       pending.delete(msg.id);
@@ -188,8 +203,76 @@ async function runDemo() {
   } catch (err) {
     setState("error", "Failed");
     showError("The GPU kernel failed", err.message);
+    return;
+  }
+  if (params.get("model") !== "none") loadModel(params.get("dtype") || "float16");
+}
+
+// --- the demo: semantic search with all-MiniLM-L6-v2 ---------------------------------------
+async function loadModel(dtype) {
+  app.model = "loading";
+  $("#model-panel").hidden = false;
+  try {
+    const info = await run(
+      `import pybridge.demo\nawait pybridge.demo.load_model(dtype=${JSON.stringify(dtype)})`,
+    );
+    app.modelInfo = info;
+    app.model = "ready";
+    $("#model-loading").hidden = true;
+    $("#search-form").hidden = false;
+    $("#model-panel small").textContent =
+      `all-MiniLM-L6-v2 (${info.dtype}) on your GPU, from Python · loaded in ${fmtMs(info.loadMs)}, ` +
+      `kernels ready in ${fmtMs(info.warmupMs)}`;
+    await doSearch();
+  } catch (err) {
+    app.model = "error";
+    $("#model-status").textContent = "";
+    showError("The model failed to load", err.message);
   }
 }
+
+function search(query, sentences) {
+  const code =
+    "import pybridge.demo\n" +
+    `await pybridge.demo.search(${JSON.stringify(query)}, ${JSON.stringify(sentences)})`;
+  return run(code);
+}
+
+async function doSearch(ev) {
+  if (ev) ev.preventDefault();
+  const query = $("#query").value.trim();
+  const sentences = $("#sentences").value.split("\n").map((s) => s.trim()).filter(Boolean);
+  if (!query || !sentences.length) {
+    $("#search-timings").textContent = "Type a query and at least one sentence.";
+    return;
+  }
+  $("#search-button").disabled = true;
+  try {
+    const r = await search(query, sentences);
+    app.lastSearch = r;
+    const top = Math.max(...r.ranked.map((x) => x.score), 1e-6);
+    $("#ranked").innerHTML = "";
+    for (const { text, score } of r.ranked) {
+      const li = document.createElement("li");
+      li.innerHTML = `<span class="score"></span><span class="bar"></span><span class="text"></span>`;
+      li.querySelector(".score").textContent = score.toFixed(3);
+      li.querySelector(".bar").style.width = `${Math.max(2, (score / top) * 100)}%`;
+      li.querySelector(".text").textContent = text;
+      $("#ranked").appendChild(li);
+    }
+    const t = r.timingsMs;
+    $("#search-timings").textContent =
+      `${sentences.length + 1} texts, ${r.tokens} tokens in ${fmtMs(r.totalMs)}: tokenize ` +
+      `${fmtMs(t.tokenize)}, upload ${fmtMs(t.upload)}, record ${fmtMs(t.encode)}, GPU ` +
+      `${fmtMs(t.gpu)}, readback ${fmtMs(t.readback)}`;
+  } catch (err) {
+    showError("Search failed", err.message);
+  } finally {
+    $("#search-button").disabled = false;
+  }
+}
+
+$("#search-form").addEventListener("submit", doSearch);
 
 async function main() {
   const problem = await checkWebGPU();

@@ -87,8 +87,9 @@ def new_page(browser, server, guard):
 
 @pytest.fixture(scope="module")
 def app(browser, server, guard):
+    """The page booted without the demo model (?model=none), so tests own the GPU."""
     page = new_page(browser, server, guard)
-    page.goto(server.url)
+    page.goto(server.url + "?model=none")
     state = wait_final(page)
     assert state == "ready", f"page ended in state {state!r}: {page.evaluate('pybridge.error')}"
     yield App(page)

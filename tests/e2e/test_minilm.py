@@ -56,3 +56,23 @@ def reference_dir():
 
     need("the converted model", (MODEL_DIR / "manifest.json").exists())
     return MODEL_DIR
+
+
+def test_the_demo_page_loads_the_model_and_ranks_sentences(fresh_page, server):
+    fresh_page.goto(server.url)  # the default page: float16 model, semantic search
+    fresh_page.wait_for_function("pybridge.lastSearch || pybridge.model === 'error' || pybridge.error",
+                                 timeout=300_000)
+    assert fresh_page.evaluate("pybridge.model") == "ready", fresh_page.evaluate("pybridge.error")
+    ranked = fresh_page.evaluate("pybridge.lastSearch.ranked")
+    assert ranked[0]["text"].startswith("Boil water")  # "How do I cook pasta?"
+    assert all(a["score"] >= b["score"] for a, b in zip(ranked, ranked[1:]))
+    assert fresh_page.locator("#ranked li").count() == len(ranked)
+    # a new query typed by a person
+    fresh_page.evaluate("pybridge.lastSearch = null")
+    fresh_page.fill("#query", "computers and programming")
+    fresh_page.click("#search-button")
+    fresh_page.wait_for_function("pybridge.lastSearch", timeout=120_000)
+    top = fresh_page.evaluate("pybridge.lastSearch.ranked[0].text")
+    assert top.startswith(("Python", "The GPU")), top
+    assert "GPU" in fresh_page.locator("#search-timings").inner_text()
+    assert fresh_page.errors == []
