@@ -194,6 +194,11 @@ class Backend(ABC):
     async def recover(self) -> None:
         """Replace a lost device with a new one; tensors of the old one become invalid."""
 
+    @property
+    @abstractmethod
+    def features(self) -> frozenset[str]:
+        """The optional WebGPU features the device was created with (e.g. "shader-f16")."""
+
     @abstractmethod
     def describe(self) -> dict[str, Any]:
         """JSON-able facts: backend name, adapter, features, limits."""

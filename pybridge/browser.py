@@ -179,6 +179,10 @@ class BrowserBackend(Backend):
         await self.device.queue.onSubmittedWorkDone()
         self.check_alive("sync")
 
+    @property
+    def features(self) -> frozenset[str]:
+        return self.gpu.features
+
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, **self.gpu.describe()}
 

@@ -51,11 +51,18 @@ def pack_params(*values: int | float) -> "np.ndarray":
     return words
 
 
-def matmul_plan(M: int, N: int, K: int, f16_weights: bool = False) -> tuple[str, tuple[int, int, int]]:
-    """Which matmul kernel computes C (M, N) = A (M, K) @ B (N, K).T, and its grid: the fast
-    vec4 kernel (128 x 128 tiles) when K allows, else the generic one (64 x 64 tiles)."""
+def matmul_plan(M: int, N: int, K: int, f16_weights: bool = False,
+                shader_f16: bool = False) -> tuple[str, tuple[int, int, int], dict[str, bool]]:
+    """Which matmul kernel computes C (M, N) = A (M, K) @ B (N, K).T, its grid and override
+    constants. With K % 4 == 0 (K % 8 for float16 weights): up to 32 rows the 32 x 128 tile
+    kernel, else the 128 x 128 one, reading float16 natively where the device has `shader-f16`
+    (unpacking it itself elsewhere); other K: the generic kernel (64 x 64 tiles)."""
+    if f16_weights and shader_f16 and K % 4 == 0 and M > 32:
+        return "matmul_f16", (-(-N // 128), -(-M // 128), 1), {}
     if K % (8 if f16_weights else 4) == 0:
-        return "matmul", (-(-N // 128), -(-M // 128), 1)
+        if M <= 32:
+            return "matmul_rows", (-(-N // 128), -(-M // 32), 1), {"B_F16": f16_weights}
+        return "matmul", (-(-N // 128), -(-M // 128), 1), {"B_F16": f16_weights}
     if f16_weights and K % 2:
         raise ValueError(f"float16 weights are stored in pairs: K must be even, got K={K}")
-    return "matmul_generic", (-(-N // 64), -(-M // 64), 1)
+    return "matmul_generic", (-(-N // 64), -(-M // 64), 1), {"B_F16": f16_weights}

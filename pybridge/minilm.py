@@ -112,11 +112,11 @@ class MiniLM:
 
     async def _linear(self, x: GpuTensor, name: str, out: GpuTensor, M: int, N: int, K: int,
                       gelu: bool = False) -> None:
-        f16 = self.dtype == "float16"
-        op, grid = matmul_plan(M, N, K, f16)
+        op, grid, constants = matmul_plan(M, N, K, self.dtype == "float16",
+                                          "shader-f16" in self.backend.features)
         await self.backend.dispatch(
             op, [x, self.w[name + ".weight"], self.w[name + ".bias"], pack_params(M, N, K), out],
-            grid, {"GELU": gelu, "B_F16": f16})
+            grid, {"GELU": gelu, **constants})
 
     async def _forward(self, a: dict[str, GpuTensor], B: int, T: int) -> None:
         """Record the whole forward pass (embeddings, 6 layers, pooling) as one submission."""

@@ -127,6 +127,10 @@ class NativeBackend(Backend):
         except wgpu.GPUError as e:
             raise GpuError(op, "internal", str(e)) from e
 
+    @property
+    def features(self) -> frozenset[str]:
+        return frozenset(f for f in self.device.features if f in OPTIONAL_FEATURES)
+
     def describe(self) -> dict[str, Any]:
         info = self.adapter.info
         return {

@@ -3,7 +3,8 @@
 
     python3 tools/dev.py demo  [--host 127.0.0.1] [--port 8000]   serve the page
     python3 tools/dev.py test  [pytest args...]                    run the whole test suite
-    python3 tools/dev.py bench boot [--runs N]                     boot-time benchmark
+    python3 tools/dev.py bench NAME [args...]                      a benchmark: boot, datapath, model
+                                                                   (browser) or kernels (native)
     python3 tools/dev.py setup                                     set-up only
 
 Set-up (idempotent, each step skipped when already done, with visible progress):
@@ -145,14 +146,18 @@ def main(argv: list[str]) -> int:
               file=sys.stderr)
         return 2
     setup(("dev", "reference") if command == "test" else ("dev",))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the references load from local files only
     os.chdir(ROOT)
     if command == "demo":
         exec_in_venv([str(ROOT / "tools" / "server.py"), *rest])
     elif command == "test":
         exec_in_venv(["-m", "pytest", *rest])
     elif command == "bench":
-        if not rest:
-            print("usage: python3 tools/dev.py bench boot [--runs N]", file=sys.stderr)
+        names = sorted(p.stem[6:] for p in (ROOT / "tools").glob("bench_*.py")
+                       if not p.stem.endswith("_page"))
+        if not rest or rest[0] not in names:
+            print(f"usage: python3 tools/dev.py bench {{{'|'.join(names)}}} [args...]",
+                  file=sys.stderr)
             return 2
         exec_in_venv([str(ROOT / "tools" / f"bench_{rest[0]}.py"), *rest[1:]])
     return 0

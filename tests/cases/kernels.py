@@ -26,15 +26,15 @@ def as_words(w: np.ndarray, f16: bool) -> np.ndarray:
 
 
 async def matmul(backend: Backend, M: int, N: int, K: int, gelu: bool = False,
-                 f16: bool = False) -> np.ndarray:
+                 f16: bool = False, shader_f16: bool = False) -> np.ndarray:
     a, b, bias = rand((M, K), 1), rand((N, K), 2, 0.5), rand((N,), 3)
     tensors = [await backend.upload(a), await backend.upload(as_words(b, f16)),
                await backend.upload(bias)]
     out = await backend.allocate((M, N), np.float32)
     try:
-        op, grid = matmul_plan(M, N, K, f16)
+        op, grid, constants = matmul_plan(M, N, K, f16, shader_f16)
         await backend.dispatch(op, [*tensors, pack_params(M, N, K), out], grid,
-                               {"GELU": gelu, "B_F16": f16})
+                               {"GELU": gelu, **constants})
         return await out.numpy()
     finally:
         for t in (*tensors, out):
