@@ -33,11 +33,9 @@ MODEL_SHAPES = [(f"{name} B{b}xT{t}", b * t, n, k)
                 for name, n, k in (("qkv", 1152, 384), ("out", 384, 384), ("ffn1", 1536, 384),
                                    ("ffn2", 384, 1536))]
 BIG = [("square 4096", 4096, 4096, 4096)]
-TILES = {"matmul_generic": 64}  # output tile (grid = ceil(N/tile), ceil(M/tile)); others 128
-
-
-def tile_of(op: str) -> int:
-    return TILES.get(op, 128)
+# output tile of each kernel, (columns, rows): grid = (ceil(N / columns), ceil(M / rows))
+TILES = {"matmul": (128, 128), "matmul_rows": (128, 32), "matmul_generic": (64, 64),
+         "matmul_f16": (128, 128)}
 
 
 async def time_op(backend, op, M, N, K, budget_s: float) -> tuple[float, float]:
@@ -48,8 +46,8 @@ async def time_op(backend, op, M, N, K, budget_s: float) -> tuple[float, float]:
     bias = rng.standard_normal(N, dtype=np.float32)
     ta, tb, tbias = [await backend.upload(x) for x in (a, b.view(np.uint32), bias)]
     tc = await backend.allocate((M, N), np.float32)
-    t = tile_of(op)
-    grid = (-(-N // t), -(-M // t), 1)
+    tn, tm = TILES.get(op, (128, 128))
+    grid = (-(-N // tn), -(-M // tm), 1)
     p = pack_params(M, N, K)
     binds = [ta, tb, tbias, p, tc]
     await backend.dispatch(op, binds, grid, {"GELU": False, "B_F16": False})
@@ -66,7 +64,7 @@ async def time_op(backend, op, M, N, K, budget_s: float) -> tuple[float, float]:
     await backend.sync()
     per = (time.perf_counter() - t0) / reps
     c = await tc.numpy()
-    rows = slice(0, min(M, 64))
+    rows = np.unique(np.r_[0:min(M, 32), max(0, M - 32):M, M // 2])  # first, last, middle rows
     ref = a[rows].astype(np.float64) @ b.astype(np.float64).T + bias
     err = float(np.max(np.abs(c[rows] - ref)) / max(1.0, np.max(np.abs(ref))))
     for x in (ta, tb, tbias, tc):
