@@ -205,6 +205,66 @@ class Backend(ABC):
 
     lost: tuple[str, str] | None = None  # (reason, message) once the device is lost
 
+    # --- what both backends share: bind groups and uniforms cached across dispatches --------
+    UNIFORM_CACHE = 512  # kernel-parameter buffers kept, keyed by their bytes
+
+    def _reset_caches(self) -> None:
+        self._bind_groups: dict[tuple, Any] = {}
+        self._bind_groups_of: dict[int, set[tuple]] = {}  # buffer id -> keys of its bind groups
+        self._uniforms: dict[bytes, Any] = {}
+
+    def _forget_buffer(self, buf: Any) -> None:
+        """Drop the bind groups using a buffer about to be destroyed (its id may be reused)."""
+        for key in self._bind_groups_of.pop(id(buf), ()):
+            self._bind_groups.pop(key, None)
+
+    def _uniform(self, arr: np.ndarray, op: str) -> Any:
+        """A UNIFORM buffer holding arr's bytes, shared by every dispatch with the same bytes."""
+        u, _ = prepare_upload(arr, copy=True)
+        key = u.tobytes()
+        buf = self._uniforms.pop(key, None)
+        if buf is None:
+            buf = self._new_uniform(u, f"{op}.params")
+            accounting.record("upload", "uniform", 1, u.nbytes)
+            while len(self._uniforms) >= self.UNIFORM_CACHE:
+                self._destroy_buffer(self._uniforms.pop(next(iter(self._uniforms))))
+        self._uniforms[key] = buf  # most recently used last
+        return buf
+
+    def _bind(self, op: str, constants: dict[str, float] | None, pipeline: Any,
+              bindings: Sequence[GpuTensor | np.ndarray]) -> Any:
+        """The bind group of `bindings` (tensors, or numpy arrays made uniforms), cached by
+        the identity of the buffers it binds."""
+        entries = []
+        for i, b in enumerate(bindings):
+            if isinstance(b, GpuTensor):
+                entries.append((b.buffer_for(f"dispatch {op}"), b.offset, b.padded_nbytes))
+            elif isinstance(b, np.ndarray):  # a small uniform struct, e.g. Params
+                entries.append((self._uniform(b, op), 0, padded(b.nbytes)))
+            else:
+                raise TypeError(f"dispatch {op}: binding {i} is a {type(b).__name__}; "
+                                "expected a GpuTensor or a numpy array (uniform)")
+        key = (op, tuple(sorted((constants or {}).items())),
+               tuple((id(buf), off, size) for buf, off, size in entries))
+        bind_group = self._bind_groups.get(key)
+        if bind_group is None:
+            bind_group = self._bind_groups[key] = self._new_bind_group(pipeline, entries)
+            for buf, _, _ in entries:
+                self._bind_groups_of.setdefault(id(buf), set()).add(key)
+        return bind_group
+
+    @abstractmethod
+    def _new_uniform(self, data: np.ndarray, label: str) -> Any:
+        """A UNIFORM buffer filled with data's bytes."""
+
+    @abstractmethod
+    def _new_bind_group(self, pipeline: Any, entries: list[tuple[Any, int, int]]) -> Any:
+        """A bind group of (buffer, offset, size) at bindings 0..n-1 of the pipeline's group 0."""
+
+    @abstractmethod
+    def _destroy_buffer(self, buf: Any) -> None:
+        """Destroy a buffer this backend made (and forget what refers to it)."""
+
 
 _backend: Backend | None = None
 

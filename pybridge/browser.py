@@ -37,7 +37,6 @@ STAGING_SLOTS = 4
 STAGING_FROM_BYTES = 2 << 20  # "auto": writeBuffer below this, the staging ring from here on
 READ_POOL_MIN = 64 << 10  # smallest MAP_READ buffer kept for reuse
 READ_POOL_KEEP = 8  # MAP_READ buffers kept between readbacks
-UNIFORM_CACHE = 512  # kernel-parameter buffers kept, keyed by their bytes
 
 
 def _js():
@@ -142,9 +141,7 @@ class BrowserBackend(Backend):
         self._read_pool: list[Any] = []
         self._pipelines: dict[tuple, Any] = {}
         self._modules: dict[str, Any] = {}
-        self._bind_groups: dict[tuple, Any] = {}
-        self._bind_groups_of: dict[int, set[tuple]] = {}  # buffer id -> keys of its bind groups
-        self._uniforms: dict[bytes, Any] = {}
+        self._reset_caches()
         self._pass: Any = None  # the open compute pass of a batch
         self._batched: list[str] = []
         generation = self.generation
@@ -209,8 +206,7 @@ class BrowserBackend(Backend):
 
     def _destroy_buffer(self, buf: Any) -> None:
         self._live.pop(id(buf), None)
-        for key in self._bind_groups_of.pop(id(buf), ()):
-            self._bind_groups.pop(key, None)  # its id may be reused by a new buffer
+        self._forget_buffer(buf)
         buf.destroy()
 
     def live_buffers(self) -> int:
@@ -329,50 +325,27 @@ class BrowserBackend(Backend):
                 dict_converter=js.Object.fromEntries))
         return self._pipelines[key]
 
-    def _uniform(self, arr: np.ndarray, op: str) -> Any:
-        """A UNIFORM buffer holding arr's bytes, shared by every dispatch with the same bytes."""
-        u, _ = prepare_upload(arr, copy=True)
-        key = u.tobytes()
-        buf = self._uniforms.pop(key, None)
-        if buf is None:
-            js, _, _, _, bridge = _js()
-            buf = self._create_buffer(padded(u.nbytes), js.GPUBufferUsage.UNIFORM, f"{op}.params",
-                                      mapped=True)
-            bridge.fillMapped(buf, u, 0, u.nbytes)
-            buf.unmap()
-            accounting.record("upload", "uniform", 1, u.nbytes)
-            while len(self._uniforms) >= UNIFORM_CACHE:
-                self._destroy_buffer(self._uniforms.pop(next(iter(self._uniforms))))
-        self._uniforms[key] = buf  # most recently used last
+    def _new_uniform(self, data: np.ndarray, label: str) -> Any:
+        js, _, _, _, bridge = _js()
+        buf = self._create_buffer(padded(data.nbytes), js.GPUBufferUsage.UNIFORM, label, mapped=True)
+        bridge.fillMapped(buf, data, 0, data.nbytes)
+        buf.unmap()
         return buf
+
+    def _new_bind_group(self, pipeline: Any, entries: list[tuple[Any, int, int]]) -> Any:
+        js, to_js, _, _, _ = _js()
+        return self.device.createBindGroup(to_js({
+            "layout": pipeline.getBindGroupLayout(0),
+            "entries": [{"binding": i, "resource": {"buffer": b, "offset": o, "size": n}}
+                        for i, (b, o, n) in enumerate(entries)],
+        }, dict_converter=js.Object.fromEntries))
 
     def _encode(self, compute: Any, op: str, bindings: Sequence[GpuTensor | np.ndarray],
                 grid: tuple[int, int, int], constants: dict[str, float] | None) -> None:
-        """Record one dispatch into an open compute pass; bind groups are cached per buffers."""
-        js, to_js, _, _, _ = _js()
-        entries = []
-        for i, b in enumerate(bindings):
-            if isinstance(b, GpuTensor):
-                entries.append((b.buffer_for(f"dispatch {op}"), b.offset, b.padded_nbytes))
-            elif isinstance(b, np.ndarray):  # a small uniform struct, e.g. Params
-                entries.append((self._uniform(b, op), 0, padded(b.nbytes)))
-            else:
-                raise TypeError(f"dispatch {op}: binding {i} is a {type(b).__name__}; "
-                                "expected a GpuTensor or a numpy array (uniform)")
+        """Record one dispatch into an open compute pass."""
         pipeline = self.pipeline(op, constants)
-        key = (op, tuple(sorted((constants or {}).items())),
-               tuple((id(buf), off, size) for buf, off, size in entries))
-        bind_group = self._bind_groups.get(key)
-        if bind_group is None:
-            bind_group = self._bind_groups[key] = self.device.createBindGroup(to_js({
-                "layout": pipeline.getBindGroupLayout(0),
-                "entries": [{"binding": i, "resource": {"buffer": b, "offset": o, "size": n}}
-                            for i, (b, o, n) in enumerate(entries)],
-            }, dict_converter=js.Object.fromEntries))
-            for buf, _, _ in entries:
-                self._bind_groups_of.setdefault(id(buf), set()).add(key)
         compute.setPipeline(pipeline)
-        compute.setBindGroup(0, bind_group)
+        compute.setBindGroup(0, self._bind(op, constants, pipeline, bindings))
         compute.dispatchWorkgroups(*grid)
 
     async def dispatch(self, op: str, bindings: Sequence[GpuTensor | np.ndarray],

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 WORKGROUP = 256
 MAX_WORKGROUPS_PER_DIM = 65535

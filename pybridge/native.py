@@ -31,7 +31,6 @@ from pybridge.errors import (DeviceLost, GpuError, GpuOutOfMemory, GpuValidation
 
 READ_POOL_MIN = 64 << 10
 READ_POOL_KEEP = 8
-UNIFORM_CACHE = 512
 
 # wgpu-py spells limits with dashes; the browser backend reports camelCase names.
 _LIMITS = {
@@ -87,9 +86,7 @@ class NativeBackend(Backend):
         self.lost = None
         self._pipelines: dict[tuple, Any] = {}
         self._modules: dict[str, Any] = {}
-        self._bind_groups: dict[tuple, Any] = {}
-        self._bind_groups_of: dict[int, set[tuple]] = {}
-        self._uniforms: dict[bytes, Any] = {}
+        self._reset_caches()
         self._pass: Any = None
         self._read_pool: list[Any] = []
         self._fence: tuple[Any, Any] | None = None
@@ -154,8 +151,7 @@ class NativeBackend(Backend):
 
     def _destroy_buffer(self, buf: Any) -> None:
         self._live.pop(id(buf), None)
-        for key in self._bind_groups_of.pop(id(buf), ()):
-            self._bind_groups.pop(key, None)
+        self._forget_buffer(buf)
         buf.destroy()
 
     def live_buffers(self) -> int:
@@ -230,46 +226,24 @@ class NativeBackend(Backend):
                 layout="auto", compute=compute, label=op)
         return self._pipelines[key]
 
-    def _uniform(self, arr: np.ndarray, op: str) -> Any:
-        """A UNIFORM buffer holding arr's bytes, shared by every dispatch with the same bytes."""
-        u, _ = prepare_upload(arr, copy=True)
-        key = u.tobytes()
-        buf = self._uniforms.pop(key, None)
-        if buf is None:
-            usage = _wgpu().BufferUsage
-            buf = self._create_buffer(padded(u.nbytes), usage.UNIFORM | usage.COPY_DST, f"{op}.params")
-            self.device.queue.write_buffer(buf, 0, u)
-            accounting.record("upload", "uniform", 1, u.nbytes)
-            while len(self._uniforms) >= UNIFORM_CACHE:
-                self._destroy_buffer(self._uniforms.pop(next(iter(self._uniforms))))
-        self._uniforms[key] = buf
+    def _new_uniform(self, data: np.ndarray, label: str) -> Any:
+        usage = _wgpu().BufferUsage
+        buf = self._create_buffer(padded(data.nbytes), usage.UNIFORM | usage.COPY_DST, label)
+        self.device.queue.write_buffer(buf, 0, data)
         return buf
+
+    def _new_bind_group(self, pipeline: Any, entries: list[tuple[Any, int, int]]) -> Any:
+        return self.device.create_bind_group(
+            layout=pipeline.get_bind_group_layout(0),
+            entries=[{"binding": i, "resource": {"buffer": b, "offset": o, "size": n}}
+                     for i, (b, o, n) in enumerate(entries)],
+        )
 
     def _encode(self, compute: Any, op: str, bindings: Sequence[GpuTensor | np.ndarray],
                 grid: tuple[int, int, int], constants: dict[str, float] | None) -> None:
-        entries = []
-        for i, b in enumerate(bindings):
-            if isinstance(b, GpuTensor):
-                entries.append((b.buffer_for(f"dispatch {op}"), b.offset, b.padded_nbytes))
-            elif isinstance(b, np.ndarray):  # a small uniform struct, e.g. Params
-                entries.append((self._uniform(b, op), 0, padded(b.nbytes)))
-            else:
-                raise TypeError(f"dispatch {op}: binding {i} is a {type(b).__name__}; "
-                                "expected a GpuTensor or a numpy array (uniform)")
         pipeline = self.pipeline(op, constants)
-        key = (op, tuple(sorted((constants or {}).items())),
-               tuple((id(buf), off, size) for buf, off, size in entries))
-        bind_group = self._bind_groups.get(key)
-        if bind_group is None:
-            bind_group = self._bind_groups[key] = self.device.create_bind_group(
-                layout=pipeline.get_bind_group_layout(0),
-                entries=[{"binding": i, "resource": {"buffer": b, "offset": o, "size": n}}
-                         for i, (b, o, n) in enumerate(entries)],
-            )
-            for buf, _, _ in entries:
-                self._bind_groups_of.setdefault(id(buf), set()).add(key)
         compute.set_pipeline(pipeline)
-        compute.set_bind_group(0, bind_group)
+        compute.set_bind_group(0, self._bind(op, constants, pipeline, bindings))
         compute.dispatch_workgroups(*grid)
 
     async def dispatch(self, op: str, bindings: Sequence[GpuTensor | np.ndarray],

@@ -21,12 +21,15 @@ import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from pybridge import accounting
 from pybridge.backend import Backend, GpuTensor, default_backend
 from pybridge.dtypes import DTYPES, SAFETENSORS_DTYPES, DType, padded
 from pybridge.errors import IntegrityError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 MAX_HEADER_BYTES = 100 << 20  # the format's own limit
 NATIVE_CHUNK = 1 << 20

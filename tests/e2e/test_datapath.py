@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 
-import numpy as np
 import pytest
 
 from tests.cases import datapath as cases
@@ -65,17 +64,11 @@ def test_non_contiguous_input_is_copied_once_or_refused(page):
     assert "not C-contiguous and copy=False" in r["refused"]
 
 
+BROWSER_PATHS = ("auto", "view", "staging", "naive")  # BrowserBackend.upload_paths
+
+
 @pytest.mark.parametrize("what, expected", [
-    ("dtype", "TypeError: unsupported dtype float64; accepted: float32, float16, int32, uint32, uint8"),
-    ("not-array", "TypeError: upload takes a numpy.ndarray, got list"),
-    ("shape", "ValueError: shape must not be negative"),
-    ("too-big", "ValueError: allocate float32(1099511627776,): 4398046511104 bytes exceeds"),
-    ("out-shape", "ValueError: out is float32(9,); GpuTensor(shape=(8,), dtype=float32) needs float32(8,)"),
-    ("out-dtype", "ValueError: out is int32(8,)"),
-    ("use-after-free", "UseAfterFree: readback GpuTensor('weights.w1' shape=(8,), dtype=float32 freed)"),
-    ("path", "ValueError: unknown upload path 'teleport'; browser has ('auto', 'view', 'staging', 'naive')"),
-    ("validation", "GpuValidationError: dispatch axpy: GPU validation error"),
-    ("kernel", "FileNotFoundError: no kernel named 'no_such_kernel'"),
+    *((w, e.format(backend="browser", paths=BROWSER_PATHS)) for w, e in cases.ERROR_CASES),
     ("oom", "GpuOutOfMemory: allocate huge (1073741824 bytes): GPU out-of-memory error"),
 ])
 def test_bad_input_gets_a_clear_error_and_leaves_nothing_behind(page, what, expected):

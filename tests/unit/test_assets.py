@@ -9,7 +9,6 @@ import io
 import json
 import os
 import zipfile
-from pathlib import Path
 
 import pytest
 from pyodide_lock import PyodideLockSpec

@@ -49,16 +49,7 @@ async def test_non_contiguous_input_is_copied_once_or_refused(backend):
 
 
 @pytest.mark.parametrize("what, expected", [
-    ("dtype", "TypeError: unsupported dtype float64; accepted: float32, float16, int32, uint32, uint8"),
-    ("not-array", "TypeError: upload takes a numpy.ndarray, got list"),
-    ("shape", "ValueError: shape must not be negative"),
-    ("too-big", "ValueError: allocate float32(1099511627776,): 4398046511104 bytes exceeds"),
-    ("out-shape", "ValueError: out is float32(9,); GpuTensor(shape=(8,), dtype=float32) needs float32(8,)"),
-    ("out-dtype", "ValueError: out is int32(8,)"),
-    ("use-after-free", "UseAfterFree: readback GpuTensor('weights.w1' shape=(8,), dtype=float32 freed)"),
-    ("path", "ValueError: unknown upload path 'teleport'; native has ('view', 'naive')"),
-    ("validation", "GpuValidationError: dispatch axpy: GPU validation error"),
-    ("kernel", "FileNotFoundError: no kernel named 'no_such_kernel'"),
+    (w, e.format(backend="native", paths=NativeBackend.upload_paths)) for w, e in cases.ERROR_CASES
 ])
 async def test_bad_input_gets_a_clear_error(backend, what, expected):
     before = backend.live_buffers()

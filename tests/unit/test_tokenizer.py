@@ -11,7 +11,8 @@ import pytest
 from pybridge.tokenizer import WordPiece, normalize, pre_tokenize
 from tests.cases.corpus import TOKENIZER_CORPUS
 from tests.conftest import IN_CI
-from tools.convert_model import CACHE, SOURCE_DIR, SOURCE_WHEEL
+from tools.assets import CACHE
+from tools.convert_model import SOURCE_DIR, SOURCE_WHEEL
 
 
 @pytest.fixture(scope="module")
