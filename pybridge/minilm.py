@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from pybridge._env import IN_PYODIDE
 from pybridge.backend import Backend, GpuTensor, default_backend
 from pybridge.dispatch import matmul_plan, pack_params
 from pybridge.tokenizer import WordPiece
@@ -38,16 +39,20 @@ DTYPE_FILES = {"float32": "model-f32.safetensors", "float16": "model-f16.safeten
 
 async def _read_text(base: str | Path, name: str) -> str:
     """A small text file of the model: fetched in the browser, read from disk natively."""
-    if isinstance(base, Path) or not str(base).startswith(("/", "http://", "https://")) or \
-            Path(str(base)).is_dir():
+    if not IN_PYODIDE:
         return (Path(base) / name).read_text(encoding="utf-8")
     import js
 
-    url = str(base).rstrip("/") + "/" + name
+    url = _join(base, name)
     resp = await js.fetch(url)
     if not resp.ok:
         raise FileNotFoundError(f"{url}: HTTP {resp.status}")
     return str(await resp.text())
+
+
+def _join(base: str | Path, name: str) -> str | Path:
+    """base/name: a URL in the browser, a path natively."""
+    return str(base).rstrip("/") + "/" + name if IN_PYODIDE else Path(base) / name
 
 
 class MiniLM:
@@ -78,9 +83,8 @@ class MiniLM:
         manifest = json.loads(await _read_text(source, "manifest.json"))
         tokenizer = WordPiece.from_vocab_text(await _read_text(source, "vocab.txt"))
         name = DTYPE_FILES[dtype]
-        where = (Path(source) / name) if not str(source).startswith(("/", "http")) or \
-            Path(str(source)).is_dir() else str(source).rstrip("/") + "/" + name
-        weights = await load_safetensors(where, backend, sha256=manifest["files"][name]["sha256"],
+        weights = await load_safetensors(_join(source, name), backend,
+                                         sha256=manifest["files"][name]["sha256"],
                                          progress=progress)
         return cls(backend, manifest["config"], weights, tokenizer, dtype)
 
