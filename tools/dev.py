@@ -3,8 +3,9 @@
 
     python3 tools/dev.py demo  [--host 127.0.0.1] [--port 8000]   serve the page
     python3 tools/dev.py test  [pytest args...]                    run the whole test suite
-    python3 tools/dev.py bench NAME [args...]                      a benchmark: boot, datapath, model
-                                                                   (browser) or kernels (native)
+    python3 tools/dev.py bench NAME [args...]                      a benchmark: boot, datapath, model,
+                                                                   compare (vs ONNX Runtime Web), all in
+                                                                   the browser; kernels (native)
     python3 tools/dev.py setup                                     set-up only
 
 Set-up (idempotent, each step skipped when already done, with visible progress):
@@ -145,7 +146,8 @@ def main(argv: list[str]) -> int:
         print(f"unknown command {command!r}; expected demo, test, bench or setup\n{__doc__}",
               file=sys.stderr)
         return 2
-    setup(("dev", "reference") if command == "test" else ("dev",))
+    needs_reference = command == "test" or (command == "bench" and rest[:1] == ["compare"])
+    setup(("dev", "reference") if needs_reference else ("dev",))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the references load from local files only
     os.chdir(ROOT)
     if command == "demo":

@@ -1,0 +1,163 @@
+"""Side by side with a leading browser runtime: all-MiniLM-L6-v2 in pybridge vs ONNX Runtime
+Web (WebGPU execution provider), same browser, same machine, same token ids, same weights
+(float32), measured in one run.
+
+    python3 tools/dev.py bench compare [--quick]
+
+Set-up of its own (cached under .cache/, nothing committed): the npm package
+onnxruntime-web@1.30.0 (sha256-pinned tarball) and an ONNX export of the model made here with
+torch from the reference lock (mean pooling + L2 norm included, as pybridge computes). Both run
+after a warm-up at each shape; times are end to end (ids in, embeddings out). Checks the two
+agree (cosine). Writes bench-results/compare.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+from pybridge.tokenizer import WordPiece  # noqa: E402
+from tools.assets import CACHE, sha256_file  # noqa: E402
+from tools.harness import App, launch, start_server, wait_final  # noqa: E402
+
+ORT_VERSION = "1.30.0"
+ORT_TARBALL_SHA256 = "d2228df7e4616bc3348bf504ee888f3bec43789a273f0a63f3e68d203ce3bf71"
+ORT_DIR = ROOT / ".cache" / f"onnxruntime-web-{ORT_VERSION}"
+ONNX_DIR = ROOT / ".cache" / "minilm-onnx"
+MODEL_DIR = ROOT / "build" / "site" / "models" / "all-MiniLM-L6-v2"
+SHAPES = [(1, 10), (8, 10), (1, 126), (8, 126), (32, 10), (32, 126)]  # (batch, words)
+WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "again"]
+
+
+def vendor_ort() -> Path:
+    dist = ORT_DIR / "package" / "dist"
+    if (dist / "ort.webgpu.min.mjs").exists():
+        return dist
+    tarball = CACHE / f"onnxruntime-web-{ORT_VERSION}.tgz"
+    if not tarball.exists() or sha256_file(tarball) != ORT_TARBALL_SHA256:
+        CACHE.mkdir(parents=True, exist_ok=True)
+        print(f"[compare] npm pack onnxruntime-web@{ORT_VERSION}", flush=True)
+        subprocess.run(["npm", "pack", f"onnxruntime-web@{ORT_VERSION}", "--pack-destination",
+                        str(CACHE)], check=True, capture_output=True)
+        got = sha256_file(tarball)
+        if got != ORT_TARBALL_SHA256:
+            raise SystemExit(f"[compare] {tarball.name}: sha256 {got}, expected {ORT_TARBALL_SHA256}")
+    with tarfile.open(tarball) as tar:
+        tar.extractall(ORT_DIR, filter="data")
+    return dist
+
+
+def export_onnx() -> Path:
+    out = ONNX_DIR / "model.onnx"
+    if out.exists():
+        return out
+    print("[compare] exporting all-MiniLM-L6-v2 to ONNX with torch (once)", flush=True)
+    import torch
+
+    from tests.reference import sentence_transformer
+
+    bert = sentence_transformer(tempfile.mkdtemp())[0].auto_model.eval()
+
+    class Embed(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, input_ids, attention_mask):
+            h = self.m(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            m = attention_mask.unsqueeze(-1).to(h.dtype)
+            e = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(e, p=2, dim=1)
+
+    ONNX_DIR.mkdir(parents=True, exist_ok=True)
+    ids = torch.ones(2, 12, dtype=torch.int64)
+    torch.onnx.export(Embed(bert).eval(), (ids, ids), str(out), opset_version=17, dynamo=False,
+                      input_names=["input_ids", "attention_mask"], output_names=["embeddings"],
+                      dynamic_axes={"input_ids": {0: "b", 1: "t"},
+                                    "attention_mask": {0: "b", 1: "t"}, "embeddings": {0: "b"}})
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="batch 1 and 8 only")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench-results" / "compare.json")
+    args = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    shapes = [s for s in SHAPES if s[0] < 32] if args.quick else SHAPES
+    dist, onnx = vendor_ort(), export_onnx()
+    tok = WordPiece.from_vocab_text((MODEL_DIR / "vocab.txt").read_text(encoding="utf-8"))
+
+    from playwright.sync_api import sync_playwright
+
+    server = start_server({"/ort/": dist, "/ort-model/": onnx.parent,
+                           "/compare/": ROOT / "tools" / "compare"})
+    rows = []
+    try:
+        with sync_playwright() as p:
+            browser = launch(p)
+            ours = browser.new_page()
+            ours.set_default_timeout(900_000)
+            ours.goto(server.url + "?model=none")
+            if wait_final(ours) != "ready":
+                raise SystemExit(f"pybridge page failed: {ours.evaluate('pybridge.error')}")
+            app = App(ours)
+            app.py("from pybridge.minilm import MiniLM\n"
+                   "m = await MiniLM.load('/models/all-MiniLM-L6-v2/', dtype='float32')")
+            ort = browser.new_page()
+            ort.set_default_timeout(900_000)
+            ort.goto(server.url + "compare/ort.html")
+            ort.wait_for_function("document.getElementById('state').textContent === 'ready'")
+            ort_load = ort.evaluate("loadOrt('/ort-model/model.onnx')")
+            print(f"all-MiniLM-L6-v2 float32, pybridge vs ONNX Runtime Web {ORT_VERSION} (WebGPU EP);"
+                  f" Chromium {browser.version} headless, WebGPU via SwiftShader; "
+                  f"{platform.machine()}, {os.cpu_count()} cores")
+            print(f"  {'batch':>5}{'tokens':>7}{'pybridge':>11}{'ORT Web':>11}{'ORT/pybridge':>14}"
+                  f"{'cosine':>9}")
+            for batch, words in shapes:
+                text = " ".join(WORDS[i % len(WORDS)] for i in range(words))
+                b = tok.encode_batch([text] * batch)
+                ids, lengths = b.ids.tolist(), b.lengths.tolist()
+                code = ("import time\n"
+                        f"s = [{text!r}] * {batch}\n"
+                        f"await m.embed(s, batch_size={batch})\n"
+                        "t0 = time.perf_counter()\n"
+                        f"e = await m.embed(s, batch_size={batch})\n"
+                        "[(time.perf_counter() - t0) * 1e3, e[0].tolist()]")
+                ours_ms, ours_first = app.py(code)
+                ort.evaluate("([i, l]) => runOrt(i, l)", [ids, lengths])  # warm-up
+                r = ort.evaluate("([i, l]) => runOrt(i, l)", [ids, lengths])
+                a, o = np.array(ours_first), np.array(r["first"])
+                cos = float(a @ o / np.linalg.norm(a) / np.linalg.norm(o))
+                row = {"batch": batch, "tokens": int(b.lengths[0]), "pybridge_ms": ours_ms,
+                       "ort_ms": r["ms"], "ort_over_pybridge": r["ms"] / ours_ms, "cosine": cos}
+                rows.append(row)
+                print(f"  {batch:>5}{row['tokens']:>7}{ours_ms:>9.0f}ms{r['ms']:>9.0f}ms"
+                      f"{row['ort_over_pybridge']:>14.2f}{cos:>9.5f}")
+            version = browser.version
+            browser.close()
+    finally:
+        server.stop()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "ort": ORT_VERSION,
+                                    "browser": f"Chromium {version} headless, SwiftShader",
+                                    "ort_load_ms": ort_load, "rows": rows}, indent=1))
+    print(f"  wrote {args.out.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
