@@ -199,6 +199,12 @@ class Backend(ABC):
     def features(self) -> frozenset[str]:
         """The optional WebGPU features the device was created with (e.g. "shader-f16")."""
 
+    @property
+    @abstractmethod
+    def is_cpu(self) -> bool:
+        """Whether the device is a CPU implementation (SwiftShader, lavapipe): kernels pick
+        their tiles differently there."""
+
     @abstractmethod
     def describe(self) -> dict[str, Any]:
         """JSON-able facts: backend name, adapter, features, limits."""

@@ -180,6 +180,10 @@ class BrowserBackend(Backend):
     def features(self) -> frozenset[str]:
         return self.gpu.features
 
+    @property
+    def is_cpu(self) -> bool:
+        return self.gpu.is_cpu
+
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, **self.gpu.describe()}
 

@@ -50,6 +50,12 @@ class Gpu:
     def has(self, feature: str) -> bool:
         return feature in self.features
 
+    @property
+    def is_cpu(self) -> bool:
+        """A software adapter (Chrome's SwiftShader fallback), not a GPU."""
+        return self.info.get("isFallbackAdapter") == "True" or \
+            self.info.get("architecture", "").lower() == "swiftshader"
+
     def describe(self) -> dict[str, Any]:
         """JSON-able summary for the page and the tests."""
         return {
@@ -88,7 +94,7 @@ async def request_gpu(power_preference: str = "high-performance") -> Gpu:
     info_obj = getattr(adapter, "info", None)
     info = {}
     if info_obj is not None:
-        for key in ("vendor", "architecture", "device", "description"):
+        for key in ("vendor", "architecture", "device", "description", "isFallbackAdapter"):
             value = getattr(info_obj, key, "")
             info[key] = str(value) if value is not None else ""
     return Gpu(

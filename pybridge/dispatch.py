@@ -56,15 +56,18 @@ def pack_params(*values: int | float) -> "np.ndarray":
     return words
 
 
-def matmul_plan(M: int, N: int, K: int, f16_weights: bool = False,
-                shader_f16: bool = False) -> tuple[str, tuple[int, int, int], dict[str, bool]]:
+def matmul_plan(M: int, N: int, K: int, f16_weights: bool = False, shader_f16: bool = False,
+                cpu_device: bool = False) -> tuple[str, tuple[int, int, int], dict[str, bool]]:
     """Which matmul kernel computes C (M, N) = A (M, K) @ B (N, K).T, its grid and override
     constants. With K % 4 == 0 (K % 8 for float16 weights): the 32 x 128 tile kernel for up to
-    32 rows or when 128 x 128 tiles would make fewer than FEW_WORKGROUPS workgroups (measured on
-    an H100: e.g. 1024 x 384 outputs ran 1.4x faster that way), else the 128 x 128 one, reading
+    32 rows or, on a GPU (not `cpu_device`), when 128 x 128 tiles would make fewer than
+    FEW_WORKGROUPS workgroups (measured on an H100: 1024 x 384 outputs ran 1.4x faster that way;
+    on SwiftShader the same choice ran 2x slower), else the 128 x 128 one, reading
     float16 natively where the device has `shader-f16`; other K: the generic kernel (64 x 64)."""
     big_tiles = -(-M // 128) * -(-N // 128)
-    few = M <= 32 or big_tiles < FEW_WORKGROUPS  # 128 x 128 tiles would leave the GPU idle
+    # 128 x 128 tiles would leave a GPU's cores idle; a CPU implementation (SwiftShader,
+    # lavapipe) runs a couple of workgroups at a time and prefers the bigger tiles
+    few = M <= 32 or (not cpu_device and big_tiles < FEW_WORKGROUPS)
     if f16_weights and shader_f16 and K % 4 == 0 and not few:
         return "matmul_f16", (-(-N // 128), -(-M // 128), 1), {}
     if K % (8 if f16_weights else 4) == 0:

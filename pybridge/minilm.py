@@ -117,7 +117,8 @@ class MiniLM:
     async def _linear(self, x: GpuTensor, name: str, out: GpuTensor, M: int, N: int, K: int,
                       gelu: bool = False) -> None:
         op, grid, constants = matmul_plan(M, N, K, self.dtype == "float16",
-                                          "shader-f16" in self.backend.features)
+                                          "shader-f16" in self.backend.features,
+                                          self.backend.is_cpu)
         await self.backend.dispatch(
             op, [x, self.w[name + ".weight"], self.w[name + ".bias"], pack_params(M, N, K), out],
             grid, {"GELU": gelu, **constants})

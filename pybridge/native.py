@@ -128,6 +128,10 @@ class NativeBackend(Backend):
     def features(self) -> frozenset[str]:
         return frozenset(f for f in self.device.features if f in OPTIONAL_FEATURES)
 
+    @property
+    def is_cpu(self) -> bool:
+        return str(self.adapter.info.get("adapter_type", "")).upper() == "CPU"
+
     def describe(self) -> dict[str, Any]:
         info = self.adapter.info
         return {
