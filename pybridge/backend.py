@@ -179,14 +179,6 @@ class Backend(ABC):
         """GPU -> numpy. One CPU copy on the zero-copy path, into `out` when given."""
 
     @abstractmethod
-    def free(self, tensor: GpuTensor) -> None:
-        """Release the tensor's GPU memory (idempotent)."""
-
-    @abstractmethod
-    def live_buffers(self) -> int:
-        """GPU buffers this backend holds now (tensors and internal staging)."""
-
-    @abstractmethod
     async def sync(self) -> None:
         """Wait until the GPU has finished all submitted work."""
 
@@ -211,7 +203,62 @@ class Backend(ABC):
 
     lost: tuple[str, str] | None = None  # (reason, message) once the device is lost
 
-    # --- what both backends share: bind groups and uniforms cached across dispatches --------
+    # --- what both backends share: buffers held, argument checks, cached bindings -----------
+    _live: dict[int, Any]  # id -> every buffer this backend made and has not destroyed
+
+    def live_buffers(self) -> int:
+        return len(self._live)
+
+    def _destroy_buffer(self, buf: Any) -> None:
+        """Destroy a buffer this backend made (and forget what refers to it)."""
+        self._live.pop(id(buf), None)
+        self._forget_buffer(buf)
+        buf.destroy()
+
+    def free(self, tensor: GpuTensor) -> None:
+        buf = tensor._buffer
+        if buf is None:
+            return
+        tensor._buffer = None
+        if tensor.generation == self.generation and self.lost is None:
+            self._destroy_buffer(buf)
+        else:  # its device is gone: nothing to destroy
+            self._live.pop(id(buf), None)
+
+    def _allocation(self, shape: Any, dtype: Any, label: str) -> tuple[tuple[int, ...], DType, int, str]:
+        """(shape, dtype row, padded bytes, op name) of an allocation, after the checks."""
+        shape = normalize_shape(shape)
+        row = lookup(dtype)
+        nbytes = padded(int(np.prod(shape, dtype=np.int64)) * row.itemsize)
+        limit = self.limits["maxBufferSize"]
+        if nbytes > limit:
+            raise ValueError(f"allocate {row.name}{shape}: {nbytes} bytes exceeds this device's "
+                             f"maxBufferSize of {limit} bytes")
+        return shape, row, nbytes, f"allocate {label or row.name + str(shape)} ({nbytes} bytes)"
+
+    async def _upload_target(self, arr: Any, out: GpuTensor | None, path: str | None, copy: bool,
+                             label: str) -> tuple[np.ndarray, GpuTensor, Any, str, str]:
+        """(array as viewed, destination tensor, its buffer, path, op name) of an upload."""
+        path = self.upload_path(path)
+        arr, row = prepare_upload(arr, copy)
+        op = f"upload {label or row.name + str(arr.shape)}"
+        self.check_alive(op)
+        if out is None:
+            out = await self.allocate(arr.shape, row.numpy, label=label)
+        elif out.dtype != row or out.shape != arr.shape:
+            raise ValueError(f"{op}: out is {out!r}; the array is {row.name}{arr.shape}")
+        return arr, out, out.buffer_for(op), path, op
+
+    @property
+    @abstractmethod
+    def limits(self) -> dict[str, int]:
+        """The device's limits, WebGPU's camelCase names."""
+
+    @abstractmethod
+    def check_alive(self, op: str) -> None:
+        """Raise DeviceLost (or a pending uncaptured GPU error) naming `op`."""
+
+    # --- bind groups and uniforms cached across dispatches ----------------------------------
     UNIFORM_CACHE = 512  # kernel-parameter buffers kept, keyed by their bytes
 
     def _reset_caches(self) -> None:
@@ -267,9 +314,6 @@ class Backend(ABC):
     def _new_bind_group(self, pipeline: Any, entries: list[tuple[Any, int, int]]) -> Any:
         """A bind group of (buffer, offset, size) at bindings 0..n-1 of the pipeline's group 0."""
 
-    @abstractmethod
-    def _destroy_buffer(self, buf: Any) -> None:
-        """Destroy a buffer this backend made (and forget what refers to it)."""
 
 
 _backend: Backend | None = None

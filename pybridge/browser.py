@@ -26,10 +26,10 @@ import numpy as np
 
 from pybridge import accounting
 from pybridge._env import require_browser
-from pybridge.backend import Backend, GpuTensor, normalize_shape, prepare_out, prepare_upload
+from pybridge.backend import Backend, GpuTensor, prepare_out
 from pybridge.device import Gpu, request_gpu
 from pybridge.dispatch import shader_source
-from pybridge.dtypes import lookup, padded
+from pybridge.dtypes import padded
 from pybridge.errors import DeviceLost, GpuError, GpuOutOfMemory, GpuValidationError
 
 STAGING_SLOT_BYTES = 4 << 20  # 4 MiB per slot: best of 1/4/16 MiB measured (bench_datapath)
@@ -181,6 +181,10 @@ class BrowserBackend(Backend):
         return self.gpu.features
 
     @property
+    def limits(self) -> dict[str, int]:
+        return self.gpu.limits
+
+    @property
     def is_cpu(self) -> bool:
         return self.gpu.is_cpu
 
@@ -208,48 +212,18 @@ class BrowserBackend(Backend):
         self._live[id(buf)] = buf
         return buf
 
-    def _destroy_buffer(self, buf: Any) -> None:
-        self._live.pop(id(buf), None)
-        self._forget_buffer(buf)
-        buf.destroy()
-
-    def live_buffers(self) -> int:
-        return len(self._live)
-
     async def allocate(self, shape: Any, dtype: Any, *, label: str = "") -> GpuTensor:
         js, _, _, _, _ = _js()
-        shape = normalize_shape(shape)
-        row = lookup(dtype)
-        nbytes = padded(int(np.prod(shape, dtype=np.int64)) * row.itemsize)
-        limit = self.gpu.limits["maxBufferSize"]
-        if nbytes > limit:
-            raise ValueError(f"allocate {row.name}{shape}: {nbytes} bytes exceeds this device's "
-                             f"maxBufferSize of {limit} bytes")
+        shape, row, nbytes, op = self._allocation(shape, dtype, label)
         usage = js.GPUBufferUsage
-        async with self.scope(f"allocate {label or row.name + str(shape)} ({nbytes} bytes)"):
+        async with self.scope(op):
             buf = self._create_buffer(nbytes, usage.STORAGE | usage.COPY_SRC | usage.COPY_DST, label)
         return GpuTensor(self, buf, shape, row, label=label)
-
-    def free(self, tensor: GpuTensor) -> None:
-        buf = tensor._buffer
-        if buf is None:
-            return
-        tensor._buffer = None
-        if tensor.generation == self.generation:
-            self._destroy_buffer(buf)
 
     # --- upload -----------------------------------------------------------------------
     async def upload(self, arr: np.ndarray, *, out: GpuTensor | None = None, path: str | None = None,
                      copy: bool = True, label: str = "") -> GpuTensor:
-        path = self.upload_path(path)
-        arr, row = prepare_upload(arr, copy)
-        op = f"upload {label or row.name + str(arr.shape)}"
-        self.check_alive(op)
-        if out is None:
-            out = await self.allocate(arr.shape, row.numpy, label=label)
-        elif out.dtype != row or out.shape != arr.shape:
-            raise ValueError(f"{op}: out is {out!r}; the array is {row.name}{arr.shape}")
-        dst = out.buffer_for(op)
+        arr, out, dst, path, op = await self._upload_target(arr, out, path, copy, label)
         if path == "auto":  # measured: writeBuffer wins below 2 MiB, the ring from there on
             path = "staging" if arr.nbytes >= STAGING_FROM_BYTES else "view"
         if path == "view":

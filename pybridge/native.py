@@ -22,10 +22,10 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from pybridge import accounting
-from pybridge.backend import Backend, GpuTensor, normalize_shape, prepare_out, prepare_upload
+from pybridge.backend import Backend, GpuTensor, prepare_out
 from pybridge.device import OPTIONAL_FEATURES
 from pybridge.dispatch import shader_source
-from pybridge.dtypes import lookup, padded
+from pybridge.dtypes import padded
 from pybridge.errors import (DeviceLost, GpuError, GpuOutOfMemory, GpuValidationError,
                              WebGPUUnavailable)
 
@@ -153,49 +153,17 @@ class NativeBackend(Backend):
         self._live[id(buf)] = buf
         return buf
 
-    def _destroy_buffer(self, buf: Any) -> None:
-        self._live.pop(id(buf), None)
-        self._forget_buffer(buf)
-        buf.destroy()
-
-    def live_buffers(self) -> int:
-        return len(self._live)
-
     async def allocate(self, shape: Any, dtype: Any, *, label: str = "") -> GpuTensor:
         usage = _wgpu().BufferUsage
-        shape = normalize_shape(shape)
-        row = lookup(dtype)
-        nbytes = padded(int(np.prod(shape, dtype=np.int64)) * row.itemsize)
-        limit = self.limits["maxBufferSize"]
-        if nbytes > limit:
-            raise ValueError(f"allocate {row.name}{shape}: {nbytes} bytes exceeds this device's "
-                             f"maxBufferSize of {limit} bytes")
-        with self.scope(f"allocate {label or row.name + str(shape)} ({nbytes} bytes)"):
+        shape, row, nbytes, op = self._allocation(shape, dtype, label)
+        with self.scope(op):
             buf = self._create_buffer(nbytes, usage.STORAGE | usage.COPY_SRC | usage.COPY_DST, label)
         return GpuTensor(self, buf, shape, row, label=label)
-
-    def free(self, tensor: GpuTensor) -> None:
-        buf = tensor._buffer
-        if buf is None:
-            return
-        tensor._buffer = None
-        if tensor.generation == self.generation and self.lost is None:
-            self._destroy_buffer(buf)
-        else:
-            self._live.pop(id(buf), None)
 
     # --- upload -----------------------------------------------------------------------
     async def upload(self, arr: np.ndarray, *, out: GpuTensor | None = None, path: str | None = None,
                      copy: bool = True, label: str = "") -> GpuTensor:
-        path = self.upload_path(path)
-        arr, row = prepare_upload(arr, copy)
-        op = f"upload {label or row.name + str(arr.shape)}"
-        self.check_alive(op)
-        if out is None:
-            out = await self.allocate(arr.shape, row.numpy, label=label)
-        elif out.dtype != row or out.shape != arr.shape:
-            raise ValueError(f"{op}: out is {out!r}; the array is {row.name}{arr.shape}")
-        dst = out.buffer_for(op)
+        arr, out, dst, path, op = await self._upload_target(arr, out, path, copy, label)
         with self.scope(op):
             if path == "view":
                 # wgpu-py hands the array's memory to wgpu-native, which copies it once
