@@ -14,7 +14,9 @@ Modules, in the order data flows through them:
                 readback (MAP_READ ring -> numpy out=, one copy)
     native      the same interface over wgpu-py in CPython (lavapipe, Metal, Vulkan)
     weights     safetensors streamed from the server into mapped GPU buffers
-    demo        what the page runs once booted: one kernel, checked against numpy
+    tokenizer   BERT WordPiece in pure Python (the same ids as Hugging Face tokenizers)
+    minilm      all-MiniLM-L6-v2: load, then embed (one submission, one readback per batch)
+    demo        what the page runs: a kernel self-check, then semantic search with MiniLM
 
 In plain CPython the package imports (browser-only parts raise a clear error when called),
 so its logic is unit-tested without a browser and its kernels run on the native backend.
