@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 
 from pybridge.tokenizer import WordPiece  # noqa: E402
 from tools.assets import CACHE, sha256_file  # noqa: E402
-from tools.harness import App, launch, start_server, wait_final  # noqa: E402
+from tools.harness import launch, open_app, start_server  # noqa: E402
 
 ORT_VERSION = "1.30.0"
 ORT_TARBALL_SHA256 = "d2228df7e4616bc3348bf504ee888f3bec43789a273f0a63f3e68d203ce3bf71"
@@ -109,12 +109,7 @@ def main() -> int:
     try:
         with sync_playwright() as p:
             browser = launch(p)
-            ours = browser.new_page()
-            ours.set_default_timeout(900_000)
-            ours.goto(server.url + "?model=none")
-            if wait_final(ours) != "ready":
-                raise SystemExit(f"pybridge page failed: {ours.evaluate('pybridge.error')}")
-            app = App(ours)
+            app = open_app(browser, server)
             app.py("from pybridge.minilm import MiniLM\n"
                    "m = await MiniLM.load('/models/all-MiniLM-L6-v2/', dtype='float32')")
             ort = browser.new_page()

@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from pybridge.weights import write_safetensors  # noqa: E402
-from tools.harness import App, launch, start_server, wait_final  # noqa: E402
+from tools.harness import launch, open_app, start_server  # noqa: E402
 
 
 def parse_size(s: str) -> int:
@@ -56,11 +56,7 @@ def main() -> int:
         try:
             with sync_playwright() as p:
                 browser = launch(p)
-                page = browser.new_page()
-                page.goto(server.url)
-                if wait_final(page) != "ready":
-                    raise SystemExit(f"page failed: {page.evaluate('pybridge.error')}")
-                app = App(page)
+                app = open_app(browser, server)
                 app.load_module("bench", ROOT / "tools" / "bench_datapath_page.py")
                 rows = [app.py(f"await bench.transfer({n})") for n in sizes]
                 w = app.py(f"await bench.weights('/bench-data/bench.safetensors', {sha!r})")

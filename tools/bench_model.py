@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tools.harness import App, launch, start_server, wait_final  # noqa: E402
+from tools.harness import launch, open_app, start_server  # noqa: E402
 
 SHAPES = [(1, 10), (8, 10), (32, 10), (1, 126), (8, 126), (32, 126)]  # (batch, words) -> 12 / 128 tokens
 
@@ -41,12 +41,7 @@ def main() -> int:
     try:
         with sync_playwright() as p:
             browser = launch(p)
-            page = browser.new_page()
-            page.set_default_timeout(900_000)
-            page.goto(server.url + "?model=none")
-            if wait_final(page) != "ready":
-                raise SystemExit(f"page failed: {page.evaluate('pybridge.error')}")
-            app = App(page)
+            app = open_app(browser, server)
             app.load_module("bench_model", ROOT / "tools" / "bench_model_page.py")
             load_ms = app.py(f"await bench_model.load({args.dtype!r})")
             print(f"all-MiniLM-L6-v2 ({args.dtype}) in Chromium {browser.version} headless, WebGPU "

@@ -100,3 +100,14 @@ class App:
             f"sys.modules[{name!r}] = m\n"
             f"import {name}\n"
         )
+
+
+def open_app(browser, server: Server, timeout_ms: int = 900_000) -> App:
+    """A booted page without the demo model (?model=none), for benchmarks; exits with the
+    page's error if it does not boot."""
+    page = browser.new_page()
+    page.set_default_timeout(timeout_ms)
+    page.goto(server.url + "?model=none")
+    if wait_final(page) != "ready":
+        raise SystemExit(f"page failed: {page.evaluate('pybridge.error')}")
+    return App(page)
