@@ -96,7 +96,7 @@ def main() -> int:
     print(f"  cached/first time ratio: {result['cachedOverFirst']:.2f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
-    print(f"  wrote {args.out.relative_to(ROOT)}")
+    print(f"  wrote {args.out}")
     return 0
 
 

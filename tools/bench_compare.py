@@ -150,7 +150,7 @@ def main() -> int:
     args.out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "ort": ORT_VERSION,
                                     "browser": f"Chromium {version} headless, SwiftShader",
                                     "ort_load_ms": ort_load, "rows": rows}, indent=1))
-    print(f"  wrote {args.out.relative_to(ROOT)}")
+    print(f"  wrote {args.out}")
     return 0
 
 

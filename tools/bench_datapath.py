@@ -99,7 +99,7 @@ def main() -> int:
               "transfer": rows, "weights": w}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
-    print(f"  wrote {args.out.relative_to(ROOT)}")
+    print(f"  wrote {args.out}")
     return 0
 
 

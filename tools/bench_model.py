@@ -71,7 +71,7 @@ def main() -> int:
     args.out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "dtype": args.dtype,
                                     "browser": f"Chromium {version} headless, SwiftShader",
                                     "load_ms": load_ms, "rows": rows}, indent=1))
-    print(f"  wrote {args.out.relative_to(ROOT)}")
+    print(f"  wrote {args.out}")
     return 0
 
 
