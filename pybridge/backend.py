@@ -115,6 +115,17 @@ def prepare_upload(arr: Any, copy: bool) -> tuple[np.ndarray, DType]:
     return arr, row
 
 
+def naive_bytes(arr: np.ndarray) -> bytes | bytearray:
+    """The naive baseline's first copy: the array's bytes, padded to whole 4-byte words.
+    Exactly one copy: `tobytes()`, or for a length that is not a multiple of 4 one copy into
+    a word-padded bytearray (`tobytes() + padding` would copy twice)."""
+    if arr.nbytes % 4 == 0 and arr.nbytes:
+        return arr.tobytes()
+    data = bytearray(padded(arr.nbytes))
+    np.frombuffer(data, dtype=np.uint8)[: arr.nbytes] = arr.reshape(-1).view(np.uint8)
+    return data
+
+
 def prepare_out(tensor: GpuTensor, out: np.ndarray | None) -> np.ndarray:
     """The array readback writes into: `out` if it fits, else a new one."""
     if out is None:

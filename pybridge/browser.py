@@ -26,7 +26,7 @@ import numpy as np
 
 from pybridge import accounting
 from pybridge._env import require_browser
-from pybridge.backend import Backend, GpuTensor, prepare_out
+from pybridge.backend import Backend, GpuTensor, naive_bytes, prepare_out
 from pybridge.device import Gpu, request_gpu
 from pybridge.dispatch import shader_source
 from pybridge.dtypes import padded
@@ -278,9 +278,7 @@ class BrowserBackend(Backend):
     def _upload_naive(self, dst: Any, offset: int, arr: np.ndarray) -> None:
         """The baseline: tobytes (copy 1) -> to_js (copy 2) -> writeBuffer (copy 3)."""
         _, to_js, _, _, _ = _js()
-        data = arr.tobytes() + b"\0" * (padded(arr.nbytes) - arr.nbytes)
-        js_bytes = to_js(data)
-        self.device.queue.writeBuffer(dst, offset, js_bytes)
+        self.device.queue.writeBuffer(dst, offset, to_js(naive_bytes(arr)))
         accounting.record("upload", "naive", 3, arr.nbytes)
 
     # --- dispatch ---------------------------------------------------------------------
@@ -371,9 +369,7 @@ class BrowserBackend(Backend):
         path = self.readback_path(path)
         op = f"readback {tensor!r}"
         src = tensor.buffer_for(op)
-        result = prepare_out(tensor, out) if path == "ring" else None
-        if path == "naive" and out is not None:
-            prepare_out(tensor, out)  # same checks as the zero-copy path
+        result = prepare_out(tensor, out) if (out is not None or path == "ring") else None
         self.check_alive(op)
         size = tensor.padded_nbytes
         staging = self._read_buffer(size)

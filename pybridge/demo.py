@@ -123,5 +123,5 @@ async def search(query: str, sentences: list[str]) -> dict[str, Any]:
         "ranked": [{"text": sentences[i], "score": float(scores[i])} for i in order],
         "timingsMs": {k: round(v, 1) for k, v in timings.items()},
         "totalMs": round(total, 1),
-        "tokens": int(sum(len(_model.tokenizer.encode(t, _model.max_length)) for t in texts)),
+        "tokens": _model.last_tokens,
     }

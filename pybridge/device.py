@@ -47,9 +47,6 @@ class Gpu:
     limits: dict[str, int]
     info: dict[str, str] = field(default_factory=dict)
 
-    def has(self, feature: str) -> bool:
-        return feature in self.features
-
     @property
     def is_cpu(self) -> bool:
         """A software adapter (Chrome's SwiftShader fallback), not a GPU."""

@@ -70,6 +70,7 @@ class MiniLM:
         self.max_length = config["max_seq_length"]
         self.eps = float(config["layer_norm_eps"])
         self._activations: dict[tuple[int, int], dict[str, GpuTensor]] = {}
+        self.last_tokens = 0  # tokens embedded by the last embed() call ([CLS]/[SEP] included)
 
     @classmethod
     async def load(cls, source: str | Path = "/models/all-MiniLM-L6-v2/", *,
@@ -169,11 +170,13 @@ class MiniLM:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         out = np.empty((len(sentences), self.hidden), dtype=np.float32)  # (N, C)
         t = timings
+        self.last_tokens = 0
         for start in range(0, len(sentences), batch_size):
             chunk = sentences[start:start + batch_size]
             t0 = time.perf_counter()
             batch = self.tokenizer.encode_batch(chunk, self.max_length)
             B, T = batch.ids.shape
+            self.last_tokens += int(batch.lengths.sum())
             t1 = time.perf_counter()
             a = await self._buffers(B, T)
             await self.backend.upload(batch.ids.reshape(-1), out=a["ids"])

@@ -22,7 +22,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from pybridge import accounting
-from pybridge.backend import Backend, GpuTensor, prepare_out
+from pybridge.backend import Backend, GpuTensor, naive_bytes, prepare_out
 from pybridge.device import OPTIONAL_FEATURES
 from pybridge.dispatch import shader_source
 from pybridge.dtypes import padded
@@ -178,8 +178,7 @@ class NativeBackend(Backend):
                     accounting.record("upload", "pad", 1, arr.nbytes - whole)
                 accounting.record("upload", "view", 1, arr.nbytes)
             else:
-                data = arr.tobytes() + b"\0" * (padded(arr.nbytes) - arr.nbytes)  # copy 1
-                self.device.queue.write_buffer(dst, out.offset, data)  # copy 2
+                self.device.queue.write_buffer(dst, out.offset, naive_bytes(arr))  # copies 1, 2
                 accounting.record("upload", "naive", 2, arr.nbytes)
         return out
 

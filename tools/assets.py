@@ -140,7 +140,6 @@ class WheelSources:
         self.local_dir = local_dir
         self._cdn_ok: bool | None = None
         self._carrier: zipfile.ZipFile | None = None
-        self.tried: list[str] = []
 
     def names(self) -> list[str]:
         out = []
@@ -283,10 +282,7 @@ def write_lock(upstream_lock: bytes, pybridge_wheel: Path, dest: Path) -> None:
     from pyodide_lock import PyodideLockSpec
     from pyodide_lock.spec import PackageSpec
 
-    with tempfile.TemporaryDirectory() as tmp:
-        up_path = Path(tmp) / "pyodide-lock.json"
-        up_path.write_bytes(upstream_lock)
-        upstream = PyodideLockSpec.from_json(up_path)
+    upstream = PyodideLockSpec(**json.loads(upstream_lock))  # what from_json does, from bytes
     packages = {name: upstream.packages[name] for name in PYODIDE_PACKAGES}
     packages["pybridge"] = PackageSpec(
         name="pybridge",
