@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
@@ -140,6 +140,155 @@ def prepare_out(tensor: GpuTensor, out: np.ndarray | None) -> np.ndarray:
     return out
 
 
+class Step(NamedTuple):
+    """One dispatch of a plan: wgsl/<op>.wgsl over `bindings` (GpuTensors, or numpy arrays that
+    become uniform buffers owned by the plan), `grid` workgroups, `constants` overrides."""
+
+    op: str
+    bindings: Sequence[GpuTensor | np.ndarray]
+    grid: tuple[int, int, int]
+    constants: dict[str, float] | None = None
+
+
+class Plan:
+    """A sequence of dispatches resolved once (pipelines, bind groups, uniform buffers, grids)
+    and replayed by `backend.submit(plan, ...)` as ONE submission, with a constant number of
+    calls into the GPU API per run whatever the number of steps (in the browser: one JS call
+    that uploads the inputs, records every dispatch and the readback copy, and submits).
+
+    `inputs` are tensors a run writes from numpy (in this order); `outputs` are tensors a run
+    reads back (in this order). Both are bound by identity: a plan stays valid while every
+    tensor it binds is alive, and `submit` refuses it (UseAfterFree / DeviceLost) otherwise.
+    Runs of one plan may overlap: the GPU queue orders them, and each run reads back into
+    its own MAP_READ buffer, so a run's result is never another run's.
+    """
+
+    def __init__(self, backend: "Backend", label: str, steps: Sequence[Step],
+                 inputs: Sequence[GpuTensor], outputs: Sequence[GpuTensor]) -> None:
+        self.backend = backend
+        self.label = label
+        self.ops = [s.op for s in steps]
+        self.inputs = list(inputs)
+        self.outputs = list(outputs)
+        tensors: dict[int, GpuTensor] = {}
+        for t in (*inputs, *outputs, *(b for s in steps for b in s.bindings
+                                       if isinstance(b, GpuTensor))):
+            tensors[id(t)] = t
+        self.tensors = list(tensors.values())  # every tensor the plan binds, once
+        # outputs land at aligned offsets of one MAP_READ buffer per run
+        self.read_offsets: list[int] = []
+        end = 0
+        for t in outputs:
+            self.read_offsets.append(end)
+            end += -(-t.padded_nbytes // 256) * 256
+        self.read_bytes = end
+        self.uniforms: list[Any] = []  # UNIFORM buffers this plan made and owns
+        self.handle: Any = None  # the backend's compiled form
+        self.generation = backend.generation
+
+    def check(self, op: str) -> None:
+        """Raise UseAfterFree / DeviceLost when a tensor the plan binds is gone."""
+        if self.handle is None:
+            raise UseAfterFree(f"{op}: the plan {self.label!r} was freed")
+        if self.generation != self.backend.generation:
+            raise DeviceLost(op, "replaced", f"the plan {self.label!r} belonged to a lost device")
+        for t in self.tensors:
+            t.buffer_for(op)
+
+    def free(self) -> None:
+        """Release the plan's uniform buffers (idempotent). Its tensors are the caller's."""
+        if self.handle is None:
+            return
+        self.handle = None
+        if self.generation == self.backend.generation and self.backend.lost is None:
+            for buf in self.uniforms:
+                self.backend._destroy_buffer(buf)
+        self.uniforms.clear()
+
+    def __repr__(self) -> str:
+        return f"Plan({self.label!r}, {len(self.ops)} dispatches)"
+
+
+class Submission(ABC):
+    """A submitted run of a plan. `await run.wait()` waits for the GPU, raises its errors
+    (naming the plan) and copies each output once into the arrays given to `submit`;
+    `copy_ms` is then the time of that copy."""
+
+    copy_ms: float = 0.0
+
+    @abstractmethod
+    async def wait(self) -> None: ...
+
+
+class Batch:
+    """`async with backend.batch() as b:` then `await b.dispatch(op, bindings, grid, constants)`:
+    the dispatches are recorded here, in this batch alone, and run as one plan (one
+    submission, one error check) when the block ends without an exception."""
+
+    def __init__(self, backend: "Backend") -> None:
+        self.backend = backend
+        self.steps: list[Step] = []
+
+    async def __aenter__(self) -> "Batch":
+        self.backend.check_alive("batch")
+        return self
+
+    async def dispatch(self, op: str, bindings: Sequence[GpuTensor | np.ndarray],
+                       grid: tuple[int, int, int], constants: dict[str, float] | None = None) -> None:
+        self.steps.append(Step(op, list(bindings), grid, constants))
+
+    async def __aexit__(self, exc_type, exc, tb) -> bool:
+        if exc is None and self.steps:
+            ops = ", ".join(dict.fromkeys(s.op for s in self.steps))
+            plan = await self.backend.plan(self.steps, label=f"batch of {len(self.steps)} "
+                                                             f"dispatches ({ops})")
+            try:
+                await self.backend.submit(plan).wait()
+            finally:
+                plan.free()
+        return False
+
+
+class _NaiveRun(Submission):
+    """A plan run on the labelled baseline paths (`set_default_paths("naive", ...)`): inputs
+    uploaded and outputs read back by the chosen paths, around the plan's dispatches. It runs
+    when waited for, under a lock, so concurrent baseline runs cannot share buffers."""
+
+    def __init__(self, backend: "Backend", plan: Plan, inputs: list[np.ndarray],
+                 outputs: list[np.ndarray], op: str) -> None:
+        self.backend, self.plan, self.inputs, self.outputs, self.op = (backend, plan, inputs,
+                                                                       outputs, op)
+
+    async def wait(self) -> None:
+        import asyncio
+        import time
+
+        b = self.backend
+        if b._baseline_lock is None:
+            b._baseline_lock = asyncio.Lock()
+        async with b._baseline_lock:
+            self.plan.check(self.op)
+            for t, arr in zip(self.plan.inputs, self.inputs):
+                await b.upload(arr.reshape(t.shape), out=t)
+            await b._submit(self.plan, [], [], self.op).wait()
+            for t, arr in zip(self.plan.outputs, self.outputs):
+                t0 = time.perf_counter()
+                await t.numpy(out=arr.reshape(t.shape))
+                self.copy_ms += (time.perf_counter() - t0) * 1e3
+
+
+def check_grid(op: str, grid: Any, limit: int) -> tuple[int, int, int]:
+    """A dispatch's grid as three ints within the device's per-dimension limit."""
+    try:
+        x, y, z = (int(g) for g in grid)
+    except (TypeError, ValueError):
+        raise TypeError(f"dispatch {op}: grid must be three ints, got {grid!r}") from None
+    if min(x, y, z) < 0 or max(x, y, z) > limit:
+        raise ValueError(f"dispatch {op}: grid {grid!r} is outside 0..{limit} workgroups per "
+                         "dimension; fold it (pybridge.dispatch.grid_1d)")
+    return x, y, z
+
+
 class Backend(ABC):
     """allocate -> upload -> dispatch -> readback -> free, over one device.
 
@@ -179,10 +328,94 @@ class Backend(ABC):
         """Run wgsl/<op>.wgsl with `bindings` at 0..n-1 (numpy arrays become uniform buffers,
         cached by content) and `constants` for its `override` declarations."""
 
+    async def plan(self, steps: Sequence[Step], *, inputs: Sequence[GpuTensor] = (),
+                   outputs: Sequence[GpuTensor] = (), label: str = "plan") -> Plan:
+        """Resolve `steps` once: pipelines (compiled once per device), bind groups, and the
+        plan's own uniform buffers (one per distinct numpy binding, 1 CPU copy each). Replay
+        with `submit`. Errors: TypeError/ValueError for bad steps or grids; compile and
+        binding errors as GpuValidationError naming the plan."""
+        steps = [s if isinstance(s, Step) else Step(*s) for s in steps]
+        plan = Plan(self, label, steps, inputs, outputs)
+        limit = self.limits.get("maxComputeWorkgroupsPerDimension", 65535)
+        grids = [check_grid(s.op, s.grid, limit) for s in steps]
+        for t in plan.tensors:
+            t.buffer_for(f"plan {label}")
+        try:
+            plan.handle = await self._compile_plan(plan, steps, grids)
+        except BaseException:
+            for buf in plan.uniforms:
+                self._destroy_buffer(buf)
+            plan.uniforms.clear()
+            raise
+        return plan
+
+    def _plan_entries(self, plan: Plan, step: Step, uniforms: dict[bytes, Any]
+                      ) -> list[tuple[Any, int, int]]:
+        """(buffer, offset, size) per binding of a step; numpy bindings become uniform buffers
+        owned by the plan, one per distinct content."""
+        entries = []
+        for i, b in enumerate(step.bindings):
+            if isinstance(b, GpuTensor):
+                entries.append((b.buffer_for(f"plan {plan.label}"), b.offset, b.padded_nbytes))
+            elif isinstance(b, np.ndarray):
+                u, _ = prepare_upload(b, copy=True)
+                key = u.tobytes()
+                if key not in uniforms:
+                    uniforms[key] = self._new_uniform(u, f"{plan.label}.{step.op}.params")
+                    plan.uniforms.append(uniforms[key])
+                    accounting.record("upload", "uniform", 1, u.nbytes)
+                entries.append((uniforms[key], 0, padded(u.nbytes)))
+            else:
+                raise TypeError(f"plan {plan.label}: step {step.op} binding {i} is a "
+                                f"{type(b).__name__}; expected a GpuTensor or a numpy array")
+        return entries
+
+    @abstractmethod
+    async def _compile_plan(self, plan: Plan, steps: list[Step],
+                            grids: list[tuple[int, int, int]]) -> Any:
+        """The backend's replayable form of the plan (pipelines, bind groups, grids)."""
+
+    def submit(self, plan: Plan, inputs: Sequence[np.ndarray] = (),
+               outputs: Sequence[np.ndarray] = ()) -> Submission:
+        """Run a plan as one submission: each input array written into its tensor (1 CPU copy,
+        from numpy's memory), every dispatch, and each output tensor copied to a MAP_READ
+        buffer; `await run.wait()` then copies each output once into `outputs` (C-contiguous
+        arrays of the tensors' dtype and size). Submitting does not wait, so the CPU can
+        prepare the next run while the GPU works."""
+        op = f"submit {plan.label}"
+        self.check_alive(op)
+        plan.check(op)
+        if len(inputs) != len(plan.inputs) or len(outputs) != len(plan.outputs):
+            raise ValueError(f"{op}: takes {len(plan.inputs)} input and {len(plan.outputs)} "
+                             f"output arrays, got {len(inputs)} and {len(outputs)}")
+        ins = []
+        for t, arr in zip(plan.inputs, inputs):
+            arr, row = prepare_upload(arr, copy=True)
+            if row != t.dtype or arr.size != t.size:
+                raise ValueError(f"{op}: input for {t!r} is {row.name}{arr.shape}")
+            ins.append(arr)
+        for t, out in zip(plan.outputs, outputs):
+            if (not isinstance(out, np.ndarray) or out.dtype != t.dtype.numpy
+                    or out.size != t.size or not out.flags.c_contiguous
+                    or not out.flags.writeable):
+                raise ValueError(f"{op}: output for {t!r} must be a writeable C-contiguous "
+                                 f"{t.dtype.name} array of {t.size} elements")
+        if "naive" in (self.upload_path(None), self.readback_path(None)):
+            return _NaiveRun(self, plan, ins, list(outputs), op)
+        return self._submit(plan, ins, list(outputs), op)
+
+    @abstractmethod
+    def _submit(self, plan: Plan, inputs: list[np.ndarray], outputs: list[np.ndarray],
+                op: str) -> Submission:
+        """One submission of a checked plan run: inputs written, dispatches, outputs copied to
+        a MAP_READ buffer (no inputs and no outputs given: the dispatches alone)."""
+
     @abstractmethod
     def batch(self) -> Any:
-        """`async with backend.batch():` records the dispatches inside into one compute pass,
-        submitted together (one error check for the lot)."""
+        """`async with backend.batch() as b:` then `b.dispatch(op, bindings, grid, constants)`:
+        the dispatches recorded inside are submitted together as one plan when the block
+        ends (one error check for the lot). Each batch records only its own dispatches, so
+        concurrent batches and dispatches do not mix."""
 
     @abstractmethod
     async def readback(self, tensor: GpuTensor, out: np.ndarray | None = None, *,
@@ -213,6 +446,7 @@ class Backend(ABC):
         """JSON-able facts: backend name, adapter, features, limits."""
 
     lost: tuple[str, str] | None = None  # (reason, message) once the device is lost
+    _baseline_lock: Any = None  # serialises plan runs on the baseline paths (_NaiveRun)
 
     # --- what both backends share: buffers held, argument checks, cached bindings -----------
     _live: dict[int, Any]  # id -> every buffer this backend made and has not destroyed

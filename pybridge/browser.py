@@ -20,13 +20,15 @@ operation.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Sequence
 
 import numpy as np
 
 from pybridge import accounting
 from pybridge._env import require_browser
-from pybridge.backend import Backend, GpuTensor, naive_bytes, prepare_out
+from pybridge.backend import (Backend, Batch, GpuTensor, Plan, Step, Submission,
+                              check_grid, naive_bytes, prepare_out)
 from pybridge.device import Gpu, request_gpu
 from pybridge.dispatch import shader_source
 from pybridge.dtypes import padded
@@ -63,8 +65,9 @@ class _ErrorScope:
     async def __aexit__(self, exc_type, exc, tb) -> bool:
         js, _, JsException, _, _ = _js()
         d = self.backend.device
-        validation = await d.popErrorScope()
-        oom = await d.popErrorScope()
+        # both pops in one synchronous turn: another coroutine's scope cannot interleave
+        validation_popped, oom_popped = d.popErrorScope(), d.popErrorScope()
+        validation, oom = await validation_popped, await oom_popped
         self.backend.check_alive(self.op)
         if isinstance(exc, JsException):
             # createBuffer throws RangeError when a mapped buffer cannot be allocated at all
@@ -78,40 +81,46 @@ class _ErrorScope:
         return False
 
 
-class _Batch:
-    def __init__(self, backend: "BrowserBackend") -> None:
-        self.backend = backend
+class _Run(Submission):
+    """A submitted plan run: one JS promise settles when the GPU is done and the outputs'
+    MAP_READ buffer is mapped (or with the errors the run's error scopes caught)."""
 
-    async def __aenter__(self) -> "BrowserBackend":
-        b = self.backend
-        if b._pass is not None:
-            raise RuntimeError("backend.batch() does not nest")
-        b.check_alive("batch")
-        b.device.pushErrorScope("out-of-memory")
-        b.device.pushErrorScope("validation")
-        self.encoder = b.device.createCommandEncoder()
-        b._pass = self.encoder.beginComputePass()
-        b._batched = []
-        return b
+    def __init__(self, backend: "BrowserBackend", plan: Plan, promise: Any, read_buffer: Any,
+                 outputs: list[np.ndarray], op: str) -> None:
+        self.backend, self.plan, self.promise = backend, plan, promise
+        self.read_buffer, self.outputs, self.op = read_buffer, outputs, op
 
-    async def __aexit__(self, exc_type, exc, tb) -> bool:
-        _, to_js, _, _, _ = _js()
-        b = self.backend
-        b._pass.end()
-        b._pass = None
-        if exc is None:
-            b.device.queue.submit(to_js([self.encoder.finish()]))
-        ops = b._batched
-        validation = await b.device.popErrorScope()
-        oom = await b.device.popErrorScope()
-        b.check_alive("batch")
-        if exc is None:
-            where = f"batch of {len(ops)} dispatches ({', '.join(dict.fromkeys(ops))})"
-            if oom is not None:
-                raise GpuOutOfMemory(where, "out-of-memory", str(oom.message))
-            if validation is not None:
-                raise GpuValidationError(where, "validation", str(validation.message))
-        return False
+    async def wait(self) -> None:
+        """Wait for the GPU; copy each output once into its array (one JS call for all)."""
+        if self.promise is None:
+            raise RuntimeError(f"{self.op}: this run was already waited for")
+        _, _, _, _, bridge = _js()
+        b, plan, op, buf = self.backend, self.plan, self.op, self.read_buffer
+        promise, self.promise = self.promise, None
+        try:
+            failed = await promise  # null, or {validation, oom, thrown, mapError}
+            b.check_alive(op)
+            if failed is not None:
+                where = f"{op} ({len(plan.ops)} dispatches: {', '.join(dict.fromkeys(plan.ops))})"
+                if failed.oom:
+                    raise GpuOutOfMemory(where, "out-of-memory", str(failed.oom))
+                if failed.validation or failed.thrown:
+                    raise GpuValidationError(where, "validation",
+                                             str(failed.validation or failed.thrown))
+                raise GpuError(where, "mapAsync", str(failed.mapError))
+            if buf is not None:
+                targets: list[Any] = []
+                for t, at, arr in zip(plan.outputs, plan.read_offsets, self.outputs):
+                    targets += [arr, at, t.nbytes]
+                t0 = time.perf_counter()
+                bridge.readMapped(buf, plan.read_bytes, *targets)  # copies each output once
+                self.copy_ms = (time.perf_counter() - t0) * 1e3
+                for t in plan.outputs:
+                    accounting.record("readback", "ring", 1, t.nbytes)
+        finally:
+            if buf is not None:
+                bridge.unmapIfMapped(buf)
+                b._return_read_buffer(buf)
 
 
 class BrowserBackend(Backend):
@@ -142,8 +151,6 @@ class BrowserBackend(Backend):
         self._pipelines: dict[tuple, Any] = {}
         self._modules: dict[str, Any] = {}
         self._reset_caches()
-        self._pass: Any = None  # the open compute pass of a batch
-        self._batched: list[str] = []
         generation = self.generation
 
         def on_lost(info: Any) -> None:
@@ -326,11 +333,8 @@ class BrowserBackend(Backend):
 
     async def dispatch(self, op: str, bindings: Sequence[GpuTensor | np.ndarray],
                        grid: tuple[int, int, int], constants: dict[str, float] | None = None) -> None:
-        if self._pass is not None:  # inside `async with backend.batch()`
-            self._encode(self._pass, op, bindings, grid, constants)
-            self._batched.append(op)
-            return
         _, to_js, _, _, _ = _js()
+        grid = check_grid(op, grid, self.limits["maxComputeWorkgroupsPerDimension"])
         async with self.scope(f"dispatch {op}"):
             encoder = self.device.createCommandEncoder()
             compute = encoder.beginComputePass()
@@ -340,10 +344,54 @@ class BrowserBackend(Backend):
                 compute.end()
             self.device.queue.submit(to_js([encoder.finish()]))
 
-    def batch(self) -> "_Batch":
-        """`async with backend.batch():` records every dispatch inside into one compute pass
-        and submits them together, checked by one error scope."""
-        return _Batch(self)
+    # --- plans: a whole forward pass in one JS call -------------------------------------
+    async def _compile_plan(self, plan: Plan, steps: list[Step],
+                            grids: list[tuple[int, int, int]]) -> Any:
+        """Pipelines, bind groups and grids as one JS object (web/bridge.js makePlan)."""
+        _, to_js, _, _, bridge = _js()
+        async with self.scope(f"plan {plan.label}"):
+            uniforms: dict[bytes, Any] = {}
+            groups: dict[tuple, Any] = {}
+            pipelines, bind_groups, flat = [], [], []
+            for step, grid in zip(steps, grids):
+                pipeline = self.pipeline(step.op, step.constants)
+                entries = self._plan_entries(plan, step, uniforms)
+                key = (step.op, tuple(sorted((step.constants or {}).items())),
+                       tuple((id(b), o, n) for b, o, n in entries))
+                if key not in groups:
+                    groups[key] = self._new_bind_group(pipeline, entries)
+                pipelines.append(pipeline)
+                bind_groups.append(groups[key])
+                flat.extend(grid)
+            inputs = [[t.buffer_for(plan.label), t.offset, t.nbytes] for t in plan.inputs]
+            outputs = [[t.buffer_for(plan.label), t.offset, t.padded_nbytes, at]
+                       for t, at in zip(plan.outputs, plan.read_offsets)]
+            return bridge.makePlan(to_js(pipelines), to_js(bind_groups), to_js(flat),
+                                   to_js(inputs), to_js(outputs), plan.read_bytes)
+
+    def _submit(self, plan: Plan, inputs: list[np.ndarray], outputs: list[np.ndarray],
+                op: str) -> Submission:
+        """One JS call: writeBuffer from each input's wasm-heap view (1 CPU copy), every
+        dispatch in one compute pass, the outputs copied to a MAP_READ buffer, submit, and
+        mapAsync. Error scopes are pushed and popped inside that call."""
+        _, _, _, _, bridge = _js()
+        buf = self._read_buffer(plan.read_bytes) if outputs else None
+        try:
+            promise = bridge.runPlan(self.device, plan.handle, buf, *inputs)
+        except BaseException:
+            if buf is not None:
+                self._return_read_buffer(buf)
+            raise
+        for arr in inputs:
+            accounting.record("upload", "view", 1, arr.nbytes)
+            if arr.nbytes % 4:
+                accounting.record("upload", "pad", 1, arr.nbytes % 4)
+        return _Run(self, plan, promise, buf, outputs, op)
+
+    def batch(self) -> Batch:
+        """`async with backend.batch() as b:` + `await b.dispatch(...)`: one plan, one
+        submission, one error check for the lot."""
+        return Batch(self)
 
     # --- readback ---------------------------------------------------------------------
     def _read_buffer(self, size: int) -> Any:

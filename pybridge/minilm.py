@@ -3,10 +3,14 @@
     model = await MiniLM.load("/models/all-MiniLM-L6-v2/", dtype="float16", progress=...)
     vectors = await model.embed(["a sentence", ...], batch_size=32)   # (N, 384) float32
 
-Per batch: tokenize (Python) -> upload ids and lengths (2 small copies) -> 38 dispatches
-recorded into one compute pass and submitted once -> one readback straight into the rows of
-the result. Activations stay on the GPU; their buffers and bind groups are reused for every
-batch of the same shape, so a forward pass costs little Python.
+Per batch: tokenize (Python) -> ONE call into the GPU API (web/bridge.js runPlan): ids and
+lengths written from numpy's memory (2 small copies), the 44 dispatches of the forward pass
+recorded into one compute pass, the pooled result copied to a MAP_READ buffer, one submit ->
+one copy of the result straight into its rows. The forward pass is resolved once per batch
+shape into a `Plan` (pipelines, bind groups, grids, uniforms) with its activation buffers;
+a few recent shapes are kept. While the GPU runs batch i, Python tokenizes batch i+1.
+Concurrent `embed` calls are safe: runs are ordered by the GPU queue and each reads back into
+its own buffer; a shape's buffers are never freed while a run uses them.
 
 Shapes (B sentences, T tokens, M = B*T rows, C = 384 hidden, 12 heads of 32):
     embed      ids (M,)                     -> x (M, C)          word + position + type, LN
@@ -28,12 +32,13 @@ from typing import Any, Callable
 import numpy as np
 
 from pybridge._env import IN_PYODIDE
-from pybridge.backend import Backend, GpuTensor, default_backend
-from pybridge.dispatch import matmul_plan, pack_params
+from pybridge.backend import Backend, GpuTensor, Plan, Step, default_backend
+from pybridge.dispatch import grid_1d, matmul_plan, pack_params
 from pybridge.tokenizer import WordPiece
 from pybridge.weights import load_safetensors
 
 ATTENTION_ROWS = 64  # attention.wgsl's query rows per workgroup
+KEEP_SHAPES = 2  # idle batch shapes whose activations and plan stay allocated
 DTYPE_FILES = {"float32": "model-f32.safetensors", "float16": "model-f16.safetensors"}
 
 
@@ -69,7 +74,7 @@ class MiniLM:
         self.inner = config["intermediate_size"]
         self.max_length = config["max_seq_length"]
         self.eps = float(config["layer_norm_eps"])
-        self._activations: dict[tuple[int, int], dict[str, GpuTensor]] = {}
+        self._shapes: dict[tuple[int, int], _Shape] = {}  # (B, T) -> buffers + plan, LRU order
         self.last_tokens = 0  # tokens embedded by the last embed() call ([CLS]/[SEP] included)
 
     @classmethod
@@ -90,107 +95,176 @@ class MiniLM:
         return cls(backend, manifest["config"], weights, tokenizer, dtype)
 
     def free(self) -> None:
-        """Release the weights and activations."""
+        """Release the weights, activations and plans. A run already submitted finishes; a
+        later `embed` raises UseAfterFree."""
         for t in self.w.values():
             t.free()
-        for acts in self._activations.values():
+        for shape in self._shapes.values():
+            shape.free()
+        self._shapes.clear()
+
+    async def _shape(self, B: int, T: int) -> "_Shape":
+        """Activation tensors and the forward pass's plan for a (B, T) batch, taken for one run
+        (`release()` it after): built once, kept while it is among the recent shapes."""
+        key = (B, T)
+        shape = self._shapes.pop(key, None)
+        if shape is None:
+            built = await self._build(B, T)
+            shape = self._shapes.pop(key, None)  # built meanwhile by a concurrent call?
+            if shape is None:
+                shape = built
+            else:
+                built.free()
+        self._shapes[key] = shape  # most recently used last
+        shape.users += 1
+        self._evict()
+        return shape
+
+    def _evict(self) -> None:
+        """Free the least recently used idle shapes beyond KEEP_SHAPES (never one in use)."""
+        idle = [k for k, v in self._shapes.items() if v.users == 0]
+        for key in idle[: max(0, len(idle) - KEEP_SHAPES)]:
+            self._shapes.pop(key).free()
+
+    async def _build(self, B: int, T: int) -> "_Shape":
+        M, C = B * T, self.hidden
+        shapes = {"x": (M, C), "x1": (M, C), "qkv": (M, 3 * C), "ctx": (M, C), "attn": (M, C),
+                  "h": (M, self.inner), "ffn": (M, C), "pooled": (B, C)}
+        acts: dict[str, GpuTensor] = {}
+        try:
+            for k, shape in shapes.items():
+                acts[k] = await self.backend.allocate(shape, np.float32, label=k)
+            acts["ids"] = await self.backend.allocate((M,), np.int32, label="ids")  # (M,)
+            acts["lengths"] = await self.backend.allocate((B,), np.int32, label="lengths")  # (B,)
+            plan = await self.backend.plan(self._forward(acts, B, T),
+                                           inputs=[acts["ids"], acts["lengths"]],
+                                           outputs=[acts["pooled"]],
+                                           label=f"MiniLM forward {B}x{T}")
+        except BaseException:
             for t in acts.values():
                 t.free()
-        self._activations.clear()
+            raise
+        return _Shape(self, acts, plan)
 
-    async def _buffers(self, B: int, T: int) -> dict[str, GpuTensor]:
-        """Activation tensors for a (B, T) batch, reused while the shape repeats."""
-        key = (B, T)
-        if key not in self._activations:
-            for acts in self._activations.values():  # keep one shape: free the previous one
-                for t in acts.values():
-                    t.free()
-            self._activations.clear()
-            M, C = B * T, self.hidden
-            shapes = {"x": (M, C), "x1": (M, C), "qkv": (M, 3 * C), "ctx": (M, C),
-                      "attn": (M, C), "h": (M, self.inner), "ffn": (M, C), "pooled": (B, C)}
-            acts = {k: await self.backend.allocate(s, np.float32, label=k) for k, s in shapes.items()}
-            acts["ids"] = await self.backend.allocate((M,), np.int32, label="ids")
-            acts["lengths"] = await self.backend.allocate((B,), np.int32, label="lengths")
-            self._activations[key] = acts
-        return self._activations[key]
-
-    async def _linear(self, x: GpuTensor, name: str, out: GpuTensor, M: int, N: int, K: int,
-                      gelu: bool = False) -> None:
+    def _linear(self, x: GpuTensor, name: str, out: GpuTensor, M: int, N: int, K: int,
+                gelu: bool = False) -> Step:
         op, grid, constants = matmul_plan(M, N, K, self.dtype == "float16",
                                           "shader-f16" in self.backend.features,
                                           self.backend.is_cpu)
-        await self.backend.dispatch(
-            op, [x, self.w[name + ".weight"], self.w[name + ".bias"], pack_params(M, N, K), out],
-            grid, {"GELU": gelu, **constants})
+        return Step(op, [x, self.w[name + ".weight"], self.w[name + ".bias"],
+                         pack_params(M, N, K), out], grid, {"GELU": gelu, **constants})
 
-    async def _forward(self, a: dict[str, GpuTensor], B: int, T: int) -> None:
-        """Record the whole forward pass (embeddings, 6 layers, pooling) as one submission."""
+    def _forward(self, a: dict[str, GpuTensor], B: int, T: int) -> list[Step]:
+        """The whole forward pass (embeddings, 6 layers, pooling): 2 + 7 x layers steps."""
         M, C, f16 = B * T, self.hidden, self.dtype == "float16"
         w = self.w
         ln = pack_params(M, C, self.eps)
-        async with self.backend.batch():
-            await self.backend.dispatch(
-                "embed", [a["ids"], w["embeddings.word_embeddings.weight"],
-                          w["embeddings.position_embeddings.weight"],
-                          w["embeddings.token_type_embeddings.weight"],
-                          w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"],
-                          pack_params(T, C, self.eps), a["x"]],
-                (M, 1, 1), {"TABLE_F16": f16})
-            for i in range(self.layers):
-                p = f"encoder.layer.{i}."
-                await self._linear(a["x"], p + "attention.qkv", a["qkv"], M, 3 * C, C)
-                await self.backend.dispatch(
-                    "attention", [a["qkv"], a["lengths"],
-                                  pack_params(T, C, self.heads, float(C // self.heads) ** -0.5),
-                                  a["ctx"]],
-                    (-(-T // ATTENTION_ROWS), self.heads, B), {"HEAD_DIM": C // self.heads})
-                await self._linear(a["ctx"], p + "attention.output.dense", a["attn"], M, C, C)
-                await self.backend.dispatch(
-                    "layernorm", [a["attn"], a["x"], w[p + "attention.output.LayerNorm.weight"],
-                                  w[p + "attention.output.LayerNorm.bias"], ln, a["x1"]], (M, 1, 1))
-                await self._linear(a["x1"], p + "intermediate.dense", a["h"], M, self.inner, C,
-                                   gelu=True)
-                await self._linear(a["h"], p + "output.dense", a["ffn"], M, C, self.inner)
-                await self.backend.dispatch(
-                    "layernorm", [a["ffn"], a["x1"], w[p + "output.LayerNorm.weight"],
-                                  w[p + "output.LayerNorm.bias"], ln, a["x"]], (M, 1, 1))
-            await self.backend.dispatch("pool", [a["x"], a["lengths"], pack_params(T, C),
-                                                 a["pooled"]], (B, 1, 1))
+        rows = grid_1d(M, 1)  # one workgroup per row, folded past 65535 rows
+        steps = [Step("embed", [a["ids"], w["embeddings.word_embeddings.weight"],
+                                w["embeddings.position_embeddings.weight"],
+                                w["embeddings.token_type_embeddings.weight"],
+                                w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"],
+                                pack_params(T, C, self.eps), a["x"]], rows, {"TABLE_F16": f16})]
+        for i in range(self.layers):
+            p = f"encoder.layer.{i}."
+            steps += [
+                self._linear(a["x"], p + "attention.qkv", a["qkv"], M, 3 * C, C),
+                Step("attention", [a["qkv"], a["lengths"],
+                                   pack_params(T, C, self.heads, float(C // self.heads) ** -0.5),
+                                   a["ctx"]],
+                     (-(-T // ATTENTION_ROWS), self.heads, B), {"HEAD_DIM": C // self.heads}),
+                self._linear(a["ctx"], p + "attention.output.dense", a["attn"], M, C, C),
+                Step("layernorm", [a["attn"], a["x"], w[p + "attention.output.LayerNorm.weight"],
+                                   w[p + "attention.output.LayerNorm.bias"], ln, a["x1"]], rows),
+                self._linear(a["x1"], p + "intermediate.dense", a["h"], M, self.inner, C,
+                             gelu=True),
+                self._linear(a["h"], p + "output.dense", a["ffn"], M, C, self.inner),
+                Step("layernorm", [a["ffn"], a["x1"], w[p + "output.LayerNorm.weight"],
+                                   w[p + "output.LayerNorm.bias"], ln, a["x"]], rows),
+            ]
+        steps.append(Step("pool", [a["x"], a["lengths"], pack_params(T, C), a["pooled"]],
+                          grid_1d(B, 1)))
+        return steps
 
     async def embed(self, sentences: list[str], batch_size: int = 32,
                     timings: dict[str, float] | None = None) -> np.ndarray:
         """Embeddings (N, 384) float32, L2-normalised. Each batch is padded to its longest
-        sentence (at most max_seq_length tokens) and read back once, straight into its rows
-        of the result. `timings` (ms, accumulated): tokenize, upload, encode (Python recording
-        the dispatches), gpu, readback."""
+        sentence (at most max_seq_length tokens), run as one submission and read back once,
+        straight into its rows of the result; batch i+1 is tokenized while the GPU runs
+        batch i. `timings` (ms, accumulated): tokenize; prepare (the shape's buffers and plan:
+        built on a new shape only); submit (one call: ids and lengths written, 44 dispatches
+        recorded, submitted); gpu (waiting for the GPU, after what overlapped it); readback."""
         if isinstance(sentences, str):
             raise TypeError("embed takes a list of sentences; wrap a single one: [text]")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         out = np.empty((len(sentences), self.hidden), dtype=np.float32)  # (N, C)
-        t = timings
-        self.last_tokens = 0
-        for start in range(0, len(sentences), batch_size):
-            chunk = sentences[start:start + batch_size]
-            t0 = time.perf_counter()
-            batch = self.tokenizer.encode_batch(chunk, self.max_length)
-            B, T = batch.ids.shape
-            self.last_tokens += int(batch.lengths.sum())
-            t1 = time.perf_counter()
-            a = await self._buffers(B, T)
-            await self.backend.upload(batch.ids.reshape(-1), out=a["ids"])
-            await self.backend.upload(batch.lengths, out=a["lengths"])
-            t2 = time.perf_counter()
-            await self._forward(a, B, T)
-            t3 = time.perf_counter()
-            if t is not None:
-                await self.backend.sync()
-            t4 = time.perf_counter()
-            await a["pooled"].numpy(out=out[start:start + B])  # one copy, into the result
-            t5 = time.perf_counter()
-            if t is not None:
-                for k, v in (("tokenize", t1 - t0), ("upload", t2 - t1), ("encode", t3 - t2),
-                             ("gpu", t4 - t3), ("readback", t5 - t4)):
-                    t[k] = t.get(k, 0.0) + v * 1e3
+        t = timings if timings is not None else {}
+        tokens = 0
+        pending: tuple[Any, _Shape] | None = None  # the run in flight, and its shape
+        clock = time.perf_counter
+
+        def add(key: str, since: float) -> float:
+            now = clock()
+            t[key] = t.get(key, 0.0) + (now - since) * 1e3
+            return now
+
+        async def finish(run: Any, shape: _Shape) -> None:
+            try:
+                t0 = clock()
+                await run.wait()
+                t["gpu"] = t.get("gpu", 0.0) + (clock() - t0) * 1e3 - run.copy_ms
+                t["readback"] = t.get("readback", 0.0) + run.copy_ms
+            finally:
+                shape.release()
+
+        try:
+            for start in range(0, len(sentences), batch_size):
+                t0 = clock()
+                batch = self.tokenizer.encode_batch(sentences[start:start + batch_size],
+                                                    self.max_length)
+                B, T = batch.ids.shape
+                tokens += int(batch.lengths.sum())
+                t0 = add("tokenize", t0)
+                shape = await self._shape(B, T)
+                t0 = add("prepare", t0)
+                try:
+                    run = self.backend.submit(shape.plan, [batch.ids.reshape(-1), batch.lengths],
+                                              [out[start:start + B]])  # rows of the result
+                except BaseException:
+                    shape.release()
+                    raise
+                add("submit", t0)
+                if pending is not None:
+                    previous, pending = pending, None
+                    await finish(*previous)
+                pending = (run, shape)
+            if pending is not None:
+                previous, pending = pending, None
+                await finish(*previous)
+        finally:
+            if pending is not None:  # an error left a run in flight: let it end, then release
+                try:
+                    await finish(*pending)
+                except Exception:
+                    pass  # the error being raised already says what went wrong
+        self.last_tokens = tokens
         return out
+
+
+class _Shape:
+    """The activation tensors and forward-pass plan of one batch shape; `users` counts runs
+    in flight, and a shape is freed only when none is."""
+
+    def __init__(self, model: MiniLM, acts: dict[str, GpuTensor], plan: Plan) -> None:
+        self.model, self.acts, self.plan = model, acts, plan
+        self.users = 0
+
+    def release(self) -> None:
+        self.users -= 1
+        self.model._evict()
+
+    def free(self) -> None:
+        self.plan.free()
+        for tensor in self.acts.values():
+            tensor.free()

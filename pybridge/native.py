@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from pybridge import accounting
-from pybridge.backend import Backend, GpuTensor, naive_bytes, prepare_out
+from pybridge.backend import (Backend, Batch, GpuTensor, Plan, Step, Submission,
+                              check_grid, naive_bytes, prepare_out)
 from pybridge.device import OPTIONAL_FEATURES
 from pybridge.dispatch import shader_source
 from pybridge.dtypes import padded
@@ -87,7 +89,6 @@ class NativeBackend(Backend):
         self._pipelines: dict[tuple, Any] = {}
         self._modules: dict[str, Any] = {}
         self._reset_caches()
-        self._pass: Any = None
         self._read_pool: list[Any] = []
         self._fence: tuple[Any, Any] | None = None
 
@@ -219,10 +220,7 @@ class NativeBackend(Backend):
 
     async def dispatch(self, op: str, bindings: Sequence[GpuTensor | np.ndarray],
                        grid: tuple[int, int, int], constants: dict[str, float] | None = None) -> None:
-        if self._pass is not None:  # inside `async with backend.batch()`
-            with self.scope(f"dispatch {op}"):
-                self._encode(self._pass, op, bindings, grid, constants)
-            return
+        grid = check_grid(op, grid, self.limits["maxComputeWorkgroupsPerDimension"])
         with self.scope(f"dispatch {op}"):
             encoder = self.device.create_command_encoder()
             compute = encoder.begin_compute_pass()
@@ -232,21 +230,62 @@ class NativeBackend(Backend):
                 compute.end()
             self.device.queue.submit([encoder.finish()])
 
-    @contextlib.asynccontextmanager
-    async def batch(self):
-        """Record every dispatch inside into one compute pass; submit them together."""
-        if self._pass is not None:
-            raise RuntimeError("backend.batch() does not nest")
-        self.check_alive("batch")
-        encoder = self.device.create_command_encoder()
-        self._pass = encoder.begin_compute_pass()
+    def batch(self) -> Batch:
+        """`async with backend.batch() as b:` + `await b.dispatch(...)`: one plan, one
+        submission."""
+        return Batch(self)
+
+    # --- plans ------------------------------------------------------------------------
+    async def _compile_plan(self, plan: Plan, steps: list[Step],
+                            grids: list[tuple[int, int, int]]) -> Any:
+        with self.scope(f"plan {plan.label}"):
+            uniforms: dict[bytes, Any] = {}
+            groups: dict[tuple, Any] = {}
+            recorded = []
+            for step, grid in zip(steps, grids):
+                pipeline = self.pipeline(step.op, step.constants)
+                entries = self._plan_entries(plan, step, uniforms)
+                key = (step.op, tuple(sorted((step.constants or {}).items())),
+                       tuple((id(b), o, n) for b, o, n in entries))
+                if key not in groups:
+                    groups[key] = self._new_bind_group(pipeline, entries)
+                recorded.append((pipeline, groups[key], grid))
+            return recorded
+
+    def _submit(self, plan: Plan, inputs: list[np.ndarray], outputs: list[np.ndarray],
+                op: str) -> Submission:
+        wgpu = _wgpu()
+        buf = self._read_buffer(plan.read_bytes) if outputs else None
         try:
-            yield self
-        finally:
-            compute, self._pass = self._pass, None
-            with self.scope("batch"):
+            with self.scope(op):
+                for t, arr in zip(plan.inputs, inputs):
+                    flat = arr.reshape(-1).view(np.uint8)
+                    whole = arr.nbytes & ~3
+                    if whole:
+                        self.device.queue.write_buffer(t._buffer, t.offset, flat[:whole])
+                    if arr.nbytes != whole:  # 1-3 trailing bytes through a padded word
+                        tail = np.zeros(4, dtype=np.uint8)
+                        tail[: arr.nbytes - whole] = flat[whole:]
+                        self.device.queue.write_buffer(t._buffer, t.offset + whole, tail)
+                        accounting.record("upload", "pad", 1, arr.nbytes - whole)
+                    accounting.record("upload", "view", 1, arr.nbytes)
+                encoder = self.device.create_command_encoder()
+                compute = encoder.begin_compute_pass()
+                for pipeline, group, grid in plan.handle:
+                    compute.set_pipeline(pipeline)
+                    compute.set_bind_group(0, group)
+                    compute.dispatch_workgroups(*grid)
                 compute.end()
+                for t, at in zip(plan.outputs if outputs else (), plan.read_offsets):
+                    encoder.copy_buffer_to_buffer(t._buffer, t.offset, buf, at, t.padded_nbytes)
                 self.device.queue.submit([encoder.finish()])
+                promise = (buf.map_async(wgpu.MapMode.READ, 0, plan.read_bytes)
+                           if buf is not None else None)
+        except BaseException:
+            if buf is not None:
+                self._return_read_buffer(buf)
+            raise
+        return _NativeRun(self, plan, promise, buf, outputs, op)
 
     async def sync(self) -> None:
         """Waits by mapping a 4-byte buffer after an empty copy: a map completes only after all
@@ -275,6 +314,11 @@ class NativeBackend(Backend):
         size_class = max(READ_POOL_MIN, 1 << (size - 1).bit_length())
         cls = max(size, min(size_class, self.limits["maxBufferSize"]))
         return self._create_buffer(cls, usage.MAP_READ | usage.COPY_DST, "readback")
+
+    def _return_read_buffer(self, buf: Any) -> None:
+        self._read_pool.append(buf)
+        while len(self._read_pool) > READ_POOL_KEEP:
+            self._destroy_buffer(self._read_pool.pop(0))
 
     async def readback(self, tensor: GpuTensor, out: np.ndarray | None = None, *,
                        path: str | None = None) -> np.ndarray:
@@ -311,8 +355,41 @@ class NativeBackend(Backend):
                 finally:
                     staging.unmap()
             finally:
-                self._read_pool.append(staging)
-                while len(self._read_pool) > READ_POOL_KEEP:
-                    self._destroy_buffer(self._read_pool.pop(0))
+                self._return_read_buffer(staging)
         accounting.record("readback", "ring", 1, tensor.nbytes)
         return checked
+
+
+class _NativeRun(Submission):
+    """A submitted plan run on wgpu-py: waits on the map of its MAP_READ buffer."""
+
+    def __init__(self, backend: NativeBackend, plan: Plan, promise: Any, read_buffer: Any,
+                 outputs: list[np.ndarray], op: str) -> None:
+        self.backend, self.plan, self.promise = backend, plan, promise
+        self.read_buffer, self.outputs, self.op = read_buffer, outputs, op
+        self.waited = False
+
+    async def wait(self) -> None:
+        """Wait for the GPU; copy each output once into its array."""
+        if self.waited:
+            raise RuntimeError(f"{self.op}: this run was already waited for")
+        self.waited = True
+        b, buf = self.backend, self.read_buffer
+        if buf is None:
+            return
+        try:
+            with b.scope(self.op):
+                await self.promise
+                t0 = time.perf_counter()
+                try:
+                    raw = np.frombuffer(buf.read_mapped(0, self.plan.read_bytes, copy=False),
+                                        dtype=np.uint8)  # a view of the mapped range
+                    for t, at, arr in zip(self.plan.outputs, self.plan.read_offsets, self.outputs):
+                        arr.reshape(-1).view(np.uint8)[:] = raw[at:at + t.nbytes]  # the copy
+                        accounting.record("readback", "ring", 1, t.nbytes)
+                    del raw
+                finally:
+                    buf.unmap()
+                self.copy_ms = (time.perf_counter() - t0) * 1e3
+        finally:
+            b._return_read_buffer(buf)

@@ -54,6 +54,96 @@ export function copyMappedInto(mapped, pyArray, dst, n) {
   }
 }
 
+// Plans (pybridge.backend.Plan): a whole forward pass resolved once in Python, then run with
+// ONE call per batch. makePlan keeps the pipelines, bind groups and grids (3 per dispatch);
+// `inputs` lists [buffer, offset, nbytes] written from numpy each run, `outputs` lists
+// [buffer, offset, size, at]: copied to byte `at` of the run's MAP_READ buffer.
+export function makePlan(pipelines, bindGroups, grids, inputs, outputs, readBytes) {
+  return { pipelines, bindGroups, grids: Uint32Array.from(grids), inputs, outputs, readBytes };
+}
+
+// One run: each input written from its numpy array's wasm-heap view (1 copy, in writeBuffer),
+// every dispatch in one compute pass, the outputs copied to `readBuffer`, one submit, then
+// mapAsync. The error scopes are pushed and popped inside this call, so no other work can
+// interleave with them. Resolves to null, or to {validation, oom, thrown, mapError}.
+export function runPlan(device, plan, readBuffer, ...arrays) {
+  device.pushErrorScope("out-of-memory");
+  device.pushErrorScope("validation");
+  let thrown = null;
+  try {
+    const queue = device.queue;
+    // no arrays: the dispatches alone (the baseline paths move the data themselves)
+    if (arrays.length) plan.inputs.forEach(([buffer, offset, nbytes], i) => {
+      const view = borrow(arrays[i]);
+      try {
+        const whole = nbytes & ~3;
+        if (whole) queue.writeBuffer(buffer, offset, view.data, 0, whole);
+        if (nbytes !== whole) {
+          // WebGPU writes whole 4-byte words: the 1-3 trailing bytes go through a padded word
+          const tail = new Uint8Array(4);
+          tail.set(view.data.subarray(whole, nbytes));
+          queue.writeBuffer(buffer, offset + whole, tail);
+        }
+      } finally {
+        view.release();
+      }
+    });
+    const encoder = device.createCommandEncoder();
+    const pass = encoder.beginComputePass();
+    const { pipelines, bindGroups, grids } = plan;
+    for (let i = 0; i < pipelines.length; i++) {
+      pass.setPipeline(pipelines[i]);
+      pass.setBindGroup(0, bindGroups[i]);
+      pass.dispatchWorkgroups(grids[3 * i], grids[3 * i + 1], grids[3 * i + 2]);
+    }
+    pass.end();
+    if (readBuffer) {
+      for (const [buffer, offset, size, at] of plan.outputs) {
+        encoder.copyBufferToBuffer(buffer, offset, readBuffer, at, size);
+      }
+    }
+    queue.submit([encoder.finish()]);
+  } catch (err) {
+    thrown = String((err && err.message) || err);
+  }
+  const validation = device.popErrorScope();
+  const oom = device.popErrorScope();
+  const mapped =
+    thrown || !readBuffer
+      ? Promise.resolve(null)
+      : readBuffer.mapAsync(GPUMapMode.READ, 0, plan.readBytes).then(
+          () => null,
+          (err) => String((err && err.message) || err),
+        );
+  return Promise.all([validation, oom, mapped]).then(([v, o, mapError]) =>
+    v || o || thrown || mapError
+      ? { validation: v && v.message, oom: o && o.message, thrown, mapError }
+      : null,
+  );
+}
+
+// After a run: bytes [at, at+n) of the mapped read buffer -> each numpy array (one copy
+// each), then unmap. `targets` is a flat list of (pyArray, at, n).
+export function readMapped(buffer, size, ...targets) {
+  try {
+    const mapped = buffer.getMappedRange(0, size);
+    for (let i = 0; i < targets.length; i += 3) {
+      const view = borrow(targets[i]);
+      try {
+        view.data.set(new Uint8Array(mapped, targets[i + 1], targets[i + 2]));
+      } finally {
+        view.release();
+      }
+    }
+  } finally {
+    buffer.unmap();
+  }
+}
+
+export function unmapIfMapped(buffer) {
+  if (buffer.mapState === "mapped") buffer.unmap();
+}
+
 // Proof hooks for the zero-copy claim (tests and the page's self-check).
 export function viewInfo(pyArray) {
   const view = borrow(pyArray);

@@ -263,8 +263,8 @@ async function doSearch(ev) {
     const t = r.timingsMs;
     $("#search-timings").textContent =
       `${sentences.length + 1} texts, ${r.tokens} tokens in ${fmtMs(r.totalMs)}: tokenize ` +
-      `${fmtMs(t.tokenize)}, upload ${fmtMs(t.upload)}, record ${fmtMs(t.encode)}, GPU ` +
-      `${fmtMs(t.gpu)}, readback ${fmtMs(t.readback)}`;
+      `${fmtMs(t.tokenize)}, prepare ${fmtMs(t.prepare)}, submit ${fmtMs(t.submit)} ` +
+      `(upload + forward pass, one call), GPU ${fmtMs(t.gpu)}, readback ${fmtMs(t.readback)}`;
   } catch (err) {
     showError("Search failed", err.message);
   } finally {

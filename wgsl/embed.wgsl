@@ -16,7 +16,8 @@
 // | 7       | out      | read_write | storage, array<f32>, B x T x C                        |
 //
 // override: TABLE_F16. workgroup 128: one workgroup per token, each invocation C / 128 columns
-// (C <= 1024). dispatch (B * T, 1, 1).
+// (C <= 1024). dispatch grid_1d(B * T, 1): (min(B*T, 65535), ceil(B*T / 65535), 1), the grid
+// folded into y past the per-dimension limit; workgroups past the last token return at once.
 
 override TABLE_F16: bool = false;
 
@@ -79,8 +80,12 @@ fn workgroup_sum(v: f32, tid: u32) -> f32 {
 }
 
 @compute @workgroup_size(128)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-  let token = wg.x;
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+        @builtin(local_invocation_index) tid: u32) {
+  let token = wg.x + wg.y * groups.x;  // the folded grid's row
+  if (token >= arrayLength(&ids)) {  // uniform per workgroup: before any barrier
+    return;
+  }
   let C = params.C;
   let t = token % params.T;
   let id = u32(ids[token]);

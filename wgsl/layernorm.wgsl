@@ -13,7 +13,8 @@
 // | 5       | out      | read_write | storage, array<f32>, R x C            |
 //
 // workgroup 128: one workgroup per row, each invocation C / 128 columns (C <= 1024).
-// dispatch (R, 1, 1).
+// dispatch grid_1d(R, 1): (min(R, 65535), ceil(R / 65535), 1), folded past the per-dimension
+// limit; workgroups past the last row return at once.
 
 struct Params {
   R: u32,
@@ -48,8 +49,12 @@ fn workgroup_sum(v: f32, tid: u32) -> f32 {
 }
 
 @compute @workgroup_size(128)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-  let row = wg.x;
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+        @builtin(local_invocation_index) tid: u32) {
+  let row = wg.x + wg.y * groups.x;  // the folded grid's row
+  if (row >= params.R) {  // uniform per workgroup: before any barrier
+    return;
+  }
   let C = params.C;
   var v: array<f32, 8>;
   var sum = 0.0;

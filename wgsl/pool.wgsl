@@ -11,7 +11,8 @@
 // | 3       | out     | read_write | storage, array<f32>, B x C            |
 //
 // workgroup 128: one workgroup per batch row, each invocation C / 128 columns (C <= 1024).
-// dispatch (B, 1, 1).
+// dispatch grid_1d(B, 1): (min(B, 65535), ceil(B / 65535), 1), folded past the per-dimension
+// limit; workgroups past the last row return at once.
 
 struct Params {
   T: u32,
@@ -29,8 +30,12 @@ const PER: u32 = 8u;
 var<workgroup> partial: array<f32, 128>;
 
 @compute @workgroup_size(128)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-  let b = wg.x;
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+        @builtin(local_invocation_index) tid: u32) {
+  let b = wg.x + wg.y * groups.x;  // the folded grid's row
+  if (b >= arrayLength(&lengths)) {  // uniform per workgroup: before any barrier
+    return;
+  }
   let C = params.C;
   let n = u32(max(lengths[b], 1));
   var m: array<f32, 8>;

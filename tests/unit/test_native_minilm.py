@@ -57,3 +57,18 @@ async def test_bad_arguments(backend):
         assert (await model.embed([])).shape == (0, 384)
     finally:
         model.free()
+
+
+async def test_concurrent_embeds_each_get_their_own_rows(backend):
+    """Found in review: two concurrent embeds of one batch shape shared activation buffers
+    and one open compute pass, and one silently got the other's embeddings."""
+    from tests.cases.plans import concurrent_embeds
+
+    need("the converted model", (MODEL_DIR / "manifest.json").exists())
+    model = await MiniLM.load(MODEL_DIR, backend=backend)
+    try:
+        r = await concurrent_embeds(model, MODEL_SENTENCES[:6])
+    finally:
+        model.free()
+    assert r["distinct"] > 0.1  # the sentences differ, so a swap would show
+    assert max(r["same_shape"], r["reversed"], r["other_shape"]) < 1e-5, r

@@ -1,0 +1,97 @@
+"""Plans in the browser (Pyodide + WebGPU on SwiftShader): the shared cases of
+tests/cases/plans.py, and what one forward pass of MiniLM costs in calls into WebGPU."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.cases.corpus import MODEL_SENTENCES
+from tests.conftest import ROOT
+from tests.reference import MODEL_DIR, need
+from tests.unit.test_native_plans import check_plan_errors
+
+
+@pytest.fixture(scope="module")
+def page(app):
+    app.load_module("plan_cases", ROOT / "tests" / "cases" / "plans.py")
+    app.py("import pybridge, plan_cases\nbackend = await pybridge.default_backend()")
+    return app
+
+
+def test_a_plan_replays_with_overlapping_runs_and_exact_copies(page):
+    r = page.py("await plan_cases.replay(backend, n=1000, runs=6)")
+    assert r["max_error"] < 1e-5
+    assert r["copies"]["upload"] == {"view": {"copies": 12, "bytes": 12 * 4000}}
+    assert r["copies"]["readback"] == {"ring": {"copies": 6, "bytes": 6 * 4000}}
+    assert r["uniforms_freed"] == 2
+
+
+def test_concurrent_batches_do_not_mix(page):
+    assert page.py("await plan_cases.concurrent_batches(backend)")["max_error"] == 0.0
+
+
+def test_grids_fold_past_65535_rows(page):
+    r = page.py("await plan_cases.folded_rows(backend)")
+    assert r["grid"][1] == 2 and r["rows"] > 65535 and r["tokens"] > 65535
+    assert r["layernorm"] < 1e-4 and r["embed"] < 1e-4 and r["pool"] < 1e-5, r
+
+
+def test_plan_errors_name_what_was_wrong(page):
+    check_plan_errors(page.py("await plan_cases.plan_errors(backend)"))
+
+
+# Counts calls of WebGPU methods made in the worker (from Python or JS alike), then restores them.
+COUNT_GPU_CALLS = """(() => {
+  const methods = [[GPUQueue, "submit"], [GPUQueue, "writeBuffer"], [GPUDevice, "createCommandEncoder"],
+                   [GPUComputePassEncoder, "dispatchWorkgroups"], [GPUComputePassEncoder, "setPipeline"],
+                   [GPUBuffer, "mapAsync"], [GPUDevice, "pushErrorScope"], [GPUDevice, "createBindGroup"]];
+  const counts = (self.gpuCalls = {});
+  self.restoreGpuCalls = () => methods.forEach(([cls, name]) => (cls.prototype[name] = cls.prototype[name].original));
+  for (const [cls, name] of methods) {
+    const original = cls.prototype[name];
+    counts[name] = 0;
+    cls.prototype[name] = function (...args) { counts[name]++; return original.apply(this, args); };
+    cls.prototype[name].original = original;
+  }
+})()"""
+
+
+@pytest.fixture(scope="module")
+def model(page):
+    need("the converted model", (MODEL_DIR / "manifest.json").exists())
+    page.py("from pybridge.minilm import MiniLM\n"
+            "model = await MiniLM.load('/models/all-MiniLM-L6-v2/', dtype='float16')")
+    yield
+    page.py("model.free()")
+
+
+def test_a_forward_pass_is_one_submission_recorded_in_one_js_call(page, model):
+    """Per batch, after the shape's plan is built: 1 submit, 1 command encoder, 2 small
+    writes (ids, lengths), 44 dispatches, 1 map, and no bind group made; three batches of
+    one shape cost three times that."""
+    r = page.py(
+        "import js, json\n"
+        "s = ['a short sentence here', 'and another one']\n"
+        "await model.embed(s)\n"  # builds the (2, T) plan
+        f"js.eval({COUNT_GPU_CALLS!r})\n"
+        "try:\n"
+        "    await model.embed(s)\n"
+        "    one = json.loads(js.JSON.stringify(js.gpuCalls))\n"
+        "    for k in list(one): setattr(js.gpuCalls, k, 0)\n"
+        "    await model.embed(s * 3, batch_size=2)\n"
+        "    three = json.loads(js.JSON.stringify(js.gpuCalls))\n"
+        "finally:\n"
+        "    js.restoreGpuCalls()\n"
+        "{'one': one, 'three': three}")
+    one = {"submit": 1, "createCommandEncoder": 1, "writeBuffer": 2, "dispatchWorkgroups": 44,
+           "setPipeline": 44, "mapAsync": 1, "pushErrorScope": 2, "createBindGroup": 0}
+    assert r["one"] == one
+    assert r["three"] == {k: 3 * v for k, v in one.items()}
+
+
+def test_concurrent_embeds_each_get_their_own_rows(page, model):
+    """Found in review, reproduced in Chromium: two concurrent embeds of one batch shape
+    shared activation buffers and one open compute pass; one got the other's embeddings."""
+    r = page.py(f"await plan_cases.concurrent_embeds(model, {MODEL_SENTENCES[:6]!r})")
+    assert r["distinct"] > 0.1
+    assert max(r["same_shape"], r["reversed"], r["other_shape"]) < 1e-5, r
