@@ -97,6 +97,7 @@ class _Run(Submission):
         _, _, _, _, bridge = _js()
         b, plan, op, buf = self.backend, self.plan, self.op, self.read_buffer
         promise, self.promise = self.promise, None
+        read = False
         try:
             failed = await promise  # null, or {validation, oom, thrown, mapError}
             b.check_alive(op)
@@ -117,9 +118,11 @@ class _Run(Submission):
                 self.copy_ms = (time.perf_counter() - t0) * 1e3
                 for t in plan.outputs:
                     accounting.record("readback", "ring", 1, t.nbytes)
+                read = True
         finally:
             if buf is not None:
-                bridge.unmapIfMapped(buf)
+                if not read:  # readMapped unmaps; on an error the buffer may still be mapped
+                    bridge.unmapIfMapped(buf)
                 b._return_read_buffer(buf)
 
 
@@ -147,7 +150,8 @@ class BrowserBackend(Backend):
         self.uncaptured: list[str] = []
         self._staging: list[list[Any]] = []  # [buffer, pending mapAsync promise or None]
         self._staging_next = 0
-        self._read_pool: list[Any] = []
+        self._read_pool: list[tuple[int, Any]] = []  # (size, MAP_READ buffer) kept for reuse
+        self._read_sizes: dict[int, int] = {}  # id -> size of the read buffers lent out
         self._pipelines: dict[tuple, Any] = {}
         self._modules: dict[str, Any] = {}
         self._reset_caches()
@@ -396,20 +400,23 @@ class BrowserBackend(Backend):
     # --- readback ---------------------------------------------------------------------
     def _read_buffer(self, size: int) -> Any:
         js, _, _, _, _ = _js()
-        fits = [b for b in self._read_pool if int(b.size) >= size]
+        # sizes are kept in Python: asking a JS buffer its size is an FFI crossing
+        fits = [i for i, (n, _) in enumerate(self._read_pool) if n >= size]
         if fits:
-            buf = min(fits, key=lambda b: int(b.size))
-            self._read_pool.remove(buf)
+            n, buf = self._read_pool.pop(min(fits, key=lambda i: self._read_pool[i][0]))
+            self._read_sizes[id(buf)] = n
             return buf
         size_class = max(READ_POOL_MIN, 1 << (size - 1).bit_length())  # power of two
         cls = max(size, min(size_class, self.gpu.limits["maxBufferSize"]))
         usage = js.GPUBufferUsage
-        return self._create_buffer(cls, usage.MAP_READ | usage.COPY_DST, "readback")
+        buf = self._create_buffer(cls, usage.MAP_READ | usage.COPY_DST, "readback")
+        self._read_sizes[id(buf)] = cls
+        return buf
 
     def _return_read_buffer(self, buf: Any) -> None:
-        self._read_pool.append(buf)
+        self._read_pool.append((self._read_sizes.pop(id(buf)), buf))
         while len(self._read_pool) > READ_POOL_KEEP:
-            self._destroy_buffer(self._read_pool.pop(0))
+            self._destroy_buffer(self._read_pool.pop(0)[1])
 
     async def readback(self, tensor: GpuTensor, out: np.ndarray | None = None, *,
                        path: str | None = None) -> np.ndarray:

@@ -72,3 +72,24 @@ async def test_concurrent_embeds_each_get_their_own_rows(backend):
         model.free()
     assert r["distinct"] > 0.1  # the sentences differ, so a swap would show
     assert max(r["same_shape"], r["reversed"], r["other_shape"]) < 1e-5, r
+
+
+def test_a_forward_pass_of_257_x_256_tokens_stays_within_grid_limits():
+    """65,792 rows: the per-row kernels fold their grid into y instead of asking for more than
+    65,535 workgroups in x (which failed validation before)."""
+    import json
+    from collections import defaultdict
+    from types import SimpleNamespace
+
+    from pybridge.backend import GpuTensor
+
+    need("the converted model", (MODEL_DIR / "manifest.json").exists())
+    config = json.loads((MODEL_DIR / "manifest.json").read_text())["config"]
+    stub = SimpleNamespace(features=frozenset(), is_cpu=False, generation=0)
+    placeholder = GpuTensor.__new__(GpuTensor)
+    model = MiniLM(stub, config, defaultdict(lambda: placeholder), None, "float32")
+    steps = model._forward(defaultdict(lambda: placeholder), 257, 256)
+    assert len(steps) == 2 + 7 * config["num_layers"]
+    assert max(max(s.grid) for s in steps) <= 65535
+    rows = [s.grid for s in steps if s.op in ("embed", "layernorm")]
+    assert all(x * y >= 257 * 256 and x <= 65535 for x, y, _ in rows)
