@@ -404,6 +404,29 @@ class Backend(ABC):
             return _NaiveRun(self, plan, ins, list(outputs), op)
         return self._submit(plan, ins, list(outputs), op)
 
+    async def profile(self, plan: Plan, inputs: Sequence[np.ndarray] = ()) -> dict[str, Any]:
+        """GPU time of each dispatch of a plan, from timestamp queries (needs the device feature
+        `timestamp-query`): each dispatch timed in a compute pass of its own, then the whole
+        plan in one pass. Returns {"steps": [(op, µs), ...], "sum_us", "whole_us"}; for
+        finding where GPU time goes, not for the hot path (it creates and destroys its query
+        buffers each call)."""
+        op = f"profile {plan.label}"
+        if "timestamp-query" not in self.features:
+            raise ValueError(f"{op}: this device has no 'timestamp-query' feature "
+                             f"(features: {', '.join(sorted(self.features)) or 'none'})")
+        self.check_alive(op)
+        plan.check(op)
+        if len(inputs) != len(plan.inputs):
+            raise ValueError(f"{op}: takes {len(plan.inputs)} input arrays, got {len(inputs)}")
+        ins = [prepare_upload(a, copy=True)[0] for a in inputs]
+        ns = await self._profile(plan, ins, op)
+        steps = [(name, t / 1e3) for name, t in zip(plan.ops, ns)]
+        return {"steps": steps, "sum_us": sum(t for _, t in steps), "whole_us": ns[-1] / 1e3}
+
+    @abstractmethod
+    async def _profile(self, plan: Plan, inputs: list[np.ndarray], op: str) -> list[float]:
+        """ns per dispatch (each in its own timed pass), then ns of the whole plan in one."""
+
     @abstractmethod
     def _submit(self, plan: Plan, inputs: list[np.ndarray], outputs: list[np.ndarray],
                 op: str) -> Submission:

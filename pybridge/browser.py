@@ -392,6 +392,16 @@ class BrowserBackend(Backend):
                 accounting.record("upload", "pad", 1, arr.nbytes % 4)
         return _Run(self, plan, promise, buf, outputs, op)
 
+    async def _profile(self, plan: Plan, inputs: list[np.ndarray], op: str) -> list[float]:
+        _, _, JsException, _, bridge = _js()
+        async with self.scope(op):
+            promise = bridge.profilePlan(self.device, plan.handle, *inputs)
+        try:
+            return [float(t) for t in (await promise).to_py()]
+        except JsException as e:
+            self.check_alive(op)
+            raise GpuValidationError(op, "validation", str(e)) from e
+
     def batch(self) -> Batch:
         """`async with backend.batch() as b:` + `await b.dispatch(...)`: one plan, one
         submission, one error check for the lot."""

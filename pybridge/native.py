@@ -230,6 +230,37 @@ class NativeBackend(Backend):
                 compute.end()
             self.device.queue.submit([encoder.finish()])
 
+    async def _profile(self, plan: Plan, inputs: list[np.ndarray], op: str) -> list[float]:
+        wgpu = _wgpu()
+        n = len(plan.handle)
+        count = 2 * n + 2
+        usage = wgpu.BufferUsage
+        with self.scope(op):
+            query_set = self.device.create_query_set(type="timestamp", count=count)
+            resolved = self.device.create_buffer(size=8 * count,
+                                                 usage=usage.QUERY_RESOLVE | usage.COPY_SRC)
+            try:
+                for t, arr in zip(plan.inputs, inputs):
+                    self.device.queue.write_buffer(t._buffer, t.offset, arr)
+                encoder = self.device.create_command_encoder()
+                passes = [(i, i + 1) for i in range(n)] + [(0, n)]  # each dispatch, then all
+                for k, (first, last) in enumerate(passes):
+                    compute = encoder.begin_compute_pass(timestamp_writes={
+                        "query_set": query_set, "beginning_of_pass_write_index": 2 * k,
+                        "end_of_pass_write_index": 2 * k + 1})
+                    for pipeline, group, grid in plan.handle[first:last]:
+                        compute.set_pipeline(pipeline)
+                        compute.set_bind_group(0, group)
+                        compute.dispatch_workgroups(*grid)
+                    compute.end()
+                encoder.resolve_query_set(query_set, 0, count, resolved, 0)
+                self.device.queue.submit([encoder.finish()])
+                t = np.frombuffer(self.device.queue.read_buffer(resolved), dtype=np.uint64)
+            finally:
+                query_set.destroy()
+                resolved.destroy()
+        return [float(t[2 * k + 1] - t[2 * k]) for k in range(n + 1)]
+
     def batch(self) -> Batch:
         """`async with backend.batch() as b:` + `await b.dispatch(...)`: one plan, one
         submission."""

@@ -122,6 +122,67 @@ export function runPlan(device, plan, readBuffer, ...arrays) {
   );
 }
 
+// Profiling a plan (timestamp-query): each dispatch in a compute pass of its own with
+// timestamps at its start and end, then the whole plan in one pass, timed the same way.
+// Resolves to [ns of dispatch 0, ..., ns of dispatch n-1, ns of the whole single pass].
+// Everything it creates is destroyed before it resolves.
+export async function profilePlan(device, plan, ...arrays) {
+  const n = plan.pipelines.length;
+  const count = 2 * n + 2;
+  const querySet = device.createQuerySet({ type: "timestamp", count });
+  const resolved = device.createBuffer({
+    size: 8 * count,
+    usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+  });
+  const read = device.createBuffer({
+    size: 8 * count,
+    usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+  });
+  try {
+    plan.inputs.forEach(([buffer, offset, nbytes], i) => {
+      if (nbytes % 4) throw new RangeError("profilePlan: inputs must be whole 4-byte words");
+      const view = borrow(arrays[i]);
+      try {
+        device.queue.writeBuffer(buffer, offset, view.data, 0, nbytes);
+      } finally {
+        view.release();
+      }
+    });
+    const { pipelines, bindGroups, grids } = plan;
+    const encoder = device.createCommandEncoder();
+    const record = (pass, i) => {
+      pass.setPipeline(pipelines[i]);
+      pass.setBindGroup(0, bindGroups[i]);
+      pass.dispatchWorkgroups(grids[3 * i], grids[3 * i + 1], grids[3 * i + 2]);
+    };
+    for (let i = 0; i < n; i++) {
+      const pass = encoder.beginComputePass({
+        timestampWrites: { querySet, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 },
+      });
+      record(pass, i);
+      pass.end();
+    }
+    const whole = encoder.beginComputePass({
+      timestampWrites: { querySet, beginningOfPassWriteIndex: 2 * n, endOfPassWriteIndex: 2 * n + 1 },
+    });
+    for (let i = 0; i < n; i++) record(whole, i);
+    whole.end();
+    encoder.resolveQuerySet(querySet, 0, count, resolved, 0);
+    encoder.copyBufferToBuffer(resolved, 0, read, 0, 8 * count);
+    device.queue.submit([encoder.finish()]);
+    await read.mapAsync(GPUMapMode.READ);
+    const t = new BigUint64Array(read.getMappedRange());
+    const ns = [];
+    for (let i = 0; i <= n; i++) ns.push(Number(t[2 * i + 1] - t[2 * i]));
+    read.unmap();
+    return ns;
+  } finally {
+    querySet.destroy();
+    resolved.destroy();
+    read.destroy();
+  }
+}
+
 // After a run: bytes [at, at+n) of the mapped read buffer -> each numpy array (one copy
 // each), then unmap. `targets` is a flat list of (pyArray, at, n).
 export function readMapped(buffer, size, ...targets) {

@@ -190,3 +190,25 @@ async def concurrent_embeds(model, sentences: list[str] = SAME_LENGTH) -> dict:
             "reversed": float(np.abs(got_rev - alone[::-1]).max()),
             "other_shape": float(np.abs(got_few - alone[: len(few)]).max()),
             "distinct": float(np.abs(alone[0] - alone[-1]).max())}
+
+
+async def profile(backend: Backend, n: int = 1 << 16) -> dict:
+    """Timestamps of a three-dispatch plan: one time per dispatch, all positive, and the plan's
+    data unchanged by profiling (it runs the same dispatches)."""
+    x, y, mid, out = [await backend.allocate((n,), np.float32, label=k)
+                      for k in ("x", "y", "mid", "out")]
+    steps = [Step("axpy", [x, y, axpy_params(n, 2.0), mid], grid_1d(n)),
+             Step("axpy", [mid, y, axpy_params(n, 3.0), out], grid_1d(n)),
+             Step("axpy", [out, y, axpy_params(n, 0.5), mid], grid_1d(n))]
+    plan = await backend.plan(steps, inputs=[x, y], outputs=[mid], label="three axpy")
+    a, b = np.full(n, 1.0, np.float32), np.full(n, 2.0, np.float32)
+    if "timestamp-query" not in backend.features:
+        return {"has_timestamps": False}
+    r = await backend.profile(plan, [a, b])
+    got = await mid.numpy()
+    plan.free()
+    for t in (x, y, mid, out):
+        t.free()
+    return {"has_timestamps": True, "ops": [op for op, _ in r["steps"]],
+            "times": [t for _, t in r["steps"]], "whole": r["whole_us"],
+            "max_error": float(np.abs(got - 0.5 * (3 * (2 * a + b) + b) - b).max())}

@@ -94,3 +94,15 @@ def test_concurrent_embeds_each_get_their_own_rows(page, model):
     r = page.py("await plan_cases.concurrent_embeds(model)")
     assert r["distinct"] > 0.1
     assert max(r["same_shape"], r["reversed"], r["other_shape"]) < 1e-5, r
+
+
+def test_profile_times_each_dispatch_or_says_why_not(page):
+    from tests.unit.test_native_plans import check_profile
+
+    r = page.py("await plan_cases.profile(backend)")
+    if r["has_timestamps"]:
+        check_profile(r)
+    else:  # the device lacks the feature: the error names it
+        said = page.py("p = await backend.plan([], label='empty')\n"
+                       "try:\n    await backend.profile(p)\nexcept ValueError as e:\n    str(e)")
+        assert said.startswith("profile empty: this device has no 'timestamp-query' feature")

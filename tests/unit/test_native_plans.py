@@ -56,3 +56,14 @@ def check_plan_errors(said: dict) -> None:
     assert said["output"].startswith("ValueError: submit good: output for GpuTensor('out'"), said
     assert said["freed"].startswith("UseAfterFree: submit good: GpuTensor('x' shape=(64,), "
                                     "dtype=float32 freed) was freed"), said
+
+
+async def test_profile_times_each_dispatch(backend):
+    assert "timestamp-query" in backend.features  # lavapipe offers it
+    check_profile(await cases.profile(backend))
+
+
+def check_profile(r: dict) -> None:
+    assert r["ops"] == ["axpy"] * 3
+    assert all(t > 0 for t in r["times"]) and r["whole"] > 0, r
+    assert r["max_error"] == 0.0
