@@ -186,6 +186,28 @@ class MiniLM:
                           grid_1d(B, 1)))
         return steps
 
+    ROLES = ("qkv", "attention", "out", "layernorm", "ffn1", "ffn2", "layernorm")  # per layer
+
+    async def profile(self, sentences: list[str]) -> dict[str, Any]:
+        """GPU time of one forward pass of `sentences` (one batch) per role of its steps, from
+        timestamp queries (`backend.profile`; needs `timestamp-query`): {"us": {role: µs summed
+        over the layers}, "sum_us": the dispatches timed alone, "whole_us": the pass as
+        embed runs it, "kernels": {role: kernel}}."""
+        batch = self.tokenizer.encode_batch(list(sentences), self.max_length)
+        B, T = batch.ids.shape
+        shape = await self._shape(B, T)
+        try:
+            r = await self.backend.profile(shape.plan, [batch.ids.reshape(-1), batch.lengths])
+        finally:
+            shape.release()
+        roles = ["embed", *(self.ROLES * self.layers), "pool"]
+        us: dict[str, float] = {}
+        kernels: dict[str, str] = {}
+        for role, (op, t) in zip(roles, r["steps"]):
+            us[role] = us.get(role, 0.0) + t
+            kernels[role] = op
+        return {"us": us, "sum_us": r["sum_us"], "whole_us": r["whole_us"], "kernels": kernels}
+
     async def embed(self, sentences: list[str], batch_size: int = 32,
                     timings: dict[str, float] | None = None) -> np.ndarray:
         """Embeddings (N, 384) float32, L2-normalised. Each batch is padded to its longest

@@ -93,3 +93,16 @@ def test_a_forward_pass_of_257_x_256_tokens_stays_within_grid_limits():
     assert max(max(s.grid) for s in steps) <= 65535
     rows = [s.grid for s in steps if s.op in ("embed", "layernorm")]
     assert all(x * y >= 257 * 256 and x <= 65535 for x, y, _ in rows)
+
+
+async def test_profile_names_every_kernel_role(backend):
+    need("the converted model", (MODEL_DIR / "manifest.json").exists())
+    model = await MiniLM.load(MODEL_DIR, backend=backend)
+    try:
+        r = await model.profile(["a short sentence", "and another one here"])
+    finally:
+        model.free()
+    assert set(r["us"]) == {"embed", "qkv", "attention", "out", "layernorm", "ffn1", "ffn2",
+                            "pool"}
+    assert all(t > 0 for t in r["us"].values()) and r["whole_us"] > 0, r
+    assert r["sum_us"] == pytest.approx(sum(r["us"].values()))

