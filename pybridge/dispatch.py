@@ -1,38 +1,87 @@
 """Step 3, dispatch: which kernel, and how many workgroups. Shared by both backends.
 
 Shader text comes from one place: the `wgsl/` folder (one kernel per file), shipped inside
-the wheel as the `pybridge.wgsl` package data. Python never builds shader text. Each backend
-compiles a kernel once per device (`pipeline(op)`) and binds GpuTensors in order.
+the wheel as the `pybridge.wgsl` package data. Each backend compiles a kernel once per device
+(`pipeline(op)`) and binds GpuTensors in order.
+
+Variants: a few ops are one .wgsl file with other tile sizes (VARIANTS). A variant names its
+base file and values for some of the base's `const` lines marked `// VARIANT`;
+`shader_source(op)` replaces exactly those values (each line must appear once) and puts a
+comment line naming the variant first. Nothing else is written: the knobs, and what they
+do, are in the base file's header. Pipeline `override` constants stay for what needs no
+workgroup array sized by it (Safari fails silently on override-sized ones): GELU, B_F16.
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Mapping
 
 if TYPE_CHECKING:
     import numpy as np
 
 WORKGROUP = 256
 MAX_WORKGROUPS_PER_DIM = 65535
-FEW_WORKGROUPS = 64  # matmul_plan: below this many 128 x 128 tiles, use 32 x 128 ones
 
 
 _PACKAGE = Path(__file__).resolve().parent
 KERNEL_DIRS = (_PACKAGE / "wgsl", _PACKAGE.parent / "wgsl")  # in the wheel; in a checkout
 
 
-@lru_cache(maxsize=None)
-def shader_source(op: str) -> str:
-    """The text of wgsl/<op>.wgsl: package data (pybridge/wgsl/) when installed from the
-    wheel, the top-level wgsl/ folder in a source checkout."""
+@dataclass(frozen=True)
+class Variant:
+    """A kernel that is wgsl/<base>.wgsl with some of its `const ...; // VARIANT` lines set
+    otherwise: consts maps a name to a u32 (int) or bool value."""
+
+    base: str
+    consts: Mapping[str, int | bool] = field(default_factory=dict)
+
+
+# op name -> variant; wgsl/matmul.wgsl's header tables them and when matmul_plan picks each
+VARIANTS: dict[str, Variant] = {
+    "matmul_m64": Variant("matmul", {"TILE_M": 64, "RM": 4, "TILE_K": 16, "PREFETCH": True}),
+    "matmul_rows": Variant("matmul", {"TILE_M": 32, "RM": 4, "TILE_K": 16, "PREFETCH": True}),
+}
+
+
+def _kernel_file(op: str) -> str:
     for folder in KERNEL_DIRS:
         path = folder / f"{op}.wgsl"
         if path.is_file():
             return path.read_text(encoding="utf-8")
     raise FileNotFoundError(f"no kernel named {op!r}: {op}.wgsl is in none of "
                             f"{', '.join(map(str, KERNEL_DIRS))}")
+
+
+def variant_source(op: str, v: Variant) -> str:
+    """The text of variant `op`: its base with the named `const` values replaced."""
+    text = _kernel_file(v.base)
+    for name, value in v.consts.items():
+        if isinstance(value, bool):
+            literal = "true" if value else "false"
+        elif isinstance(value, int) and value >= 0:
+            literal = f"{value}u"
+        else:
+            raise TypeError(f"variant {op}: const {name} must be a bool or a u32, got {value!r}")
+        found = list(re.finditer(rf"^const {name}: \w+ = ([^;]+);.*// VARIANT", text, flags=re.M))
+        if len(found) != 1:
+            raise ValueError(f"variant {op}: const {name} of {v.base}.wgsl: expected one such "
+                             f"line marked // VARIANT, found {len(found)}")
+        text = text[:found[0].start(1)] + literal + text[found[0].end(1):]
+    return f"// variant {op} of wgsl/{v.base}.wgsl\n{text}"
+
+
+@lru_cache(maxsize=None)
+def shader_source(op: str) -> str:
+    """The text of kernel `op`: wgsl/<op>.wgsl, or a VARIANTS entry resolved from its base.
+    Files come from package data (pybridge/wgsl/) when installed from the wheel, from the
+    top-level wgsl/ folder in a source checkout."""
+    if op in VARIANTS:
+        return variant_source(op, VARIANTS[op])
+    return _kernel_file(op)
 
 
 def grid_1d(n: int, workgroup: int = WORKGROUP) -> tuple[int, int, int]:
@@ -56,24 +105,48 @@ def pack_params(*values: int | float) -> "np.ndarray":
     return words
 
 
+# matmul_plan on a GPU: 128-row tiles where they make at least this many workgroups (4096^3:
+# 1024), else 64-row ones. Measured with tools/bench_kernels.py on an H200: MiniLM's M=4096
+# layers (96 to 384 tiles of 128 rows) ran 1.1-1.25x faster as 64-row tiles through wgpu-py,
+# 1.3-1.8x through Dawn; at 4096^3 the 64-row tiles ran 1.2x faster through Dawn but 2.6x
+# slower through wgpu-py (Naga), so 128-row tiles there
+BIG_TILE_WORKGROUPS = 512
+
+
+@lru_cache(maxsize=None)
+def matmul_tile(op: str) -> tuple[int, int]:
+    """(columns, rows) of C that one workgroup of matmul kernel `op` computes: TILE_N and
+    TILE_M as its text declares them (64 x 64 for matmul_generic)."""
+    if op == "matmul_generic":
+        return 64, 64
+    text = shader_source(op)
+    found = [re.search(rf"^const {name}(?:: u32)? = (\d+)u;", text, flags=re.M)
+             for name in ("TILE_N", "TILE_M")]
+    if not all(found):
+        raise ValueError(f"{op} declares no TILE_N and TILE_M: not a wgsl/matmul.wgsl variant")
+    return int(found[0][1]), int(found[1][1])
+
+
 def matmul_plan(M: int, N: int, K: int, f16_weights: bool = False, shader_f16: bool = False,
                 cpu_device: bool = False) -> tuple[str, tuple[int, int, int], dict[str, bool]]:
     """Which matmul kernel computes C (M, N) = A (M, K) @ B (N, K).T, its grid and override
-    constants. With K % 4 == 0 (K % 8 for float16 weights): the 32 x 128 tile kernel for up to
-    32 rows or, on a GPU (not `cpu_device`), when 128 x 128 tiles would make fewer than
-    FEW_WORKGROUPS workgroups (measured on an H100: 1024 x 384 outputs ran 1.4x faster that way;
-    on SwiftShader the same choice ran 2x slower), else the 128 x 128 one, reading
-    float16 natively where the device has `shader-f16`; other K: the generic kernel (64 x 64)."""
-    big_tiles = -(-M // 128) * -(-N // 128)
-    # 128 x 128 tiles would leave a GPU's cores idle; a CPU implementation (SwiftShader,
-    # lavapipe) runs a couple of workgroups at a time and prefers the bigger tiles
-    few = M <= 32 or (not cpu_device and big_tiles < FEW_WORKGROUPS)
-    if f16_weights and shader_f16 and K % 4 == 0 and not few:
-        return "matmul_f16", (-(-N // 128), -(-M // 128), 1), {}
+    constants. With K % 4 == 0 (K % 8 for float16 weights), a variant of wgsl/matmul.wgsl:
+    matmul_rows (32-row tiles) for up to 32 rows; else on a CPU device (SwiftShader,
+    lavapipe: a couple of workgroups run at a time, bigger tiles are faster) matmul (128
+    rows); on a GPU matmul where its tiles make BIG_TILE_WORKGROUPS workgroups, else
+    matmul_m64. Other K: matmul_generic (64 x 64 tiles). Float16 weights are unpacked with
+    unpack2x16float on every device: `shader_f16` is accepted and not needed (native f16
+    reads measured within 4% through Dawn, slower through wgpu-py)."""
     if K % (8 if f16_weights else 4) == 0:
-        if few:
-            return "matmul_rows", (-(-N // 128), -(-M // 32), 1), {"B_F16": f16_weights}
-        return "matmul", (-(-N // 128), -(-M // 128), 1), {"B_F16": f16_weights}
+        big_tiles = -(-N // matmul_tile("matmul")[0]) * -(-M // matmul_tile("matmul")[1])
+        if M <= 32:
+            op = "matmul_rows"
+        elif cpu_device or big_tiles >= BIG_TILE_WORKGROUPS:
+            op = "matmul"
+        else:
+            op = "matmul_m64"
+        cols, rows = matmul_tile(op)
+        return op, (-(-N // cols), -(-M // rows), 1), {"B_F16": f16_weights}
     if f16_weights and K % 2:
         raise ValueError(f"float16 weights are stored in pairs: K must be even, got K={K}")
     return "matmul_generic", (-(-N // 64), -(-M // 64), 1), {"B_F16": f16_weights}

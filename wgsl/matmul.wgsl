@@ -1,9 +1,25 @@
 // matmul: C = act(A @ B.T + bias), the Linear layer of a transformer, for K % 4 == 0
-// (K % 8 == 0 with B_F16); wgsl/matmul_generic.wgsl takes any K. pybridge.dispatch.matmul_plan
-// picks the kernel and grid.
+// (K % 8 == 0 with float16 weights); wgsl/matmul_generic.wgsl takes any K.
 // numpy reference: act(a @ b.T + bias); act = identity, or exact GELU 0.5*x*(1+erf(x/sqrt(2)))
 // (erf by Abramowitz-Stegun 7.1.26, |error| < 1.5e-7). Tolerance: rtol 1e-4, atol 1e-4 (f16
 // weights are compared with the f16-rounded weights).
+//
+// One source, three kernels. pybridge.dispatch.VARIANTS names each variant (the op name given
+// to backend.dispatch) and the values it gives the `const` lines marked VARIANT below;
+// shader_source(op) sets exactly those values and names the variant in a first comment line.
+// tests/unit/test_native_kernels.py and tests/e2e/test_kernels.py run every variant off its
+// tiles.
+//   op           TILE_M  RM  TILE_K  PREFETCH  workgroup  matmul_plan picks it for
+//   matmul        128     8    8     false     16 x 16    128-row tiles make >= 512 workgroups
+//   matmul_m64     64     4   16     true      16 x 16    other shapes past 32 rows
+//   matmul_rows    32     4   16     true      16 x 8     up to 32 rows
+// These are `const`s, not `override`s: they size workgroup arrays (Safari fails silently on
+// override-sized ones) and the compilers unroll by them.
+// Measured on an H200, driver 580 (tools/bench_kernels.py; TFLOP/s through Dawn / wgpu-py,
+// torch float32 without TF32 in the same run): 4096^3 matmul 29.7 / 25.3, torch 50.8;
+// M=4096 N=1152 K=384 matmul_m64 27.3 (float16 weights) / 18.6, torch 36.6. The 128-row tile
+// with PREFETCH and TILE_K 16 ran 33.4 through Dawn but 13.4 through wgpu-py (Naga) at 4096^3:
+// the shipped one is fast through both.
 //
 // bindings (group 0)
 // | binding | name   | access     | type                                                    |
@@ -15,15 +31,39 @@
 // | 3       | params | read       | uniform, Params {M, N, K}                               |
 // | 4       | c      | read_write | storage, array<f32>, M x N row-major                    |
 //
-// overrides: GELU (apply GELU), B_F16 (b holds float16, unpacked with unpack2x16float).
-// workgroup 16 x 16: a 128 x 128 tile of C, each invocation 8 x 8 outputs held in 16 vec4
-// registers (rows y*4..y*4+3 and 64+y*4.., columns x*4.. and 64+x*4..); K in slices of 8
-// staged transposed in workgroup memory, loaded as vec4. Measured on an H100 through Vulkan:
-// 26.9 TFLOP/s at 4096^3, 0.53x torch float32 (tools/bench_kernels.py).
-// dispatch (ceil(N / 128), ceil(M / 128), 1).
+// overrides: GELU (apply GELU), B_F16 (b holds float16, unpacked with unpack2x16float: core
+// WGSL, no `shader-f16`; reading vec4<f16> natively measured within 4% through Dawn and up to
+// 2.6x slower through wgpu-py, so no variant does).
+// workgroup (16, TILE_M / RM): a TILE_M x 128 tile of C, each invocation RM x 8 outputs in
+// vec4 registers (rows y*4.. and, where RM == 8, TILE_M/2 + y*4..; columns x*4.. and
+// 64 + x*4..). K goes in slices of TILE_K staged transposed in workgroup memory
+// (TILE_K * (TILE_M + 128) * 4 bytes: 8 to 12 KiB, within WebGPU's default 16 KiB); with
+// PREFETCH the next slice's loads are issued before the current slice's arithmetic.
+// dispatch (ceil(N / 128), ceil(M / TILE_M), 1).
 
 override GELU: bool = false;
 override B_F16: bool = false;
+
+const TILE_M: u32 = 128u;         // VARIANT rows of C per workgroup
+const RM: u32 = 8u;               // VARIANT rows of C per invocation: 8 or 4
+const TILE_K: u32 = 8u;           // VARIANT K per slice in workgroup memory
+const PREFETCH: bool = false;     // VARIANT load slice s + 1 while computing slice s
+
+const TILE_N = 128u;
+const WG_X = 16u;
+const WG_Y = TILE_M / RM;
+const THREADS = WG_X * WG_Y;
+const KQ = TILE_K / 4u;          // k quads in a slice: vec4s of A, of float32 B
+const KO = TILE_K / 8u;          // k octets in a slice: vec4<u32>s of float16 B
+const A_LOADS = TILE_M * KQ / THREADS;    // vec4s of A each invocation stages per slice
+const B_LOADS = TILE_N * KQ / THREADS;    // quads of B each invocation stages per slice
+// float16 B: whole octets (one vec4<u32>) per invocation where there are enough, else quads
+// (half a vec4<u32>: two invocations read the same one, each stages its half)
+const OCTETS = TILE_N * KO >= THREADS;
+const B16_LOADS = select(B_LOADS, TILE_N * KO / THREADS, OCTETS);
+const_assert RM == 8u || RM == 4u;
+const_assert TILE_M % (RM * 2u) == 0u && THREADS <= 256u && TILE_K % 8u == 0u;
+const_assert A_LOADS >= 1u && A_LOADS * THREADS == TILE_M * KQ && B_LOADS * THREADS == TILE_N * KQ;
 
 struct Params {
   M: u32,
@@ -37,8 +77,8 @@ struct Params {
 @group(0) @binding(3) var<uniform> params: Params;
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
 
-var<workgroup> a_tile: array<array<vec4<f32>, 32>, 8>;  // [k][row / 4]
-var<workgroup> b_tile: array<array<vec4<f32>, 32>, 8>;  // [k][col / 4]
+var<workgroup> a_tile: array<array<vec4<f32>, TILE_M / 4u>, TILE_K>;  // [k][row / 4]
+var<workgroup> b_tile: array<array<vec4<f32>, TILE_N / 4u>, TILE_K>;  // [k][col / 4]
 
 fn erf(x: f32) -> f32 {
   let s = sign(x);
@@ -65,14 +105,50 @@ fn store_row(r: u32, col: u32, v: vec4<f32>) {
   }
 }
 
-@compute @workgroup_size(16, 16)
+// Global loads of slice s into registers. Invocation tid loads the k quad tid % KQ of tile
+// rows (of A) and columns (rows of B) tid / KQ + i * THREADS / KQ; float16 octets: the k octet
+// tid % KO of columns tid / KO + i * THREADS / KO. Rows and columns past M, N read the last
+// one (their results are never stored); k past K reads zeros.
+fn load_slice(s: u32, row0: u32, col0: u32, tid: u32, pa: ptr<function, array<vec4<f32>, A_LOADS>>,
+              pb: ptr<function, array<vec4<u32>, B_LOADS>>) {
+  let K4 = params.K / 4u;
+  let kq = s * KQ + tid % KQ;
+  let kq_in = min(kq, K4 - 1u);
+  for (var i = 0u; i < A_LOADS; i++) {
+    let r = min(row0 + tid / KQ + i * (THREADS / KQ), params.M - 1u);
+    (*pa)[i] = select(vec4<f32>(0.0), a[r * K4 + kq_in], kq < K4);
+  }
+  if (B_F16 && OCTETS) {
+    let K8 = params.K / 8u;
+    let ko = s * KO + tid % KO;
+    for (var i = 0u; i < B16_LOADS; i++) {
+      let n = min(col0 + tid / KO + i * (THREADS / KO), params.N - 1u);
+      (*pb)[i] = select(vec4<u32>(0u), b[n * K8 + min(ko, K8 - 1u)], ko < K8);
+    }
+  } else {
+    for (var i = 0u; i < B_LOADS; i++) {
+      let q = min(col0 + tid / KQ + i * (THREADS / KQ), params.N - 1u) * K4 + kq_in;
+      // float32: quad q; float16: the vec4<u32> holding quad q
+      (*pb)[i] = select(vec4<u32>(0u), b[select(q, q / 2u, B_F16)], kq < K4);
+    }
+  }
+}
+
+// A quad of B as 4 f32: float32 bits, or (B_F16) float16 from half `odd` of a vec4<u32>.
+fn quad(w: vec4<u32>, odd: bool) -> vec4<f32> {
+  if (!B_F16) {
+    return bitcast<vec4<f32>>(w);
+  }
+  let h = select(w.xy, w.zw, odd);
+  return vec4<f32>(unpack2x16float(h.x), unpack2x16float(h.y));
+}
+
+@compute @workgroup_size(WG_X, WG_Y)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
         @builtin(local_invocation_index) tid: u32) {
-  let M = params.M;
-  let N = params.N;
-  let K4 = params.K / 4u;
-  let row0 = wg.y * 128u;
-  let col0 = wg.x * 128u;
+  let row0 = wg.y * TILE_M;
+  let col0 = wg.x * TILE_N;
+  let slices = (params.K / 4u + KQ - 1u) / KQ;
   var acc0l = vec4<f32>(0.0);
   var acc0h = vec4<f32>(0.0);
   var acc1l = vec4<f32>(0.0);
@@ -81,7 +157,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   var acc2h = vec4<f32>(0.0);
   var acc3l = vec4<f32>(0.0);
   var acc3h = vec4<f32>(0.0);
-  var acc4l = vec4<f32>(0.0);
+  var acc4l = vec4<f32>(0.0);  // acc4* to acc7*: rows TILE_M / 2 + ..., only where RM == 8
   var acc4h = vec4<f32>(0.0);
   var acc5l = vec4<f32>(0.0);
   var acc5h = vec4<f32>(0.0);
@@ -89,40 +165,59 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   var acc6h = vec4<f32>(0.0);
   var acc7l = vec4<f32>(0.0);
   var acc7h = vec4<f32>(0.0);
+  var pa: array<vec4<f32>, A_LOADS>;
+  var pb: array<vec4<u32>, B_LOADS>;
 
-  let lr = tid / 2u;          // the tile row (of A) / column (of C, a row of B) staged here
-  let lq = tid % 2u;          // which 4 of the slice's 8 k
-  let ar = min(row0 + lr, M - 1u);
-  let bn = min(col0 + lr, N - 1u);
-
-  for (var k4 = 0u; k4 < K4; k4 += 2u) {
-    let kq = k4 + lq;
-    let av = select(vec4<f32>(0.0), a[ar * K4 + min(kq, K4 - 1u)], kq < K4);
-    var bv: vec4<f32>;
-    if (B_F16) {
-      let w = b[(bn * K4 + min(kq, K4 - 1u)) / 2u];  // 8 halves: this k quad is half of it
-      let lo = select(w.xy, w.zw, ((bn * K4 + kq) & 1u) == 1u);
-      bv = vec4<f32>(unpack2x16float(lo.x), unpack2x16float(lo.y));
-    } else {
-      bv = bitcast<vec4<f32>>(b[bn * K4 + min(kq, K4 - 1u)]);
+  if (PREFETCH) {
+    load_slice(0u, row0, col0, tid, &pa, &pb);
+  }
+  for (var s = 0u; s < slices; s++) {
+    if (!PREFETCH) {
+      load_slice(s, row0, col0, tid, &pa, &pb);
     }
-    bv = select(vec4<f32>(0.0), bv, kq < K4);
-    let slot = lr / 4u;
-    let comp = lr % 4u;
-    a_tile[lq * 4u + 0u][slot][comp] = av.x;
-    a_tile[lq * 4u + 1u][slot][comp] = av.y;
-    a_tile[lq * 4u + 2u][slot][comp] = av.z;
-    a_tile[lq * 4u + 3u][slot][comp] = av.w;
-    b_tile[lq * 4u + 0u][slot][comp] = bv.x;
-    b_tile[lq * 4u + 1u][slot][comp] = bv.y;
-    b_tile[lq * 4u + 2u][slot][comp] = bv.z;
-    b_tile[lq * 4u + 3u][slot][comp] = bv.w;
+    // registers -> workgroup memory, transposed: [k][row / 4][row % 4]
+    let k4 = (tid % KQ) * 4u;
+    for (var i = 0u; i < A_LOADS; i++) {
+      let r = tid / KQ + i * (THREADS / KQ);
+      a_tile[k4 + 0u][r / 4u][r % 4u] = pa[i].x;
+      a_tile[k4 + 1u][r / 4u][r % 4u] = pa[i].y;
+      a_tile[k4 + 2u][r / 4u][r % 4u] = pa[i].z;
+      a_tile[k4 + 3u][r / 4u][r % 4u] = pa[i].w;
+    }
+    if (B_F16 && OCTETS) {
+      let k8 = (tid % KO) * 8u;
+      for (var i = 0u; i < B16_LOADS; i++) {
+        let n = tid / KO + i * (THREADS / KO);
+        let lo = quad(pb[i], false);
+        let hi = quad(pb[i], true);
+        b_tile[k8 + 0u][n / 4u][n % 4u] = lo.x;
+        b_tile[k8 + 1u][n / 4u][n % 4u] = lo.y;
+        b_tile[k8 + 2u][n / 4u][n % 4u] = lo.z;
+        b_tile[k8 + 3u][n / 4u][n % 4u] = lo.w;
+        b_tile[k8 + 4u][n / 4u][n % 4u] = hi.x;
+        b_tile[k8 + 5u][n / 4u][n % 4u] = hi.y;
+        b_tile[k8 + 6u][n / 4u][n % 4u] = hi.z;
+        b_tile[k8 + 7u][n / 4u][n % 4u] = hi.w;
+      }
+    } else {
+      let odd = (tid % KQ) % 2u == 1u;  // float16 quads: which half of the vec4<u32>
+      for (var i = 0u; i < B_LOADS; i++) {
+        let n = tid / KQ + i * (THREADS / KQ);
+        let v = quad(pb[i], odd);
+        b_tile[k4 + 0u][n / 4u][n % 4u] = v.x;
+        b_tile[k4 + 1u][n / 4u][n % 4u] = v.y;
+        b_tile[k4 + 2u][n / 4u][n % 4u] = v.z;
+        b_tile[k4 + 3u][n / 4u][n % 4u] = v.w;
+      }
+    }
     workgroupBarrier();
-    for (var kk = 0u; kk < 8u; kk++) {
+    if (PREFETCH && s + 1u < slices) {
+      load_slice(s + 1u, row0, col0, tid, &pa, &pb);  // in flight during the arithmetic below
+    }
+    for (var kk = 0u; kk < TILE_K; kk++) {
       let a0 = a_tile[kk][lid.y];
-      let a1 = a_tile[kk][16u + lid.y];
       let b0 = b_tile[kk][lid.x];
-      let b1 = b_tile[kk][16u + lid.x];
+      let b1 = b_tile[kk][WG_X + lid.x];
       acc0l = fma(vec4<f32>(a0.x), b0, acc0l);
       acc0h = fma(vec4<f32>(a0.x), b1, acc0h);
       acc1l = fma(vec4<f32>(a0.y), b0, acc1l);
@@ -131,32 +226,41 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
       acc2h = fma(vec4<f32>(a0.z), b1, acc2h);
       acc3l = fma(vec4<f32>(a0.w), b0, acc3l);
       acc3h = fma(vec4<f32>(a0.w), b1, acc3h);
-      acc4l = fma(vec4<f32>(a1.x), b0, acc4l);
-      acc4h = fma(vec4<f32>(a1.x), b1, acc4h);
-      acc5l = fma(vec4<f32>(a1.y), b0, acc5l);
-      acc5h = fma(vec4<f32>(a1.y), b1, acc5h);
-      acc6l = fma(vec4<f32>(a1.z), b0, acc6l);
-      acc6h = fma(vec4<f32>(a1.z), b1, acc6h);
-      acc7l = fma(vec4<f32>(a1.w), b0, acc7l);
-      acc7h = fma(vec4<f32>(a1.w), b1, acc7h);
+      if (RM == 8u) {
+        let a1 = a_tile[kk][WG_Y + lid.y];
+        acc4l = fma(vec4<f32>(a1.x), b0, acc4l);
+        acc4h = fma(vec4<f32>(a1.x), b1, acc4h);
+        acc5l = fma(vec4<f32>(a1.y), b0, acc5l);
+        acc5h = fma(vec4<f32>(a1.y), b1, acc5h);
+        acc6l = fma(vec4<f32>(a1.z), b0, acc6l);
+        acc6h = fma(vec4<f32>(a1.z), b1, acc6h);
+        acc7l = fma(vec4<f32>(a1.w), b0, acc7l);
+        acc7h = fma(vec4<f32>(a1.w), b1, acc7h);
+      }
     }
     workgroupBarrier();
   }
 
-  store_row(row0 + 0u + lid.y * 4u + 0u, col0 + lid.x * 4u, acc0l);
-  store_row(row0 + 0u + lid.y * 4u + 0u, col0 + 64u + lid.x * 4u, acc0h);
-  store_row(row0 + 0u + lid.y * 4u + 1u, col0 + lid.x * 4u, acc1l);
-  store_row(row0 + 0u + lid.y * 4u + 1u, col0 + 64u + lid.x * 4u, acc1h);
-  store_row(row0 + 0u + lid.y * 4u + 2u, col0 + lid.x * 4u, acc2l);
-  store_row(row0 + 0u + lid.y * 4u + 2u, col0 + 64u + lid.x * 4u, acc2h);
-  store_row(row0 + 0u + lid.y * 4u + 3u, col0 + lid.x * 4u, acc3l);
-  store_row(row0 + 0u + lid.y * 4u + 3u, col0 + 64u + lid.x * 4u, acc3h);
-  store_row(row0 + 64u + lid.y * 4u + 0u, col0 + lid.x * 4u, acc4l);
-  store_row(row0 + 64u + lid.y * 4u + 0u, col0 + 64u + lid.x * 4u, acc4h);
-  store_row(row0 + 64u + lid.y * 4u + 1u, col0 + lid.x * 4u, acc5l);
-  store_row(row0 + 64u + lid.y * 4u + 1u, col0 + 64u + lid.x * 4u, acc5h);
-  store_row(row0 + 64u + lid.y * 4u + 2u, col0 + lid.x * 4u, acc6l);
-  store_row(row0 + 64u + lid.y * 4u + 2u, col0 + 64u + lid.x * 4u, acc6h);
-  store_row(row0 + 64u + lid.y * 4u + 3u, col0 + lid.x * 4u, acc7l);
-  store_row(row0 + 64u + lid.y * 4u + 3u, col0 + 64u + lid.x * 4u, acc7h);
+  let r0 = row0 + lid.y * 4u;
+  let c0 = col0 + lid.x * 4u;
+  let c1 = col0 + TILE_N / 2u + lid.x * 4u;
+  store_row(r0 + 0u, c0, acc0l);
+  store_row(r0 + 0u, c1, acc0h);
+  store_row(r0 + 1u, c0, acc1l);
+  store_row(r0 + 1u, c1, acc1h);
+  store_row(r0 + 2u, c0, acc2l);
+  store_row(r0 + 2u, c1, acc2h);
+  store_row(r0 + 3u, c0, acc3l);
+  store_row(r0 + 3u, c1, acc3h);
+  if (RM == 8u) {
+    let r1 = row0 + TILE_M / 2u + lid.y * 4u;
+    store_row(r1 + 0u, c0, acc4l);
+    store_row(r1 + 0u, c1, acc4h);
+    store_row(r1 + 1u, c0, acc5l);
+    store_row(r1 + 1u, c1, acc5h);
+    store_row(r1 + 2u, c0, acc6l);
+    store_row(r1 + 2u, c1, acc6h);
+    store_row(r1 + 3u, c0, acc7l);
+    store_row(r1 + 3u, c1, acc7h);
+  }
 }

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from pybridge.backend import Backend
-from pybridge.dispatch import matmul_plan, pack_params
+from pybridge.dispatch import matmul_plan, matmul_tile, pack_params
 
 
 def rand(shape, seed: int = 0, scale: float = 1.0) -> np.ndarray:
@@ -26,13 +26,19 @@ def as_words(w: np.ndarray, f16: bool) -> np.ndarray:
 
 
 async def matmul(backend: Backend, M: int, N: int, K: int, gelu: bool = False,
-                 f16: bool = False, shader_f16: bool = False) -> np.ndarray:
+                 f16: bool = False, shader_f16: bool = False, op: str | None = None) -> np.ndarray:
+    """C = act(A @ B.T + bias) by the kernel matmul_plan picks or, given `op`, by that kernel
+    (a variant of wgsl/matmul.wgsl or matmul_generic) on its own grid."""
     a, b, bias = rand((M, K), 1), rand((N, K), 2, 0.5), rand((N,), 3)
     tensors = [await backend.upload(a), await backend.upload(as_words(b, f16)),
                await backend.upload(bias)]
     out = await backend.allocate((M, N), np.float32)
     try:
-        op, grid, constants = matmul_plan(M, N, K, f16, shader_f16)
+        if op is None:
+            op, grid, constants = matmul_plan(M, N, K, f16, shader_f16)
+        else:
+            (cols, rows), constants = matmul_tile(op), {"B_F16": f16}
+            grid = (-(-N // cols), -(-M // rows), 1)
         await backend.dispatch(op, [*tensors, pack_params(M, N, K), out], grid,
                                {"GELU": gelu, **constants})
         return await out.numpy()

@@ -8,11 +8,14 @@ import asyncio
 import numpy as np
 import pytest
 
+from pybridge import dispatch
+from pybridge.dispatch import VARIANTS, Variant, matmul_tile, shader_source
 from pybridge.native import NativeBackend
 from tests.cases import kernels, references
 
-# K % 4 == 0 runs wgsl/matmul.wgsl (K % 8 with float16), other K wgsl/matmul_generic.wgsl
-# (few output tiles with such K: wgsl/matmul_rows.wgsl)
+# matmul_plan's picks on a GPU: K % 4 == 0 runs a variant of wgsl/matmul.wgsl (K % 8 with
+# float16), other K wgsl/matmul_generic.wgsl; these shapes reach the 32- and 64-row tiles (the
+# 128-row one needs 512 workgroups: MATMUL_VARIANT_CASES runs it directly)
 MATMUL_SHAPES = [(1, 1, 1), (5, 7, 3), (64, 64, 16), (65, 63, 17), (13, 1152, 384),
                  (130, 384, 1536), (7, 200, 96), (129, 131, 12), (3, 5, 6), (200, 129, 40),
                  (32, 384, 1536), (33, 260, 24), (1100, 1152, 384)]
@@ -36,12 +39,56 @@ async def test_matmul(backend, M, N, K, gelu, f16):
     np.testing.assert_allclose(got, references.matmul(M, N, K, gelu, f16), rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("M, N, K, gelu", [(1100, 1152, 384, False), (1100, 1536, 384, True)])
-async def test_matmul_with_native_float16(backend, M, N, K, gelu):
-    """The shader-f16 kernel (lavapipe has the feature; SwiftShader does not)."""
-    assert "shader-f16" in backend.features, backend.describe()["features"]
-    got = await kernels.matmul(backend, M, N, K, gelu, f16=True, shader_f16=True)
-    np.testing.assert_allclose(got, references.matmul(M, N, K, gelu, True), rtol=1e-4, atol=1e-4)
+# Every variant of wgsl/matmul.wgsl on shapes off its tiles: rows past two tiles, and past
+# one; columns past a tile (200 = 128 + 72, 131); K past a slice (40: 2.5 slices of 16, 5 of
+# 8; 24); and a sliver (5 rows, 1 column, K = 8). The plan's cases above reach them too.
+MATMUL_VARIANTS = ["matmul", *sorted(op for op, v in VARIANTS.items() if v.base == "matmul")]
+MATMUL_VARIANT_CASES = [
+    (op, M, N, K, gelu, f16)
+    for op in MATMUL_VARIANTS
+    for M, N, K, gelu in ((matmul_tile(op)[1] * 2 + 5, 200, 40, False),
+                          (matmul_tile(op)[1] + 3, 131, 24, True), (5, 1, 8, False))
+    for f16 in (False, True)
+]
+
+
+@pytest.mark.parametrize("op, M, N, K, gelu, f16", MATMUL_VARIANT_CASES)
+async def test_matmul_variant(backend, op, M, N, K, gelu, f16):
+    got = await kernels.matmul(backend, M, N, K, gelu, f16, op=op)
+    np.testing.assert_allclose(got, references.matmul(M, N, K, gelu, f16), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("M, N, K, cpu, op", [
+    (12, 1152, 384, False, "matmul_rows"), (32, 384, 1536, True, "matmul_rows"),
+    (4096, 1152, 384, False, "matmul_m64"), (4096, 1152, 384, True, "matmul"),
+    (4096, 4096, 4096, False, "matmul"), (33, 384, 384, False, "matmul_m64"),
+    (4096, 384, 30, False, "matmul_generic"),
+])
+def test_matmul_plan_picks_by_rows_and_workgroups(M, N, K, cpu, op):
+    for f16 in (False, True):
+        got, grid, constants = dispatch.matmul_plan(M, N, K, f16, True, cpu)
+        assert got == op and constants == {"B_F16": f16}
+        cols, rows = matmul_tile(op)
+        assert grid == (-(-N // cols), -(-M // rows), 1)
+
+
+def test_a_variant_is_its_base_with_the_marked_lines_set():
+    base = shader_source("matmul").splitlines()
+    for op, v in VARIANTS.items():
+        text = shader_source(op).splitlines()
+        assert text[0] == f"// variant {op} of wgsl/{v.base}.wgsl" and len(text) == len(base) + 1
+        changed = [(old, new) for old, new in zip(base, text[1:]) if old != new]
+        assert 0 < len(changed) <= len(v.consts), op
+        assert all(old.startswith("const ") and "// VARIANT" in new for old, new in changed)
+
+
+def test_a_variant_naming_a_line_its_base_lacks_is_an_error():
+    with pytest.raises(ValueError, match="const NOPE of matmul.wgsl: expected one such line"):
+        dispatch.variant_source("x", Variant("matmul", {"NOPE": 1}))
+    with pytest.raises(ValueError, match="const TILE_N of matmul.wgsl"):  # a const, not a knob
+        dispatch.variant_source("x", Variant("matmul", {"TILE_N": 64}))
+    with pytest.raises(TypeError, match="must be a bool or a u32"):
+        dispatch.variant_source("x", Variant("matmul", {"TILE_M": -1}))
 
 
 @pytest.mark.parametrize("B, T, V, C", [(1, 1, 5, 8), (2, 7, 100, 384), (3, 33, 1000, 96)])
