@@ -7,15 +7,18 @@ Modules, in the order data flows through them:
     accounting  copy accounting: every CPU copy counted by direction and path
     errors      the exceptions, each naming the operation
     device      adapter and device: features, limits, a clear error without WebGPU
-    backend     the interface (allocate, upload, dispatch, readback, free) and GpuTensor
+    backend     the interface (allocate, upload, dispatch, readback, free), GpuTensor, and
+                plans: dispatches resolved once, run as one submission
     view        step 1, view: numpy's wasm-heap bytes borrowed by JS, no copy
     dispatch    step 3, dispatch: kernels from wgsl/ (shipped as pybridge.wgsl), grids
     browser     steps 2-5 in the browser: upload (view | staging | naive), dispatch,
                 readback (MAP_READ ring -> numpy out=, one copy)
     native      the same interface over wgpu-py in CPython (lavapipe, Metal, Vulkan)
     weights     safetensors streamed from the server into mapped GPU buffers
+    _unicode_data  Unicode tables the tokenizer needs, frozen at HF's versions (generated)
     tokenizer   BERT WordPiece in pure Python (the same ids as Hugging Face tokenizers)
-    minilm      all-MiniLM-L6-v2: load, then embed (one submission, one readback per batch)
+    minilm      all-MiniLM-L6-v2: load, then embed (one JS call and one readback per batch,
+                a plan per batch shape)
     demo        what the page runs: a kernel self-check, then semantic search with MiniLM
 
 In plain CPython the package imports (browser-only parts raise a clear error when called),
