@@ -111,6 +111,10 @@ def pack_params(*values: int | float) -> "np.ndarray":
 # 1.3-1.8x through Dawn; at 4096^3 the 64-row tiles ran 1.2x faster through Dawn but 2.6x
 # slower through wgpu-py (Naga), so 128-row tiles there
 BIG_TILE_WORKGROUPS = 512
+# matmul_plan on a GPU: up to this many rows, wgsl/matmul_splitk.wgsl (K split across the
+# invocations of a workgroup) rather than a tile whose workgroup walks all of K alone: bench
+# gpu's per-kernel profile (H200, Dawn) showed those latency-bound at 12 rows
+SPLITK_MAX_ROWS = 32
 
 
 @lru_cache(maxsize=None)
@@ -130,7 +134,9 @@ def matmul_tile(op: str) -> tuple[int, int]:
 def matmul_plan(M: int, N: int, K: int, f16_weights: bool = False, shader_f16: bool = False,
                 cpu_device: bool = False) -> tuple[str, tuple[int, int, int], dict[str, bool]]:
     """Which matmul kernel computes C (M, N) = A (M, K) @ B (N, K).T, its grid and override
-    constants. With K % 4 == 0 (K % 8 for float16 weights), a variant of wgsl/matmul.wgsl:
+    constants. With K % 4 == 0 (K % 8 for float16 weights): on a GPU, matmul_splitk
+    (wgsl/matmul_splitk.wgsl, K split across a workgroup) for up to SPLITK_MAX_ROWS rows;
+    else a variant of wgsl/matmul.wgsl:
     matmul_rows (32-row tiles) for up to 32 rows; else on a CPU device (SwiftShader,
     lavapipe: a couple of workgroups run at a time, bigger tiles are faster) matmul (128
     rows); on a GPU matmul where its tiles make BIG_TILE_WORKGROUPS workgroups, else
@@ -139,7 +145,9 @@ def matmul_plan(M: int, N: int, K: int, f16_weights: bool = False, shader_f16: b
     reads measured within 4% through Dawn, slower through wgpu-py)."""
     if K % (8 if f16_weights else 4) == 0:
         big_tiles = -(-N // matmul_tile("matmul")[0]) * -(-M // matmul_tile("matmul")[1])
-        if M <= 32:
+        if M <= SPLITK_MAX_ROWS and not cpu_device:
+            op = "matmul_splitk"
+        elif M <= 32:
             op = "matmul_rows"
         elif cpu_device or big_tiles >= BIG_TILE_WORKGROUPS:
             op = "matmul"

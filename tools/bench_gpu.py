@@ -291,6 +291,15 @@ def measure(runtime: pack.Runtime, args: argparse.Namespace) -> int:
                 return datapath(app, sizes, f"{app.origin}/bench-data/bench.safetensors", sha)
 
             result["datapath"] = part("data path", run_datapath)
+        for spec in args.variant:  # NAME=python run in the page first (e.g. a dispatch knob)
+            name, _, code = spec.partition("=")
+
+            def variant_rows(name: str = name, code: str = code) -> list[dict]:
+                app.py(code)
+                return [row for dtype in dtypes for row in minilm_rows(
+                    app, dtype, shapes, args.warmup, args.reps, name, weights[dtype])]
+
+            result["minilm"] += part(f"variant {name}", variant_rows) or []
     if "float16" in dtypes and "shader-f16" not in app.adapter["features"] and args.f16_toggle:
         def toggled() -> None:
             with start(tuple(args.dawn_flag) + F16_FLAGS) as app16:
@@ -336,6 +345,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="passed to Dawn's create() (e.g. enable-dawn-features=...)")
     ap.add_argument("--no-f16-toggle", dest="f16_toggle", action="store_false",
                     help="skip the extra float16 pass with Dawn's NVIDIA shader-f16 toggle")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=PYTHON",
+                    help="MiniLM rows again after running PYTHON in the page, e.g. "
+                         "'splitk128=import pybridge.dispatch as d; d.SPLITK_MAX_ROWS = 128'")
     ap.add_argument("--no-datapath", action="store_true")
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--out", type=Path, default=ROOT / "bench-results" / "gpu.json")

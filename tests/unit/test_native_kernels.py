@@ -42,7 +42,8 @@ async def test_matmul(backend, M, N, K, gelu, f16):
 # Every variant of wgsl/matmul.wgsl on shapes off its tiles: rows past two tiles, and past
 # one; columns past a tile (200 = 128 + 72, 131); K past a slice (40: 2.5 slices of 16, 5 of
 # 8; 24); and a sliver (5 rows, 1 column, K = 8). The plan's cases above reach them too.
-MATMUL_VARIANTS = ["matmul", *sorted(op for op, v in VARIANTS.items() if v.base == "matmul")]
+MATMUL_VARIANTS = ["matmul", *sorted(op for op, v in VARIANTS.items() if v.base == "matmul"),
+                   "matmul_splitk"]
 MATMUL_VARIANT_CASES = [
     (op, M, N, K, gelu, f16)
     for op in MATMUL_VARIANTS
@@ -59,7 +60,8 @@ async def test_matmul_variant(backend, op, M, N, K, gelu, f16):
 
 
 @pytest.mark.parametrize("M, N, K, cpu, op", [
-    (12, 1152, 384, False, "matmul_rows"), (32, 384, 1536, True, "matmul_rows"),
+    (12, 1152, 384, False, "matmul_splitk"), (32, 384, 1536, False, "matmul_splitk"),
+    (12, 1152, 384, True, "matmul_rows"), (32, 384, 1536, True, "matmul_rows"),
     (4096, 1152, 384, False, "matmul_m64"), (4096, 1152, 384, True, "matmul"),
     (4096, 4096, 4096, False, "matmul"), (33, 384, 384, False, "matmul_m64"),
     (4096, 384, 30, False, "matmul_generic"),

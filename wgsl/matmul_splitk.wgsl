@@ -1,0 +1,125 @@
+// matmul_splitk: C = act(A @ B.T + bias) for few rows (a sentence or a short batch: M up to a
+// few hundred), where the tiled kernel (wgsl/matmul.wgsl) makes too few workgroups and each one
+// walks all of K alone (measured on an H200 through Dawn: 186 µs per 12 x 384 x 1536 product,
+// latency-bound on that serial K loop). Here K is split across the invocations of a workgroup
+// and summed in workgroup memory: each workgroup computes 8 columns of C for a block of up to
+// 32 rows, its 256 invocations as 8 columns x 32 lanes, lane l taking every 32nd k-quad.
+// Same bindings, overrides and math as wgsl/matmul.wgsl (K % 4 == 0; K % 8 == 0 with B_F16).
+// pybridge.dispatch.matmul_plan picks it.
+// numpy reference: act(a @ b.T + bias); act = identity, or exact GELU 0.5*x*(1+erf(x/sqrt(2)))
+// (erf by Abramowitz-Stegun 7.1.26, |error| < 1.5e-7). Tolerance: rtol 1e-4, atol 1e-4 (f16
+// weights are compared with the f16-rounded weights).
+//
+// bindings (group 0)
+// | binding | name   | access     | type                                                    |
+// | ------- | ------ | ---------- | ------------------------------------------------------- |
+// | 0       | a      | read       | storage, array<vec4<f32>>, M x K row-major              |
+// | 1       | b      | read       | storage, array<vec4<u32>>, N x K row-major: f32 bits,   |
+// |         |        |            | or float16 pairs per word (B_F16)                       |
+// | 2       | bias   | read       | storage, array<f32>, N                                  |
+// | 3       | params | read       | uniform, Params {M, N, K}                               |
+// | 4       | c      | read_write | storage, array<f32>, M x N row-major                    |
+//
+// overrides: GELU (apply GELU), B_F16 (b holds float16, unpacked with unpack2x16float).
+// workgroup 256 = 8 columns x 32 lanes; rows in chunks of 8 (8 accumulators an invocation),
+// partial sums reduced through 8 KiB of workgroup memory.
+// dispatch (ceil(N / 8), ceil(M / 32), 1).
+
+override GELU: bool = false;
+override B_F16: bool = false;
+
+const TILE_N: u32 = 8u;  // columns of C per workgroup
+const LANES: u32 = 32u;  // invocations sharing one column's K
+const CHUNK: u32 = 8u;  // rows summed at once
+const TILE_M: u32 = 32u;  // rows of C per workgroup: TILE_M / CHUNK chunks
+
+struct Params {
+  M: u32,
+  N: u32,
+  K: u32,
+}
+
+@group(0) @binding(0) var<storage, read> a: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> b: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read> bias: array<f32>;
+@group(0) @binding(3) var<uniform> params: Params;
+@group(0) @binding(4) var<storage, read_write> c: array<f32>;
+
+var<workgroup> partial: array<array<array<f32, LANES>, TILE_N>, CHUNK>;  // [row][col][lane]
+
+fn erf(x: f32) -> f32 {
+  let s = sign(x);
+  let z = abs(x);
+  let t = 1.0 / (1.0 + 0.3275911 * z);
+  let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027
+             + t * 1.061405429))));
+  return s * (1.0 - poly * exp(-z * z));
+}
+
+// Four f32 weights from a word quad of f32 bits.
+fn f32x4(w: vec4<u32>) -> vec4<f32> {
+  return bitcast<vec4<f32>>(w);
+}
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+  let M = params.M;
+  let N = params.N;
+  let K4 = params.K / 4u;
+  let ci = tid / LANES;  // column of this invocation within the workgroup
+  let lane = tid % LANES;
+  let col = wg.x * TILE_N + ci;
+  let colr = min(col, N - 1u);  // columns past N read the last one; never stored
+  let row_base = wg.y * TILE_M;
+  for (var chunk = 0u; chunk < TILE_M; chunk += CHUNK) {
+    let row0 = row_base + chunk;
+    if (row0 >= M) {  // uniform: row0 depends on the workgroup alone
+      break;
+    }
+    var acc: array<f32, 8>;
+    for (var r = 0u; r < CHUNK; r++) {
+      acc[r] = 0.0;
+    }
+    if (B_F16) {
+      // 8 k a step: one word quad holds 8 halves
+      let K8 = params.K / 8u;
+      for (var k8 = lane; k8 < K8; k8 += LANES) {
+        let w = b[colr * K8 + k8];
+        let lo = vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
+        let hi = vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w));
+        for (var r = 0u; r < CHUNK; r++) {
+          let row = min(row0 + r, M - 1u);
+          acc[r] += dot(a[row * K4 + 2u * k8], lo) + dot(a[row * K4 + 2u * k8 + 1u], hi);
+        }
+      }
+    } else {
+      for (var k4 = lane; k4 < K4; k4 += LANES) {
+        let w = f32x4(b[colr * K4 + k4]);
+        for (var r = 0u; r < CHUNK; r++) {
+          let row = min(row0 + r, M - 1u);
+          acc[r] += dot(a[row * K4 + k4], w);
+        }
+      }
+    }
+    for (var r = 0u; r < CHUNK; r++) {
+      partial[r][ci][lane] = acc[r];
+    }
+    workgroupBarrier();
+    // invocation (ci, lane < CHUNK) sums row `lane` of column ci over the 32 lanes
+    if (lane < CHUNK) {
+      let row = row0 + lane;
+      var y = 0.0;
+      for (var l = 0u; l < LANES; l++) {
+        y += partial[lane][ci][l];
+      }
+      if (row < M && col < N) {
+        y += bias[col];
+        if (GELU) {
+          y = 0.5 * y * (1.0 + erf(y * 0.70710678118654752));
+        }
+        c[row * N + col] = y;
+      }
+    }
+    workgroupBarrier();
+  }
+}
