@@ -112,9 +112,11 @@ def pack_params(*values: int | float) -> "np.ndarray":
 # slower through wgpu-py (Naga), so 128-row tiles there
 BIG_TILE_WORKGROUPS = 512
 # matmul_plan on a GPU: up to this many rows, wgsl/matmul_splitk.wgsl (K split across the
-# invocations of a workgroup) rather than a tile whose workgroup walks all of K alone: bench
-# gpu's per-kernel profile (H200, Dawn) showed those latency-bound at 12 rows
-SPLITK_MAX_ROWS = 32
+# invocations of a workgroup) rather than a tile whose workgroup walks all of K alone. bench
+# gpu on an H200 through Dawn (MiniLM float32, GPU ms per forward pass, tiles -> split-K):
+# 12 rows 2.2 -> 0.4, 96 rows 1.86 -> 0.71, 128 rows 2.09 -> 1.02, 384 rows 1.91 -> 1.25;
+# but 1024 rows 2.33 -> 3.03 and 4096 rows 4.54 -> 10.9
+SPLITK_MAX_ROWS = 512
 
 
 @lru_cache(maxsize=None)

@@ -150,6 +150,30 @@ def profile_table(rows: list[dict]) -> None:
     print("  kernels (last shape): " + ", ".join(f"{k}={v}" for k, v in kernels.items()))
 
 
+def tokenizer_part(app: NodeApp, runs: int) -> dict:
+    """Tokenizing 32 texts of up to 128 tokens of real English (tools/bench_tokenizer.py's text:
+    the stdlib's reference documentation; plain and typographic) in the page's Python, on this
+    machine's CPU: cold and warm."""
+    import pybridge.tokenizer as tokenizer
+    from tools.bench_tokenizer import english_texts, typographic
+
+    app.load_module("minilm_bench", ROOT / "tools" / "gpu" / "minilm_page.py")
+    app.py(f"await minilm_bench.load({app.origin + '/models/'!r}, 'float16')")
+    try:
+        vocab_text = app.py("'\\n'.join(minilm_bench._model.tokenizer.vocab) + '\\n'")
+        texts = english_texts(tokenizer, vocab_text)  # cut with this checkout's tokenizer
+        rows = {name: app.py(f"minilm_bench.tokenize({batch!r}, {runs})")
+                for name, batch in (("english", texts),
+                                    ("typographic", [typographic(t) for t in texts]))}
+    finally:
+        app.py("minilm_bench.free()")
+    print("\ntokenizing 32 texts of real English in Pyodide (this CPU), ms: best / median")
+    for name, r in rows.items():
+        print(f"  {name:>12} {r['tokens']:>5} tokens   cold {r['cold_ms']:6.2f} / "
+              f"{r['cold_median_ms']:6.2f}   warm {r['warm_ms']:6.2f} / {r['warm_median_ms']:6.2f}")
+    return rows
+
+
 def datapath(app: NodeApp, sizes: list[int], weights_url: str, weights_sha: str) -> dict:
     app.load_module("datapath_bench", ROOT / "tools" / "bench_datapath_page.py")
     rows = [app.py(f"await datapath_bench.transfer({n})") for n in sizes]
@@ -291,6 +315,8 @@ def measure(runtime: pack.Runtime, args: argparse.Namespace) -> int:
                 return datapath(app, sizes, f"{app.origin}/bench-data/bench.safetensors", sha)
 
             result["datapath"] = part("data path", run_datapath)
+        result["tokenizer"] = part("tokenizer", lambda: tokenizer_part(app, 5 if args.quick
+                                                                       else 20))
         for spec in args.variant:  # NAME=python run in the page first (e.g. a dispatch knob)
             name, _, code = spec.partition("=")
 

@@ -13,9 +13,10 @@ from pybridge.dispatch import VARIANTS, Variant, matmul_tile, shader_source
 from pybridge.native import NativeBackend
 from tests.cases import kernels, references
 
-# matmul_plan's picks on a GPU: K % 4 == 0 runs a variant of wgsl/matmul.wgsl (K % 8 with
-# float16), other K wgsl/matmul_generic.wgsl; these shapes reach the 32- and 64-row tiles (the
-# 128-row one needs 512 workgroups: MATMUL_VARIANT_CASES runs it directly)
+# matmul_plan's picks on a GPU: K % 4 == 0 (K % 8 with float16) runs wgsl/matmul_splitk.wgsl
+# up to 512 rows, else a variant of wgsl/matmul.wgsl; other K wgsl/matmul_generic.wgsl; these
+# shapes reach split-K and the 64-row tile (the 32- and 128-row tiles: MATMUL_VARIANT_CASES
+# runs every kernel directly)
 MATMUL_SHAPES = [(1, 1, 1), (5, 7, 3), (64, 64, 16), (65, 63, 17), (13, 1152, 384),
                  (130, 384, 1536), (7, 200, 96), (129, 131, 12), (3, 5, 6), (200, 129, 40),
                  (32, 384, 1536), (33, 260, 24), (1100, 1152, 384)]
@@ -63,7 +64,8 @@ async def test_matmul_variant(backend, op, M, N, K, gelu, f16):
     (12, 1152, 384, False, "matmul_splitk"), (32, 384, 1536, False, "matmul_splitk"),
     (12, 1152, 384, True, "matmul_rows"), (32, 384, 1536, True, "matmul_rows"),
     (4096, 1152, 384, False, "matmul_m64"), (4096, 1152, 384, True, "matmul"),
-    (4096, 4096, 4096, False, "matmul"), (33, 384, 384, False, "matmul_m64"),
+    (4096, 4096, 4096, False, "matmul"), (33, 384, 384, False, "matmul_splitk"), (512, 384, 1536, False, "matmul_splitk"),
+    (513, 384, 384, False, "matmul_m64"),
     (4096, 384, 30, False, "matmul_generic"),
 ])
 def test_matmul_plan_picks_by_rows_and_workgroups(M, N, K, cpu, op):

@@ -94,3 +94,32 @@ def free() -> None:
     if _model is not None:
         _model.free()
         _model = None
+
+
+def tokenize(texts: list[str], runs: int) -> dict:
+    """ms of encode_batch(texts, 128) in this Python (Pyodide): cold = a new tokenizer with its
+    caches and the Unicode tables' memos emptied, warm = the same tokenizer again; best and
+    median of `runs` each."""
+    from pybridge import tokenizer as tk
+
+    if _model is None:
+        raise RuntimeError("call load() first")
+    vocab = _model.tokenizer.vocab
+
+    def timed(tok) -> float:
+        t0 = time.perf_counter()
+        tok.encode_batch(texts, 128)
+        return (time.perf_counter() - t0) * 1e3
+
+    cold = []
+    for _ in range(runs):
+        tk._tables().normalized.reset()
+        tk._tables().spaced.reset()
+        cold.append(timed(tk.WordPiece(vocab)))
+    tok = tk.WordPiece(vocab)
+    timed(tok)
+    warm = [timed(tok) for _ in range(runs)]
+    tokens = int(tok.encode_batch(texts, 128).lengths.sum())
+    return {"texts": len(texts), "tokens": tokens, "cold_ms": min(cold),
+            "cold_median_ms": statistics.median(cold), "warm_ms": min(warm),
+            "warm_median_ms": statistics.median(warm)}
