@@ -6,6 +6,10 @@ GPU as the yardstick, in the same run.
     python3 tools/dev.py bench gpu --pack .gpu/pack   write the carry folder (about 40 MB)
     python3 tools/bench_gpu.py --run .gpu/pack        on a GPU machine without network or Node
                                                       (Python 3.12 + numpy; torch for the yardstick)
+  with the peers (ONNX Runtime's WebGPU EP: onnxruntime-node, and onnxruntime-web on
+  dawn.node; tools/gpu/peers_pack.py), same model layout and token ids, in the same run:
+    python3 tools/dev.py bench gpu --pack .gpu/pack --peers .gpu/peers   (peers: ~16 MB more)
+    python3 tools/bench_gpu.py --run .gpu/pack --peers .gpu/peers
   split carry of the real weights (otherwise random values in the real layout are timed):
     python3 tools/dev.py bench gpu --pack-weights .gpu/weights [--piece-mb 20]
     python3 tools/bench_gpu.py --stage .gpu/weights   one call per share of the pieces, then --run
@@ -218,9 +222,54 @@ def yardstick(shapes: list[tuple[int, int]], dtypes: list[str], warmup: int, rep
     return result
 
 
-def summary(minilm: list[dict], torch_result: dict) -> None:
+PEER_SHARED = ("node.xz", "dawn.tar.xz", "vk.tar.xz")  # travel once, in the main pack
+
+
+def pack_peers(folder: Path) -> None:
+    """The peers' carry folder, less what the main pack already carries."""
+    from tools.gpu import peers_pack
+
+    meta = peers_pack.pack(folder)
+    for name in PEER_SHARED:
+        (folder / name).unlink(missing_ok=True)
+    own = sum(f["bytes"] for n, f in meta["files"].items() if n not in PEER_SHARED)
+    print(f"wrote {folder}: {own / 1e6:.1f} MB (Node, Dawn, Vulkan come from the main pack)")
+
+
+def run_peers(folder: Path, main_pack: Path | None, out: Path, quick: bool) -> dict:
+    """tools/gpu/peers_pack.py run, in its own process (ORT and dawn.node crash apart from us),
+    on pybridge's weights file of this run (same random values or real weights)."""
+    for name in PEER_SHARED:
+        if not (folder / name).exists() and main_pack is not None:
+            shutil.copyfile(main_pack / name, folder / name)
+    cmd = [sys.executable, str(ROOT / "tools" / "gpu" / "peers_pack.py"), "run", str(folder),
+           "--weights", "auto", "--graphs", "nonan", "--no-placement", "--row-timeout", "150",
+           "--out", str(out)]
+    if quick:
+        cmd += ["--warmup", "1", "--reps", "5"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    tail = "\n".join(line for line in (proc.stdout + proc.stderr).splitlines()
+                     if "Removing initializer" not in line and "onnxruntime:" not in line)
+    print("\n" + tail[-4000:])
+    if proc.returncode != 0 or not out.exists():
+        raise RuntimeError(f"peers exited {proc.returncode}")
+    return json.loads(out.read_text())
+
+
+def peer_rows(peers: dict) -> dict[str, dict[tuple[int, int], float]]:
+    """{"ort-node": {(B, T): median ms}, "ort-web": ...} from run_peers' JSON."""
+    cols: dict[str, dict[tuple[int, int], float]] = {}
+    for graph in (peers or {}).get("graphs", {}).values():
+        for row, data in graph.get("rows", {}).items():
+            for r in (data or {}).get("rows", []):
+                cols.setdefault(f"ort-{row}", {})[(r["batch"], r["tokens"])] = r["median_ms"]
+    return cols
+
+
+def summary(minilm: list[dict], torch_result: dict, peers: dict | None = None) -> None:
     """ms per batch side by side: pybridge's whole embed call, the same without tokenizing
-    (what torch is timed on: from token ids), torch; and the ratio of those two."""
+    (what torch and ONNX Runtime are timed on: from token ids), torch, ONNX Runtime; and the
+    ratios of pybridge without tokenizing to torch and to the faster ONNX Runtime row."""
     cols: dict[str, dict[tuple[int, int], float]] = {}
     torch_ms = {(r["dtype"], r["batch"], r["tokens"]): r["median_ms"]
                 for r in torch_result.get("rows", [])}
@@ -236,6 +285,17 @@ def summary(minilm: list[dict], torch_result: dict) -> None:
                 torch_ms[(r["dtype"], *shape)]
             cols.setdefault(f"{name} -tok/torch", {})[shape] = \
                 untokenized / torch_ms[(r["dtype"], *shape)]
+    ort = peer_rows(peers or {})
+    cols.update(ort)
+    for r in minilm:
+        if r["variant"] != "default" or not ort:
+            continue
+        shape = (r["batch"], r["tokens"])
+        best = min((c[shape] for c in ort.values() if shape in c), default=None)
+        if best:
+            name = r["dtype"].replace("float", "f")
+            untokenized = r["median_ms"]["total"] - r["median_ms"].get("tokenize", 0.0)
+            cols.setdefault(f"best ORT/pb {name} -tok", {})[shape] = best / untokenized
     if not cols:
         return
     shapes = list(dict.fromkeys(s for c in cols.values() for s in c))
@@ -343,7 +403,10 @@ def measure(runtime: pack.Runtime, args: argparse.Namespace) -> int:
         result["torch"] = {"skipped": "--no-torch"}
     else:
         result["torch"] = part("torch", lambda: yardstick(shapes, dtypes, args.warmup, args.reps))
-    summary(result["minilm"], result["torch"] or {})
+    if args.peers and args.run:
+        result["peers"] = part("peers", lambda: run_peers(
+            args.peers, args.run, args.out.with_name(args.out.stem + "-peers.json"), args.quick))
+    summary(result["minilm"], result["torch"] or {}, result.get("peers"))
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"  wrote {args.out} (Node's log: {log})")
     return 1 if result.get("failed") else 0
@@ -374,6 +437,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=PYTHON",
                     help="MiniLM rows again after running PYTHON in the page, e.g. "
                          "'splitk128=import pybridge.dispatch as d; d.SPLITK_MAX_ROWS = 128'")
+    ap.add_argument("--peers", type=Path, metavar="DIR",
+                    help="with --pack: also write the ONNX Runtime peers' carry folder (needs the "
+                         "reference venv: torch + onnx); with --run: run them after pybridge")
     ap.add_argument("--no-datapath", action="store_true")
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--out", type=Path, default=ROOT / "bench-results" / "gpu.json")
@@ -387,6 +453,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.stage and not args.run:
         return 0
     if args.pack:
+        if args.peers:
+            pack_peers(args.peers)
         meta = pack.write_pack(args.pack)
         parts = ", ".join(f"{n} {f['bytes'] / 1e6:.1f}" for n, f in meta["files"].items())
         print(f"wrote {args.pack}: {meta['bytes'] / 1e6:.1f} MB ({parts}); pybridge wheel "

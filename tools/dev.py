@@ -5,7 +5,10 @@
     python3 tools/dev.py test  [pytest args...]                    run the whole test suite
     python3 tools/dev.py bench NAME [args...]                      a benchmark: boot, datapath, model,
                                                                    compare (vs ONNX Runtime Web), all in
-                                                                   the browser; kernels (native)
+                                                                   the browser; tokenizer (CPython and
+                                                                   Pyodide); kernels (wgpu-py, Dawn,
+                                                                   torch) and gpu (the page's stack on
+                                                                   a real GPU), for GPU machines
     python3 tools/dev.py setup                                     set-up only
 
 Set-up (idempotent, each step skipped when already done, with visible progress):
@@ -146,7 +149,8 @@ def main(argv: list[str]) -> int:
         print(f"unknown command {command!r}; expected demo, test, bench or setup\n{__doc__}",
               file=sys.stderr)
         return 2
-    needs_reference = command == "test" or (command == "bench" and rest[:1] == ["compare"])
+    needs_reference = command == "test" or (command == "bench" and (
+        rest[:1] == ["compare"] or (rest[:1] == ["gpu"] and "--peers" in rest)))  # ONNX export
     setup(("dev", "reference") if needs_reference else ("dev",))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the references load from local files only
     os.chdir(ROOT)
