@@ -256,6 +256,21 @@ def run_peers(folder: Path, main_pack: Path | None, out: Path, quick: bool) -> d
     return json.loads(out.read_text())
 
 
+def run_kernels(runtime: pack.Runtime, env: dict[str, str], out: Path, quick: bool) -> dict:
+    """tools/bench_kernels.py through Dawn (the pack's Node and dawn.node) with torch in the same
+    run: TFLOP/s of the kernel matmul_plan picks at MiniLM's shapes and at 4096^3, float32
+    weights (wgpu-py is not carried: `bench kernels` runs it where wgpu-py is installed)."""
+    cmd = [sys.executable, str(ROOT / "tools" / "bench_kernels.py"), "--node", str(runtime.node),
+           "--webgpu", str(runtime.webgpu.parent), "--no-native", "--ops", "plan", "--dtypes",
+           "f32", "--budget", "0.03" if quick else "0.06", "--dawn-timeout", "40",
+           "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    print("\n" + (proc.stdout + proc.stderr)[-5000:])
+    if proc.returncode != 0 or not out.exists():
+        raise RuntimeError(f"bench_kernels exited {proc.returncode}")
+    return json.loads(out.read_text())
+
+
 def peer_rows(peers: dict) -> dict[str, dict[tuple[int, int], float]]:
     """{"ort-node": {(B, T): median ms}, "ort-web": ...} from run_peers' JSON."""
     cols: dict[str, dict[tuple[int, int], float]] = {}
@@ -403,6 +418,9 @@ def measure(runtime: pack.Runtime, args: argparse.Namespace) -> int:
         result["torch"] = {"skipped": "--no-torch"}
     else:
         result["torch"] = part("torch", lambda: yardstick(shapes, dtypes, args.warmup, args.reps))
+    if args.kernels:
+        result["kernels"] = part("kernels", lambda: run_kernels(
+            runtime, env, args.out.with_name(args.out.stem + "-kernels.json"), args.quick))
     if args.peers and args.run:
         result["peers"] = part("peers", lambda: run_peers(
             args.peers, args.run, args.out.with_name(args.out.stem + "-peers.json"), args.quick))
@@ -440,6 +458,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peers", type=Path, metavar="DIR",
                     help="with --pack: also write the ONNX Runtime peers' carry folder (needs the "
                          "reference venv: torch + onnx); with --run: run them after pybridge")
+    ap.add_argument("--kernels", action="store_true",
+                    help="also tools/bench_kernels.py through Dawn, torch beside it (matmul TFLOP/s)")
     ap.add_argument("--no-datapath", action="store_true")
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--out", type=Path, default=ROOT / "bench-results" / "gpu.json")
