@@ -388,12 +388,7 @@ class Backend(ABC):
         if len(inputs) != len(plan.inputs) or len(outputs) != len(plan.outputs):
             raise ValueError(f"{op}: takes {len(plan.inputs)} input and {len(plan.outputs)} "
                              f"output arrays, got {len(inputs)} and {len(outputs)}")
-        ins = []
-        for t, arr in zip(plan.inputs, inputs):
-            arr, row = prepare_upload(arr, copy=True)
-            if row != t.dtype or arr.size != t.size:
-                raise ValueError(f"{op}: input for {t!r} is {row.name}{arr.shape}")
-            ins.append(arr)
+        ins = self._plan_inputs(plan, inputs, op)
         for t, out in zip(plan.outputs, outputs):
             if (not isinstance(out, np.ndarray) or out.dtype != t.dtype.numpy
                     or out.size != t.size or not out.flags.c_contiguous
@@ -418,14 +413,24 @@ class Backend(ABC):
         plan.check(op)
         if len(inputs) != len(plan.inputs):
             raise ValueError(f"{op}: takes {len(plan.inputs)} input arrays, got {len(inputs)}")
-        ins = [prepare_upload(a, copy=True)[0] for a in inputs]
-        ns = await self._profile(plan, ins, op)
+        ns = await self._profile(plan, self._plan_inputs(plan, inputs, op), op)
         steps = [(name, t / 1e3) for name, t in zip(plan.ops, ns)]
         return {"steps": steps, "sum_us": sum(t for _, t in steps), "whole_us": ns[-1] / 1e3}
 
     @abstractmethod
     async def _profile(self, plan: Plan, inputs: list[np.ndarray], op: str) -> list[float]:
         """ns per dispatch (each in its own timed pass), then ns of the whole plan in one."""
+
+    @staticmethod
+    def _plan_inputs(plan: Plan, inputs: Sequence[np.ndarray], op: str) -> list[np.ndarray]:
+        """The input arrays as written: C-contiguous, each of its tensor's dtype and size."""
+        ins = []
+        for t, arr in zip(plan.inputs, inputs):
+            arr, row = prepare_upload(arr, copy=True)
+            if row != t.dtype or arr.size != t.size:
+                raise ValueError(f"{op}: input for {t!r} is {row.name}{arr.shape}")
+            ins.append(arr)
+        return ins
 
     @abstractmethod
     def _submit(self, plan: Plan, inputs: list[np.ndarray], outputs: list[np.ndarray],
@@ -435,10 +440,11 @@ class Backend(ABC):
 
     @abstractmethod
     def batch(self) -> Any:
-        """`async with backend.batch() as b:` then `b.dispatch(op, bindings, grid, constants)`:
-        the dispatches recorded inside are submitted together as one plan when the block
-        ends (one error check for the lot). Each batch records only its own dispatches, so
-        concurrent batches and dispatches do not mix."""
+        """`async with backend.batch() as b:` then `await b.dispatch(op, bindings, grid,
+        constants)`: the dispatches recorded inside are submitted together as one plan when
+        the block ends (one error check for the lot). Each batch records only its own
+        dispatches, so concurrent batches and dispatches do not mix; `backend.dispatch` inside
+        the block runs at once, on its own."""
 
     @abstractmethod
     async def readback(self, tensor: GpuTensor, out: np.ndarray | None = None, *,

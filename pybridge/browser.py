@@ -9,6 +9,11 @@ Steps, in the order of this file:
   dispatch  wgsl/<op>.wgsl with GpuTensors (and small uniforms) bound in order
   readback  "ring":  copyBufferToBuffer -> reused MAP_READ buffer -> mapAsync -> out   1 CPU copy
             "naive": to_bytes -> np.frombuffer(...).copy()                  2 CPU copies (baseline)
+  plans     a sequence of dispatches resolved once (pipelines, bind groups, grids, uniforms)
+            and run with ONE JS call (web/bridge.js runPlan): each input written from its
+            wasm-heap view (1 CPU copy), every dispatch in one compute pass, the outputs
+            copied to one MAP_READ buffer, one submit; then one call copies each output into
+            its numpy array (1 CPU copy) and unmaps. Error scopes open and close inside runPlan.
 
 The default upload path, "auto", was chosen by tools/bench_datapath.py, which measures the
 paths side by side (see README): in Chrome, writeBuffer costs less per call for small arrays,
@@ -89,17 +94,24 @@ class _Run(Submission):
                  outputs: list[np.ndarray], op: str) -> None:
         self.backend, self.plan, self.promise = backend, plan, promise
         self.read_buffer, self.outputs, self.op = read_buffer, outputs, op
+        self.generation = backend.generation  # the device it was submitted to
 
     async def wait(self) -> None:
-        """Wait for the GPU; copy each output once into its array (one JS call for all)."""
+        """Wait for the GPU; copy each output once into its array (one JS call for all).
+        Cancelled before the GPU is done, the run's read buffer is destroyed once its map
+        settles (never handed to another run while pending)."""
         if self.promise is None:
             raise RuntimeError(f"{self.op}: this run was already waited for")
         _, _, _, _, bridge = _js()
         b, plan, op, buf = self.backend, self.plan, self.op, self.read_buffer
         promise, self.promise = self.promise, None
-        read = False
+        settled = read = False
         try:
             failed = await promise  # null, or {validation, oom, thrown, mapError}
+            settled = True
+            if b.generation != self.generation:
+                raise DeviceLost(op, "replaced", "the device this run was submitted to was "
+                                 "lost and replaced before it finished")
             b.check_alive(op)
             if failed is not None:
                 where = f"{op} ({len(plan.ops)} dispatches: {', '.join(dict.fromkeys(plan.ops))})"
@@ -121,9 +133,15 @@ class _Run(Submission):
                 read = True
         finally:
             if buf is not None:
-                if not read:  # readMapped unmaps; on an error the buffer may still be mapped
-                    bridge.unmapIfMapped(buf)
-                b._return_read_buffer(buf)
+                if b.generation != self.generation:  # the old device's buffer: gone with it
+                    b._forget_read_buffer(buf)
+                elif not settled:  # cancelled while the map is pending
+                    b._forget_read_buffer(buf)
+                    bridge.destroyWhenSettled(promise, buf)
+                else:
+                    if not read:  # readMapped unmaps; after an error it may still be mapped
+                        bridge.unmapIfMapped(buf)
+                    b._return_read_buffer(buf)
 
 
 class BrowserBackend(Backend):
@@ -422,6 +440,11 @@ class BrowserBackend(Backend):
         buf = self._create_buffer(cls, usage.MAP_READ | usage.COPY_DST, "readback")
         self._read_sizes[id(buf)] = cls
         return buf
+
+    def _forget_read_buffer(self, buf: Any) -> None:
+        """A lent read buffer that must not go back to the pool (its caller destroys it)."""
+        self._read_sizes.pop(id(buf), None)
+        self._live.pop(id(buf), None)
 
     def _return_read_buffer(self, buf: Any) -> None:
         self._read_pool.append((self._read_sizes.pop(id(buf)), buf))

@@ -39,6 +39,9 @@ from pybridge.weights import load_safetensors
 
 ATTENTION_ROWS = 64  # attention.wgsl's query rows per workgroup
 KEEP_SHAPES = 2  # idle batch shapes whose activations and plan stay allocated
+PAD_TOKENS_TO = 16  # batches are padded to a multiple of this many tokens, so real text of
+                    # varied lengths reuses a few shapes' plans (padding is masked: exact)
+MAX_BATCH = 65535  # attention's grid holds the batch in one dimension
 DTYPE_FILES = {"float32": "model-f32.safetensors", "float16": "model-f16.safetensors"}
 
 
@@ -210,8 +213,9 @@ class MiniLM:
 
     async def embed(self, sentences: list[str], batch_size: int = 32,
                     timings: dict[str, float] | None = None) -> np.ndarray:
-        """Embeddings (N, 384) float32, L2-normalised. Each batch is padded to its longest
-        sentence (at most max_seq_length tokens), run as one submission and read back once,
+        """Embeddings (N, 384) float32, L2-normalised. Each batch (at most 65,535 sentences) is
+        padded to its longest sentence rounded up to a multiple of PAD_TOKENS_TO tokens (at most
+        max_seq_length; padding is masked), run as one submission and read back once,
         straight into its rows of the result; batch i+1 is tokenized while the GPU runs
         batch i. `timings` (ms, accumulated): tokenize; prepare (the shape's buffers and plan:
         built on a new shape only); submit (one call: ids and lengths written, 44 dispatches
@@ -220,10 +224,11 @@ class MiniLM:
             raise TypeError("embed takes a list of sentences; wrap a single one: [text]")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        batch_size = min(batch_size, MAX_BATCH)
         out = np.empty((len(sentences), self.hidden), dtype=np.float32)  # (N, C)
         t = timings if timings is not None else {}
         tokens = 0
-        pending: tuple[Any, _Shape] | None = None  # the run in flight, and its shape
+        inflight: list[tuple[Any, _Shape]] = []  # runs submitted and not yet finished, in order
         clock = time.perf_counter
 
         def add(key: str, since: float) -> float:
@@ -244,7 +249,7 @@ class MiniLM:
             for start in range(0, len(sentences), batch_size):
                 t0 = clock()
                 batch = self.tokenizer.encode_batch(sentences[start:start + batch_size],
-                                                    self.max_length)
+                                                    self.max_length, PAD_TOKENS_TO)
                 B, T = batch.ids.shape
                 tokens += int(batch.lengths.sum())
                 t0 = add("tokenize", t0)
@@ -256,18 +261,16 @@ class MiniLM:
                 except BaseException:
                     shape.release()
                     raise
+                inflight.append((run, shape))
                 add("submit", t0)
-                if pending is not None:
-                    previous, pending = pending, None
-                    await finish(*previous)
-                pending = (run, shape)
-            if pending is not None:
-                previous, pending = pending, None
-                await finish(*previous)
+                if len(inflight) > 1:  # the GPU ran batch i while this one was tokenized
+                    await finish(*inflight.pop(0))
+            while inflight:
+                await finish(*inflight.pop(0))
         finally:
-            if pending is not None:  # an error left a run in flight: let it end, then release
+            while inflight:  # an error left runs in flight: let each end, then release it
                 try:
-                    await finish(*pending)
+                    await finish(*inflight.pop(0))
                 except Exception:
                     pass  # the error being raised already says what went wrong
         self.last_tokens = tokens

@@ -398,19 +398,30 @@ class _NativeRun(Submission):
                  outputs: list[np.ndarray], op: str) -> None:
         self.backend, self.plan, self.promise = backend, plan, promise
         self.read_buffer, self.outputs, self.op = read_buffer, outputs, op
+        self.generation = backend.generation  # the device it was submitted to
         self.waited = False
 
     async def wait(self) -> None:
-        """Wait for the GPU; copy each output once into its array."""
+        """Wait for the GPU; copy each output once into its array. Cancelled before the GPU
+        is done, the run's read buffer is destroyed (never handed to another run pending)."""
         if self.waited:
             raise RuntimeError(f"{self.op}: this run was already waited for")
         self.waited = True
         b, buf = self.backend, self.read_buffer
         if buf is None:
             return
+        settled = False
         try:
+            if b.generation != self.generation:  # its device is gone: nothing to map
+                raise DeviceLost(self.op, "replaced", "the device this run was submitted to "
+                                 "was lost and replaced before it finished")
             with b.scope(self.op):
-                await self.promise
+                try:
+                    await self.promise
+                    settled = True
+                except Exception:  # the map failed (settled); a cancellation leaves it pending
+                    settled = True
+                    raise
                 t0 = time.perf_counter()
                 try:
                     raw = np.frombuffer(buf.read_mapped(0, self.plan.read_bytes, copy=False),
@@ -423,4 +434,12 @@ class _NativeRun(Submission):
                     buf.unmap()
                 self.copy_ms = (time.perf_counter() - t0) * 1e3
         finally:
-            b._return_read_buffer(buf)
+            if b.generation != self.generation:
+                b._live.pop(id(buf), None)  # destroyed with its device
+            elif not settled:
+                b._destroy_buffer(buf)  # a pending map must not reach the pool
+            else:
+                if buf.map_state == "mapped":
+                    buf.unmap()
+                b._return_read_buffer(buf)
+

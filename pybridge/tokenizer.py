@@ -535,8 +535,10 @@ class WordPiece:
         limit = max_length - 2
         return [self.cls_id, *map(ord, self._ids(*_split(text, limit), limit)), self.sep_id]
 
-    def encode_batch(self, texts: list[str], max_length: int = 256) -> Batch:
-        """Encode and right-pad to the longest text of the batch.
+    def encode_batch(self, texts: list[str], max_length: int = 256,
+                     pad_to_multiple_of: int = 1) -> Batch:
+        """Encode and right-pad to the longest text of the batch, rounded up to a multiple of
+        `pad_to_multiple_of` (never past max_length, unless the longest text is longer).
 
         The ids reach numpy in one UTF-32 encode of the whole batch and one copy.
         """
@@ -559,6 +561,9 @@ class WordPiece:
                 for ids, part in zip(found, parts)]
         lengths = np.fromiter(map(len, rows), dtype=np.int32, count=len(rows))  # (B,)
         width = int(lengths.max()) if rows else 2
+        if not isinstance(pad_to_multiple_of, int) or pad_to_multiple_of < 1:
+            raise ValueError(f"pad_to_multiple_of must be a positive int, got {pad_to_multiple_of!r}")
+        width = max(width, min(-(-width // pad_to_multiple_of) * pad_to_multiple_of, max_length))
         flat = "".join(row.ljust(width, pad) for row in rows)  # B * T ids, row-major
         utf32 = flat.encode("utf-32-le", "surrogatepass")  # 4 bytes an id
         ids = np.frombuffer(utf32, dtype="<i4").astype(np.int32).reshape(len(rows), width)

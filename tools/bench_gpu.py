@@ -59,7 +59,7 @@ KEY_LIMITS = ("maxBufferSize", "maxStorageBufferBindingSize", "maxComputeWorkgro
               "maxComputeWorkgroupsPerDimension", "maxStorageBuffersPerShaderStage",
               "minStorageBufferOffsetAlignment")
 # stage names of model.embed's timings, in order (others are shown after them)
-STAGES = ("tokenize", "upload", "prepare", "encode", "submit", "gpu", "readback")
+STAGES = ("tokenize", "prepare", "submit", "gpu", "readback")  # what model.embed times
 
 
 def parse_shapes(text: str) -> list[tuple[int, int]]:

@@ -106,8 +106,7 @@ export function runPlan(device, plan, readBuffer, ...arrays) {
   } catch (err) {
     thrown = String((err && err.message) || err);
   }
-  const validation = device.popErrorScope();
-  const oom = device.popErrorScope();
+  // mapAsync inside the scopes: its validation errors belong to this run, not the next op
   const mapped =
     thrown || !readBuffer
       ? Promise.resolve(null)
@@ -115,6 +114,8 @@ export function runPlan(device, plan, readBuffer, ...arrays) {
           () => null,
           (err) => String((err && err.message) || err),
         );
+  const validation = device.popErrorScope();
+  const oom = device.popErrorScope();
   return Promise.all([validation, oom, mapped]).then(([v, o, mapError]) =>
     v || o || thrown || mapError
       ? { validation: v && v.message, oom: o && o.message, thrown, mapError }
@@ -203,6 +204,11 @@ export function readMapped(buffer, size, ...targets) {
 
 export function unmapIfMapped(buffer) {
   if (buffer.mapState === "mapped") buffer.unmap();
+}
+
+// A run abandoned while its map was pending: destroy its read buffer once the map settles.
+export function destroyWhenSettled(promise, buffer) {
+  promise.finally(() => buffer.destroy());
 }
 
 // Proof hooks for the zero-copy claim (tests and the page's self-check).

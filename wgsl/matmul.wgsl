@@ -10,9 +10,12 @@
 // tests/unit/test_native_kernels.py and tests/e2e/test_kernels.py run every variant off its
 // tiles.
 //   op           TILE_M  RM  TILE_K  PREFETCH  workgroup  matmul_plan picks it for
-//   matmul        128     8    8     false     16 x 16    128-row tiles make >= 512 workgroups
-//   matmul_m64     64     4   16     true      16 x 16    other shapes past 32 rows
-//   matmul_rows    32     4   16     true      16 x 8     up to 32 rows
+//   matmul        128     8    8     false     16 x 16    128-row tiles make >= 512 workgroups,
+//                                                         and past 32 rows on a CPU device
+//   matmul_m64     64     4   16     true      16 x 16    other shapes past 512 rows (GPU)
+//   matmul_rows    32     4   16     true      16 x 8     up to 32 rows on a CPU device
+// On a GPU, up to 512 rows go to wgsl/matmul_splitk.wgsl instead (K split across a workgroup;
+// these tiles walk all of K in one workgroup and were latency-bound there).
 // These are `const`s, not `override`s: they size workgroup arrays (Safari fails silently on
 // override-sized ones) and the compilers unroll by them.
 // Measured on an H200, driver 580 (tools/bench_kernels.py; TFLOP/s through Dawn / wgpu-py,

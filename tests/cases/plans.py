@@ -212,3 +212,65 @@ async def profile(backend: Backend, n: int = 1 << 16) -> dict:
     return {"has_timestamps": True, "ops": [op for op, _ in r["steps"]],
             "times": [t for _, t in r["steps"]], "whole": r["whole_us"],
             "max_error": float(np.abs(got - 0.5 * (3 * (2 * a + b) + b) - b).max())}
+
+
+def pool_states(backend: Backend) -> list[str]:
+    """The map state of each MAP_READ buffer the backend keeps for reuse."""
+    if backend.name == "browser":
+        return [str(buf.mapState) for _, buf in backend._read_pool]
+    return [str(buf.map_state) for buf in backend._read_pool]
+
+
+async def cancelled_wait(backend: Backend, n: int = 1 << 20) -> dict:
+    """A run's wait cancelled while the GPU still works (as asyncio.wait_for does on a
+    timeout): no pooled read buffer is left mapped or pending, and the next runs are right."""
+    x, y, out = [await backend.allocate((n,), np.float32, label=k) for k in ("x", "y", "out")]
+    plan = await backend.plan([Step("axpy", [x, y, axpy_params(n, 2.0), out], grid_1d(n))] * 20,
+                              inputs=[x, y], outputs=[out], label="twenty axpy")
+    ones = np.ones(n, np.float32)
+    task = asyncio.ensure_future(backend.submit(plan, [ones, ones], [np.empty(n, np.float32)])
+                                 .wait())
+    await asyncio.sleep(0)
+    task.cancel()
+    try:
+        await task
+        cancelled = False
+    except asyncio.CancelledError:
+        cancelled = True
+    states = pool_states(backend)
+    errors = []
+    for k in range(3):  # the next runs reuse the pool
+        a = np.full(n, float(k), np.float32)
+        r = np.empty(n, np.float32)
+        await backend.submit(plan, [a, ones], [r]).wait()
+        errors.append(float(np.abs(r - (2 * a + 1)).max()))
+    after = pool_states(backend)
+    plan.free()
+    for t in (x, y, out):
+        t.free()
+    return {"cancelled": cancelled, "pool_after_cancel": states, "pool_after_runs": after,
+            "max_error": max(errors)}
+
+
+async def plan_leak_check(backend: Backend, runs: int, heap_bytes=None, proxies=None) -> dict:
+    """Many runs of one plan: GPU buffers (and the wasm heap and live PyProxies, where given)
+    back to where they were after the first few."""
+    n = 1024
+    x, out = [await backend.allocate((n,), np.float32, label=k) for k in ("x", "out")]
+    plan = await backend.plan([Step("axpy", [x, x, axpy_params(n, 1.5), out], grid_1d(n))],
+                              inputs=[x], outputs=[out], label="leak")
+    a, r = np.arange(n, dtype=np.float32), np.empty(n, np.float32)
+    for _ in range(20):
+        await backend.submit(plan, [a], [r]).wait()
+    before = [backend.live_buffers(), heap_bytes() if heap_bytes else 0,
+              proxies() if proxies else 0]
+    for _ in range(runs):
+        await backend.submit(plan, [a], [r]).wait()
+    after = [backend.live_buffers(), heap_bytes() if heap_bytes else 0,
+             proxies() if proxies else 0]
+    ok = bool(np.array_equal(r, 2.5 * a))
+    plan.free()
+    for t in (x, out):
+        t.free()
+    return {"equal": ok, "buffers": [before[0], after[0]], "heap": [before[1], after[1]],
+            "proxies": [before[2], after[2]]}

@@ -106,3 +106,18 @@ def test_profile_times_each_dispatch_or_says_why_not(page):
         said = page.py("p = await backend.plan([], label='empty')\n"
                        "try:\n    await backend.profile(p)\nexcept ValueError as e:\n    str(e)")
         assert said.startswith("profile empty: this device has no 'timestamp-query' feature")
+
+
+def test_a_cancelled_wait_leaves_no_pending_buffer_in_the_pool(page):
+    from tests.unit.test_native_plans import check_cancelled_wait
+
+    check_cancelled_wait(page.py("await plan_cases.cancelled_wait(backend)"))
+
+
+def test_plan_runs_leak_nothing(page):
+    r = page.py("import pybridge_js\n"
+                "await plan_cases.plan_leak_check(backend, 2000, pybridge_js.wasmHeapBytes,"
+                " pybridge_js.liveProxies)")
+    assert r["equal"], r
+    assert r["buffers"][0] == r["buffers"][1] and r["heap"][0] == r["heap"][1], r
+    assert r["proxies"][0] == r["proxies"][1], r

@@ -4,11 +4,18 @@ tests/cases/plans.py, run in CPython."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 
+import numpy as np
 import pytest
+
+from pybridge.backend import Step
+from pybridge.dispatch import grid_1d
 
 from pybridge.native import NativeBackend
 from tests.cases import plans as cases
+from tests.conftest import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -67,3 +74,70 @@ def check_profile(r: dict) -> None:
     assert r["ops"] == ["axpy"] * 3
     assert all(t > 0 for t in r["times"]) and r["whole"] > 0, r
     assert r["max_error"] == 0.0
+
+
+async def test_a_cancelled_wait_leaves_no_pending_buffer_in_the_pool(backend):
+    """Found in review: a cancelled wait put its MAP_READ buffer back in the pool with its map
+    pending; the next run using it failed (natively the process aborted)."""
+    r = await cases.cancelled_wait(backend)
+    check_cancelled_wait(r)
+
+
+def check_cancelled_wait(r: dict) -> None:
+    assert r["cancelled"]
+    assert all(s == "unmapped" for s in r["pool_after_cancel"] + r["pool_after_runs"]), r
+    assert r["max_error"] == 0.0
+
+
+async def test_plan_runs_leak_nothing(backend):
+    r = await cases.plan_leak_check(backend, 2000)
+    assert r["equal"] and r["buffers"][0] == r["buffers"][1], r
+
+
+async def test_profile_checks_its_inputs(backend):
+    n = 64
+    x, out = [await backend.allocate((n,), np.float32, label=k) for k in ("x", "out")]
+    plan = await backend.plan([Step("axpy", [x, x, cases.axpy_params(n, 1.0), out], grid_1d(n))],
+                              inputs=[x], outputs=[out], label="p")
+    try:
+        with pytest.raises(ValueError, match=r"profile p: input for GpuTensor\('x'.* is int32"):
+            await backend.profile(plan, [np.zeros(n, np.int32)])
+        with pytest.raises(ValueError, match=r"is float32\(65,\)"):
+            await backend.profile(plan, [np.zeros(n + 1, np.float32)])
+    finally:
+        plan.free()
+        x.free()
+        out.free()
+
+
+def test_a_run_waited_after_recover_raises_device_lost():
+    """Found in review: a run submitted before the device was lost and replaced read the old
+    device's destroyed buffer (the process aborted). Run apart: an abort must not take pytest."""
+    code = (
+        "import asyncio, numpy as np\n"
+        "from pybridge.native import NativeBackend\n"
+        "from pybridge.backend import Step\n"
+        "from pybridge.dispatch import grid_1d\n"
+        "from pybridge.errors import DeviceLost\n"
+        "from tests.cases.plans import axpy_params\n"
+        "async def main():\n"
+        "    b = await NativeBackend.create()\n"
+        "    n = 1 << 16\n"
+        "    x, y, out = [await b.allocate((n,), np.float32) for _ in range(3)]\n"
+        "    plan = await b.plan([Step('axpy', [x, y, axpy_params(n, 2.0), out], grid_1d(n))],\n"
+        "                        inputs=[x, y], outputs=[out])\n"
+        "    a = np.ones(n, np.float32)\n"
+        "    run = b.submit(plan, [a, a], [np.empty(n, np.float32)])\n"
+        "    b.destroy_device()\n"
+        "    await b.recover()\n"
+        "    try:\n"
+        "        await run.wait()\n"
+        "    except DeviceLost as e:\n"
+        "        print('DeviceLost:', e)\n"
+        "    print('pool', len(b._read_pool))\n"
+        "asyncio.run(main())\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       cwd=ROOT)
+    assert p.returncode == 0, p.stderr[-800:]
+    assert "DeviceLost: submit plan: the GPU device was lost (replaced" in p.stdout, p.stdout
+    assert "pool 0" in p.stdout  # the old device's buffer is not reused

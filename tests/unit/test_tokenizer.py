@@ -339,3 +339,20 @@ def test_runtime_reads_no_unicode_data_of_the_interpreter():
     its tables from pybridge/_unicode_data.py (and calls str.lower() on ASCII text only)."""
     with open(tokenizer.__file__, encoding="utf-8") as f:
         assert "import unicodedata" not in f.read()
+
+
+@pytest.mark.parametrize("multiple", [1, 8, 16])
+def test_pad_to_multiple_of_matches_hf(hf, ours, multiple):
+    hf.enable_truncation(64)
+    hf.enable_padding(pad_id=ours.pad_id, pad_token="[PAD]", pad_to_multiple_of=multiple)
+    try:
+        texts = ["a", "a somewhat longer sentence, with punctuation!", "x " * 40]
+        got = ours.encode_batch(texts, 64, pad_to_multiple_of=multiple)
+        want = hf.encode_batch(texts)
+        assert got.ids.tolist() == [e.ids for e in want]
+        assert got.attention_mask.tolist() == [e.attention_mask for e in want]
+    finally:
+        hf.no_padding()
+        hf.no_truncation()
+    with pytest.raises(ValueError, match="pad_to_multiple_of must be a positive int"):
+        ours.encode_batch(["a"], 64, pad_to_multiple_of=0)
