@@ -80,25 +80,20 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     for (var r = 0u; r < CHUNK; r++) {
       acc[r] = 0.0;
     }
-    if (B_F16) {
-      // 8 k a step: one word quad holds 8 halves
-      let K8 = params.K / 8u;
-      for (var k8 = lane; k8 < K8; k8 += LANES) {
-        let w = b[colr * K8 + k8];
-        let lo = vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
-        let hi = vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w));
-        for (var r = 0u; r < CHUNK; r++) {
-          let row = min(row0 + r, M - 1u);
-          acc[r] += dot(a[row * K4 + 2u * k8], lo) + dot(a[row * K4 + 2u * k8 + 1u], hi);
-        }
+    // k-quad k4 of a column: its 4 weights are f32 bits, or (B_F16) half of a word quad of
+    // 8 halves; every lane takes the same number of quads either way
+    for (var k4 = lane; k4 < K4; k4 += LANES) {
+      var w: vec4<f32>;
+      if (B_F16) {
+        let q = b[colr * (K4 / 2u) + (k4 >> 1u)];
+        let h = select(q.xy, q.zw, (k4 & 1u) == 1u);
+        w = vec4<f32>(unpack2x16float(h.x), unpack2x16float(h.y));
+      } else {
+        w = f32x4(b[colr * K4 + k4]);
       }
-    } else {
-      for (var k4 = lane; k4 < K4; k4 += LANES) {
-        let w = f32x4(b[colr * K4 + k4]);
-        for (var r = 0u; r < CHUNK; r++) {
-          let row = min(row0 + r, M - 1u);
-          acc[r] += dot(a[row * K4 + k4], w);
-        }
+      for (var r = 0u; r < CHUNK; r++) {
+        let row = min(row0 + r, M - 1u);
+        acc[r] += dot(a[row * K4 + k4], w);
       }
     }
     for (var r = 0u; r < CHUNK; r++) {
