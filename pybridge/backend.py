@@ -370,6 +370,28 @@ class Backend(ABC):
                                 f"{type(b).__name__}; expected a GpuTensor or a numpy array")
         return entries
 
+    def _resolve_steps(self, plan: Plan, steps: list[Step], grids: list[tuple[int, int, int]]
+                       ) -> list[tuple[Any, Any, tuple[int, int, int]]]:
+        """(pipeline, bind group, grid) per step; a bind group is made once per distinct
+        (op, constants, buffers) within the plan. Call inside the backend's error scope."""
+        uniforms: dict[bytes, Any] = {}
+        groups: dict[tuple, Any] = {}
+        resolved = []
+        for step, grid in zip(steps, grids):
+            pipeline = self.pipeline(step.op, step.constants)
+            entries = self._plan_entries(plan, step, uniforms)
+            key = (step.op, tuple(sorted((step.constants or {}).items())),
+                   tuple((id(b), o, n) for b, o, n in entries))
+            if key not in groups:
+                groups[key] = self._new_bind_group(pipeline, entries)
+            resolved.append((pipeline, groups[key], grid))
+        return resolved
+
+    @abstractmethod
+    def pipeline(self, op: str, constants: dict[str, float] | None = None) -> Any:
+        """The compute pipeline of kernel `op` with the given override constants, compiled
+        once per device."""
+
     @abstractmethod
     async def _compile_plan(self, plan: Plan, steps: list[Step],
                             grids: list[tuple[int, int, int]]) -> Any:

@@ -372,19 +372,10 @@ class BrowserBackend(Backend):
         """Pipelines, bind groups and grids as one JS object (web/bridge.js makePlan)."""
         _, to_js, _, _, bridge = _js()
         async with self.scope(f"plan {plan.label}"):
-            uniforms: dict[bytes, Any] = {}
-            groups: dict[tuple, Any] = {}
-            pipelines, bind_groups, flat = [], [], []
-            for step, grid in zip(steps, grids):
-                pipeline = self.pipeline(step.op, step.constants)
-                entries = self._plan_entries(plan, step, uniforms)
-                key = (step.op, tuple(sorted((step.constants or {}).items())),
-                       tuple((id(b), o, n) for b, o, n in entries))
-                if key not in groups:
-                    groups[key] = self._new_bind_group(pipeline, entries)
-                pipelines.append(pipeline)
-                bind_groups.append(groups[key])
-                flat.extend(grid)
+            resolved = self._resolve_steps(plan, steps, grids)
+            pipelines = [r[0] for r in resolved]
+            bind_groups = [r[1] for r in resolved]
+            flat = [g for r in resolved for g in r[2]]
             inputs = [[t.buffer_for(plan.label), t.offset, t.nbytes] for t in plan.inputs]
             outputs = [[t.buffer_for(plan.label), t.offset, t.padded_nbytes, at]
                        for t, at in zip(plan.outputs, plan.read_offsets)]

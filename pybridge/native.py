@@ -270,18 +270,7 @@ class NativeBackend(Backend):
     async def _compile_plan(self, plan: Plan, steps: list[Step],
                             grids: list[tuple[int, int, int]]) -> Any:
         with self.scope(f"plan {plan.label}"):
-            uniforms: dict[bytes, Any] = {}
-            groups: dict[tuple, Any] = {}
-            recorded = []
-            for step, grid in zip(steps, grids):
-                pipeline = self.pipeline(step.op, step.constants)
-                entries = self._plan_entries(plan, step, uniforms)
-                key = (step.op, tuple(sorted((step.constants or {}).items())),
-                       tuple((id(b), o, n) for b, o, n in entries))
-                if key not in groups:
-                    groups[key] = self._new_bind_group(pipeline, entries)
-                recorded.append((pipeline, groups[key], grid))
-            return recorded
+            return self._resolve_steps(plan, steps, grids)
 
     def _submit(self, plan: Plan, inputs: list[np.ndarray], outputs: list[np.ndarray],
                 op: str) -> Submission:

@@ -28,7 +28,7 @@ from tests.conftest import IN_CI, SITE
 from tools import bench_gpu
 from tools.gpu import pack
 from tools.gpu.model_files import DTYPE_FILES, model_folder, prepare_model, random_safetensors
-from tools.gpu.node_app import NoAdapter, NodeApp
+from tools.gpu.node_app import NodeApp
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 NODE = shutil.which("node")

@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tools.assets import sha256_file
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 CACHE = ROOT / ".cache" / "gpu"
 SITE = ROOT / "build" / "site"
@@ -75,13 +77,6 @@ VULKAN_DEB = ("libvulkan1", "1.3.239.0-1",
 def say(msg: str) -> None:
     print(f"[gpu] {msg}", flush=True)
 
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass
@@ -297,13 +292,16 @@ def write_pack(dest: Path) -> dict[str, Any]:
     return meta
 
 
-def unpack(src: Path, work: Path = WORK) -> Runtime:
-    """A pack, unpacked (once) under work/pack-<hash>/, each file checked against pack.json."""
-    raw = (src / "pack.json").read_bytes()
+def unpack_folder(src: Path, meta_name: str, fmt: int, work: Path, tag: str
+                  ) -> tuple[Path, dict[str, Any]]:
+    """A carry folder (this pack, or tools/gpu/peers_pack.py's), unpacked once under
+    work/pack-<hash of its meta file>/: each file checked against the meta file's sha256,
+    node.xz to node/bin/node, every *.tar.xz extracted. Returns (folder, meta)."""
+    raw = (src / meta_name).read_bytes()
     meta = json.loads(raw)
-    if meta.get("format") != PACK_FORMAT:
-        raise SystemExit(f"[gpu] {src}/pack.json: format {meta.get('format')}, this checkout "
-                         f"reads {PACK_FORMAT}: pack again")
+    if meta.get("format") != fmt:
+        raise SystemExit(f"[{tag}] {src}/{meta_name}: format {meta.get('format')}, this "
+                         f"checkout reads {fmt}: pack again")
     dest = work / f"pack-{hashlib.sha256(raw).hexdigest()[:12]}"
     done = dest / ".complete"
     if not done.exists():
@@ -313,7 +311,7 @@ def unpack(src: Path, work: Path = WORK) -> Runtime:
         for name, want in meta["files"].items():
             got = sha256_file(src / name)
             if got != want["sha256"]:
-                raise SystemExit(f"[gpu] {src / name}: sha256 {got}, pack.json says "
+                raise SystemExit(f"[{tag}] {src / name}: sha256 {got}, {meta_name} says "
                                  f"{want['sha256']}")
         node = dest / "node" / "bin" / "node"
         node.parent.mkdir(parents=True)
@@ -325,7 +323,14 @@ def unpack(src: Path, work: Path = WORK) -> Runtime:
                 with tarfile.open(src / name) as tar:
                     tar.extractall(dest, filter="data")
         done.write_text(json.dumps(meta))
-        say(f"unpacked {src} into {dest} in {time.perf_counter() - t0:.1f} s")
+        print(f"[{tag}] unpacked {src} into {dest} in {time.perf_counter() - t0:.1f} s",
+              flush=True)
+    return dest, meta
+
+
+def unpack(src: Path, work: Path = WORK) -> Runtime:
+    """A pack, unpacked (once) under work/pack-<hash>/, each file checked against pack.json."""
+    dest, meta = unpack_folder(src, "pack.json", PACK_FORMAT, work, "gpu")
     return Runtime(node=dest / "node" / "bin" / "node", webgpu=dest / "webgpu" / "index.js",
                    pyodide=dest / "pyodide", web=dest / "web", model=dest / "model",
                    vk=dest / "vk" if (dest / "vk").exists() else None,

@@ -66,7 +66,6 @@ import ast
 import hashlib
 import io
 import json
-import lzma
 import os
 import random
 import shutil
@@ -78,6 +77,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script: tools.* are importable
+
+from tools.assets import sha256_file  # noqa: E402
 CACHE = ROOT / ".cache" / "gpu" / "peers"
 CARRY = ROOT / ".gpu" / "peers"
 SHARED_PACK = ROOT / ".gpu" / "pack"  # tools/gpu/pack.py's carry folder (read only here)
@@ -113,13 +115,6 @@ GRAPHS = {"nonan": "model-nonan.onnx", "export": "model.onnx"}
 def say(msg: str) -> None:
     print(f"[peers] {msg}", flush=True)
 
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # --- pybridge's weights file (safetensors) ---------------------------------------------------
@@ -468,34 +463,9 @@ def pack(carry: Path) -> dict[str, Any]:
 
 # --- run (on the accelerator machine, or here with the CPU providers) ------------------------
 def unpack(carry: Path, work: Path) -> Path:
-    raw = (carry / "peers.json").read_bytes()
-    meta = json.loads(raw)
-    if meta.get("format") != FORMAT:
-        raise SystemExit(f"[peers] {carry}/peers.json: format {meta.get('format')}, expected "
-                         f"{FORMAT}: pack again")
-    dest = work / f"pack-{hashlib.sha256(raw).hexdigest()[:12]}"
-    if (dest / ".complete").exists():
-        return dest
-    t0 = time.perf_counter()
-    shutil.rmtree(dest, ignore_errors=True)
-    dest.mkdir(parents=True)
-    for name, want in meta["files"].items():
-        got = sha256_file(carry / name)
-        if got != want["sha256"]:
-            raise SystemExit(f"[peers] {carry / name}: sha256 {got}, peers.json says "
-                             f"{want['sha256']}")
-    node = dest / "node" / "bin" / "node"
-    node.parent.mkdir(parents=True)
-    with lzma.open(carry / "node.xz") as f, node.open("wb") as out:
-        shutil.copyfileobj(f, out, 1 << 20)
-    node.chmod(0o755)
-    for name in meta["files"]:
-        if name.endswith(".tar.xz"):
-            with tarfile.open(carry / name) as tar:
-                tar.extractall(dest, filter="data")
-    (dest / ".complete").write_text(json.dumps(meta))
-    say(f"unpacked {carry} into {dest} in {time.perf_counter() - t0:.1f} s")
-    return dest
+    from tools.gpu.pack import unpack_folder
+
+    return unpack_folder(carry, "peers.json", FORMAT, work, "peers")[0]
 
 
 def choose_weights(choice: str, dest: Path, header: Path) -> tuple[Path | None, str]:
