@@ -141,3 +141,24 @@ def test_a_run_waited_after_recover_raises_device_lost():
     assert p.returncode == 0, p.stderr[-800:]
     assert "DeviceLost: submit plan: the GPU device was lost (replaced" in p.stdout, p.stdout
     assert "pool 0" in p.stdout  # the old device's buffer is not reused
+
+
+async def test_a_plan_on_the_baseline_paths_moves_data_by_those_paths(backend):
+    import pybridge
+
+    n = 1000
+    x, y, out = [await backend.allocate((n,), np.float32) for _ in range(3)]
+    plan = await backend.plan([Step("axpy", [x, y, cases.axpy_params(n, 2.0), out], grid_1d(n))],
+                              inputs=[x, y], outputs=[out], label="naive")
+    a, r = np.arange(n, dtype=np.float32), np.empty(n, np.float32)
+    pybridge.set_default_paths("naive", "naive")
+    try:
+        with pybridge.count_copies() as c:
+            await backend.submit(plan, [a, a], [r]).wait()
+    finally:
+        pybridge.set_default_paths(None, None)
+        plan.free()
+        for t in (x, y, out):
+            t.free()
+    assert np.array_equal(r, 3 * a)
+    assert set(c.as_dict()["upload"]) == {"naive"} and set(c.as_dict()["readback"]) == {"naive"}
