@@ -84,36 +84,34 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 # --- the Pyodide core, from npm --------------------------------------------------------------
-def fetch_pyodide_tarball() -> Path:
-    """npm pack pyodide@VERSION into the cache; verify its sha256."""
-    tarball = CACHE / f"pyodide-{PYODIDE_VERSION}.tgz"
-    if tarball.exists() and sha256_file(tarball) == PYODIDE_NPM_TARBALL_SHA256:
+def npm_pack(name: str, version: str, sha256: str, dest: Path = CACHE, about: str = "",
+             say=log) -> Path:
+    """`npm pack NAME@VERSION` into `dest` (once), its sha256 checked: the one way this
+    project takes a package from npm (the Pyodide core here; benchmarks' peers and runtimes)."""
+    tarball = dest / f"{name}-{version}.tgz"
+    if tarball.exists() and sha256_file(tarball) == sha256:
         return tarball
-    CACHE.mkdir(parents=True, exist_ok=True)
+    dest.mkdir(parents=True, exist_ok=True)
     npm = shutil.which("npm")
     if npm is None:
-        raise AssetError(
-            f"pyodide-{PYODIDE_VERSION}.tgz: needs npm to fetch the npm package "
-            f"pyodide@{PYODIDE_VERSION}; install Node.js and npm (Debian: apt-get install npm)"
-        )
-    log(f"npm pack pyodide@{PYODIDE_VERSION} (about 6 MB)")
-    proc = subprocess.run(
-        [npm, "pack", f"pyodide@{PYODIDE_VERSION}", "--pack-destination", str(CACHE)],
-        capture_output=True, text=True,
-    )
+        raise AssetError(f"{tarball.name}: needs npm to fetch the npm package {name}@{version}; "
+                         "install Node.js and npm (Debian: apt-get install npm)")
+    say(f"npm pack {name}@{version}{f' ({about})' if about else ''}")
+    proc = subprocess.run([npm, "pack", f"{name}@{version}", "--pack-destination", str(dest)],
+                          capture_output=True, text=True)
     if proc.returncode != 0 or not tarball.exists():
-        raise AssetError(
-            f"pyodide-{PYODIDE_VERSION}.tgz: `npm pack pyodide@{PYODIDE_VERSION}` failed "
-            f"(source tried: the npm registry):\n{proc.stderr.strip()[-2000:]}"
-        )
+        raise AssetError(f"{tarball.name}: `npm pack {name}@{version}` failed (source tried: "
+                         f"the npm registry):\n{proc.stderr.strip()[-2000:]}")
     got = sha256_file(tarball)
-    if got != PYODIDE_NPM_TARBALL_SHA256:
+    if got != sha256:
         tarball.unlink()
-        raise AssetError(
-            f"pyodide-{PYODIDE_VERSION}.tgz from the npm registry: sha256 {got}, "
-            f"expected {PYODIDE_NPM_TARBALL_SHA256}"
-        )
+        raise AssetError(f"{tarball.name} from the npm registry: sha256 {got}, expected {sha256}")
     return tarball
+
+
+def fetch_pyodide_tarball() -> Path:
+    """npm pack pyodide@VERSION into the cache; verify its sha256."""
+    return npm_pack("pyodide", PYODIDE_VERSION, PYODIDE_NPM_TARBALL_SHA256, about="about 6 MB")
 
 
 def read_core(tarball: Path) -> dict[str, bytes]:

@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -32,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from pybridge.tokenizer import WordPiece  # noqa: E402
-from tools.assets import CACHE, sha256_file  # noqa: E402
+from tools.assets import CACHE, npm_pack  # noqa: E402
 from tools.harness import launch, open_app, start_server  # noqa: E402
 
 ORT_VERSION = "1.30.0"
@@ -48,15 +47,8 @@ def vendor_ort() -> Path:
     dist = ORT_DIR / "package" / "dist"
     if (dist / "ort.webgpu.min.mjs").exists():
         return dist
-    tarball = CACHE / f"onnxruntime-web-{ORT_VERSION}.tgz"
-    if not tarball.exists() or sha256_file(tarball) != ORT_TARBALL_SHA256:
-        CACHE.mkdir(parents=True, exist_ok=True)
-        print(f"[compare] npm pack onnxruntime-web@{ORT_VERSION}", flush=True)
-        subprocess.run(["npm", "pack", f"onnxruntime-web@{ORT_VERSION}", "--pack-destination",
-                        str(CACHE)], check=True, capture_output=True)
-        got = sha256_file(tarball)
-        if got != ORT_TARBALL_SHA256:
-            raise SystemExit(f"[compare] {tarball.name}: sha256 {got}, expected {ORT_TARBALL_SHA256}")
+    tarball = npm_pack("onnxruntime-web", ORT_VERSION, ORT_TARBALL_SHA256, CACHE,
+                       say=lambda m: print(f"[compare] {m}", flush=True))
     with tarfile.open(tarball) as tar:
         tar.extractall(ORT_DIR, filter="data")
     return dist

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tools.assets import sha256_file
+from tools.assets import npm_pack, sha256_file
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 CACHE = ROOT / ".cache" / "gpu"
@@ -95,24 +95,7 @@ class Runtime:
 # --- fetching the pinned packages (only when the benchmark is asked for) ------------------------
 def fetch_npm(pin: NpmPin) -> Path:
     """`npm pack NAME@VERSION` into .cache/gpu/, sha256-checked."""
-    if pin.tarball.exists() and sha256_file(pin.tarball) == pin.sha256:
-        return pin.tarball
-    CACHE.mkdir(parents=True, exist_ok=True)
-    npm = shutil.which("npm")
-    if npm is None:
-        raise SystemExit(f"[gpu] {pin.tarball.name}: needs npm (python3 tools/dev.py setup "
-                         "installs it)")
-    say(f"npm pack {pin.name}@{pin.version} (about 50 MB, once)")
-    proc = subprocess.run([npm, "pack", f"{pin.name}@{pin.version}", "--pack-destination",
-                           str(CACHE), "--silent"], capture_output=True, text=True)
-    if proc.returncode != 0 or not pin.tarball.exists():
-        raise SystemExit(f"[gpu] `npm pack {pin.name}@{pin.version}` failed:\n"
-                         f"{proc.stderr.strip()[-2000:]}")
-    got = sha256_file(pin.tarball)
-    if got != pin.sha256:
-        pin.tarball.unlink()
-        raise SystemExit(f"[gpu] {pin.tarball.name}: sha256 {got}, expected {pin.sha256}")
-    return pin.tarball
+    return npm_pack(pin.name, pin.version, pin.sha256, CACHE, "once", say)
 
 
 def extracted(pin: NpmPin) -> Path:

@@ -79,7 +79,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: tools.* are importable
 
-from tools.assets import sha256_file  # noqa: E402
+from tools.assets import npm_pack, sha256_file  # noqa: E402
 CACHE = ROOT / ".cache" / "gpu" / "peers"
 CARRY = ROOT / ".gpu" / "peers"
 SHARED_PACK = ROOT / ".gpu" / "pack"  # tools/gpu/pack.py's carry folder (read only here)
@@ -182,23 +182,8 @@ def write_data(layout: dict[str, Any], dest: Path, weights: Path | None, seed: i
 
 # --- pack (here) -----------------------------------------------------------------------------
 def fetch_npm(name: str, version: str, sha: str) -> Path:
-    tarball = CACHE / f"{name}-{version}.tgz"
-    if tarball.exists() and sha256_file(tarball) == sha:
-        return tarball
-    CACHE.mkdir(parents=True, exist_ok=True)
-    npm = shutil.which("npm")
-    if npm is None:
-        raise SystemExit(f"[peers] {tarball.name}: needs npm")
-    say(f"npm pack {name}@{version}")
-    proc = subprocess.run([npm, "pack", f"{name}@{version}", "--pack-destination", str(CACHE),
-                           "--silent"], capture_output=True, text=True)
-    if proc.returncode != 0 or not tarball.exists():
-        raise SystemExit(f"[peers] npm pack {name}@{version} failed:\n{proc.stderr[-2000:]}")
-    got = sha256_file(tarball)
-    if got != sha:
-        tarball.unlink()
-        raise SystemExit(f"[peers] {tarball.name}: sha256 {got}, expected {sha}")
-    return tarball
+    """`npm pack NAME@VERSION` into .cache/gpu/peers/, sha256-checked."""
+    return npm_pack(name, version, sha, CACHE, "", say)
 
 
 def ort_tar(dest: Path) -> None:
