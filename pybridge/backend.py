@@ -11,7 +11,9 @@ that does not fit -> ValueError; a freed tensor -> UseAfterFree; a lost device -
 
 from __future__ import annotations
 
+import asyncio
 import math
+import time
 from abc import ABC, abstractmethod
 from typing import Any, NamedTuple, Sequence
 
@@ -19,7 +21,7 @@ import numpy as np
 
 from pybridge import accounting
 from pybridge.dtypes import DType, lookup, padded
-from pybridge.errors import DeviceLost, UseAfterFree
+from pybridge.errors import DeviceLost, GpuError, UseAfterFree
 
 # Which path moves bytes when a call names none; `set_default_paths` changes it globally.
 _default_paths = {"upload": None, "readback": None}  # None: the backend's measured best
@@ -148,6 +150,7 @@ class Step(NamedTuple):
     bindings: Sequence[GpuTensor | np.ndarray]
     grid: tuple[int, int, int]
     constants: dict[str, float] | None = None
+    name: str = ""  # what the step is for (e.g. "qkv"), in profiles; the op where empty
 
 
 class Plan:
@@ -168,6 +171,7 @@ class Plan:
         self.backend = backend
         self.label = label
         self.ops = [s.op for s in steps]
+        self.names = [s.name or s.op for s in steps]
         self.inputs = list(inputs)
         self.outputs = list(outputs)
         tensors: dict[int, GpuTensor] = {}
@@ -219,6 +223,16 @@ class Submission(ABC):
     @abstractmethod
     async def wait(self) -> None: ...
 
+    def _abandon(self) -> None:
+        """Release what a run never waited for holds (its MAP_READ buffer), without reading."""
+
+    def __del__(self) -> None:
+        # a run dropped unwaited (its caller raised before `wait`) must not keep its buffer
+        try:
+            self._abandon()
+        except Exception:  # noqa: BLE001 (interpreter shutdown, a lost device: nothing to free)
+            pass
+
 
 class Batch:
     """`async with backend.batch() as b:` then `await b.dispatch(op, bindings, grid, constants)`:
@@ -260,9 +274,6 @@ class _NaiveRun(Submission):
                                                                        outputs, op)
 
     async def wait(self) -> None:
-        import asyncio
-        import time
-
         b = self.backend
         if b._baseline_lock is None:
             b._baseline_lock = asyncio.Lock()
@@ -350,39 +361,29 @@ class Backend(ABC):
             raise
         return plan
 
-    def _plan_entries(self, plan: Plan, step: Step, uniforms: dict[bytes, Any]
-                      ) -> list[tuple[Any, int, int]]:
-        """(buffer, offset, size) per binding of a step; numpy bindings become uniform buffers
-        owned by the plan, one per distinct content."""
-        entries = []
-        for i, b in enumerate(step.bindings):
-            if isinstance(b, GpuTensor):
-                entries.append((b.buffer_for(f"plan {plan.label}"), b.offset, b.padded_nbytes))
-            elif isinstance(b, np.ndarray):
-                u, _ = prepare_upload(b, copy=True)
-                key = u.tobytes()
-                if key not in uniforms:
-                    uniforms[key] = self._new_uniform(u, f"{plan.label}.{step.op}.params")
-                    plan.uniforms.append(uniforms[key])
-                    accounting.record("upload", "uniform", 1, u.nbytes)
-                entries.append((uniforms[key], 0, padded(u.nbytes)))
-            else:
-                raise TypeError(f"plan {plan.label}: step {step.op} binding {i} is a "
-                                f"{type(b).__name__}; expected a GpuTensor or a numpy array")
-        return entries
-
     def _resolve_steps(self, plan: Plan, steps: list[Step], grids: list[tuple[int, int, int]]
                        ) -> list[tuple[Any, Any, tuple[int, int, int]]]:
-        """(pipeline, bind group, grid) per step; a bind group is made once per distinct
-        (op, constants, buffers) within the plan. Call inside the backend's error scope."""
+        """(pipeline, bind group, grid) per step; numpy bindings become uniform buffers owned
+        by the plan (one per distinct content, 1 CPU copy each), and a bind group is made once
+        per distinct (op, constants, buffers) within the plan. Call inside an error scope."""
         uniforms: dict[bytes, Any] = {}
         groups: dict[tuple, Any] = {}
+
+        def uniform(arr: np.ndarray, op: str) -> Any:
+            u, _ = prepare_upload(arr, copy=True)
+            key = u.tobytes()
+            if key not in uniforms:
+                uniforms[key] = self._new_uniform(u, f"{plan.label}.{op}.params")
+                plan.uniforms.append(uniforms[key])
+                accounting.record("upload", "uniform", 1, u.nbytes)
+            return uniforms[key]
+
         resolved = []
         for step, grid in zip(steps, grids):
             pipeline = self.pipeline(step.op, step.constants)
-            entries = self._plan_entries(plan, step, uniforms)
-            key = (step.op, tuple(sorted((step.constants or {}).items())),
-                   tuple((id(b), o, n) for b, o, n in entries))
+            entries = self._entries(f"plan {plan.label}", f"plan {plan.label}: step {step.op}",
+                                    step.bindings, lambda a, op=step.op: uniform(a, op))
+            key = self._group_key(step.op, step.constants, entries)
             if key not in groups:
                 groups[key] = self._new_bind_group(pipeline, entries)
             resolved.append((pipeline, groups[key], grid))
@@ -425,7 +426,7 @@ class Backend(ABC):
     async def profile(self, plan: Plan, inputs: Sequence[np.ndarray] = ()) -> dict[str, Any]:
         """GPU time of each dispatch of a plan, from timestamp queries (needs the device feature
         `timestamp-query`): each dispatch timed in a compute pass of its own, then the whole
-        plan in one pass. Returns {"steps": [(op, µs), ...], "sum_us", "whole_us"}; for
+        plan in one pass. Returns {"steps": [(name, µs), ...], "ops", "sum_us", "whole_us"}; for
         finding where GPU time goes, not for the hot path (it creates and destroys its query
         buffers each call)."""
         op = f"profile {plan.label}"
@@ -437,8 +438,11 @@ class Backend(ABC):
         if len(inputs) != len(plan.inputs):
             raise ValueError(f"{op}: takes {len(plan.inputs)} input arrays, got {len(inputs)}")
         ns = await self._profile(plan, self._plan_inputs(plan, inputs, op), op)
-        steps = [(name, t / 1e3) for name, t in zip(plan.ops, ns)]
-        return {"steps": steps, "sum_us": sum(t for _, t in steps), "whole_us": ns[-1] / 1e3}
+        if min(ns) < 0:  # a timestamp went back: the device's timestamps cannot be trusted
+            raise GpuError(op, "timestamp-query", f"a pass ended before it began ({min(ns)} ns)")
+        steps = [(name, t / 1e3) for name, t in zip(plan.names, ns)]
+        return {"steps": steps, "ops": list(plan.ops), "sum_us": sum(t for _, t in steps),
+                "whole_us": ns[-1] / 1e3}
 
     @abstractmethod
     async def _profile(self, plan: Plan, inputs: list[np.ndarray], op: str) -> list[float]:
@@ -461,13 +465,13 @@ class Backend(ABC):
         """One submission of a checked plan run: inputs written, dispatches, outputs copied to
         a MAP_READ buffer (no inputs and no outputs given: the dispatches alone)."""
 
-    @abstractmethod
-    def batch(self) -> Any:
+    def batch(self) -> Batch:
         """`async with backend.batch() as b:` then `await b.dispatch(op, bindings, grid,
         constants)`: the dispatches recorded inside are submitted together as one plan when
         the block ends (one error check for the lot). Each batch records only its own
         dispatches, so concurrent batches and dispatches do not mix; `backend.dispatch` inside
         the block runs at once, on its own."""
+        return Batch(self)
 
     @abstractmethod
     async def readback(self, tensor: GpuTensor, out: np.ndarray | None = None, *,
@@ -581,21 +585,35 @@ class Backend(ABC):
         self._uniforms[key] = buf  # most recently used last
         return buf
 
+    def _entries(self, op: str, where: str, bindings: Sequence[GpuTensor | np.ndarray],
+                 uniform: Any) -> list[tuple[Any, int, int]]:
+        """(buffer, offset, size) per binding: a tensor's buffer, or for a numpy array (a small
+        uniform struct, e.g. Params) the buffer `uniform(array)` gives."""
+        entries = []
+        for i, b in enumerate(bindings):
+            if isinstance(b, GpuTensor):
+                entries.append((b.buffer_for(op), b.offset, b.padded_nbytes))
+            elif isinstance(b, np.ndarray):
+                entries.append((uniform(b), 0, padded(b.nbytes)))
+            else:
+                raise TypeError(f"{where} binding {i} is a {type(b).__name__}; "
+                                "expected a GpuTensor or a numpy array (uniform)")
+        return entries
+
+    @staticmethod
+    def _group_key(op: str, constants: dict[str, float] | None,
+                   entries: list[tuple[Any, int, int]]) -> tuple:
+        """What makes two bind groups the same: kernel, constants, and the buffers bound."""
+        return (op, tuple(sorted((constants or {}).items())),
+                tuple((id(buf), off, size) for buf, off, size in entries))
+
     def _bind(self, op: str, constants: dict[str, float] | None, pipeline: Any,
               bindings: Sequence[GpuTensor | np.ndarray]) -> Any:
         """The bind group of `bindings` (tensors, or numpy arrays made uniforms), cached by
         the identity of the buffers it binds."""
-        entries = []
-        for i, b in enumerate(bindings):
-            if isinstance(b, GpuTensor):
-                entries.append((b.buffer_for(f"dispatch {op}"), b.offset, b.padded_nbytes))
-            elif isinstance(b, np.ndarray):  # a small uniform struct, e.g. Params
-                entries.append((self._uniform(b, op), 0, padded(b.nbytes)))
-            else:
-                raise TypeError(f"dispatch {op}: binding {i} is a {type(b).__name__}; "
-                                "expected a GpuTensor or a numpy array (uniform)")
-        key = (op, tuple(sorted((constants or {}).items())),
-               tuple((id(buf), off, size) for buf, off, size in entries))
+        entries = self._entries(f"dispatch {op}", f"dispatch {op}:", bindings,
+                                lambda a: self._uniform(a, op))
+        key = self._group_key(op, constants, entries)
         bind_group = self._bind_groups.get(key)
         if bind_group is None:
             bind_group = self._bind_groups[key] = self._new_bind_group(pipeline, entries)

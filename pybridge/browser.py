@@ -32,7 +32,7 @@ import numpy as np
 
 from pybridge import accounting
 from pybridge._env import require_browser
-from pybridge.backend import (Backend, Batch, GpuTensor, Plan, Step, Submission,
+from pybridge.backend import (Backend, GpuTensor, Plan, Step, Submission,
                               check_grid, naive_bytes, prepare_out)
 from pybridge.device import Gpu, request_gpu
 from pybridge.dispatch import shader_source
@@ -95,6 +95,15 @@ class _Run(Submission):
         self.backend, self.plan, self.promise = backend, plan, promise
         self.read_buffer, self.outputs, self.op = read_buffer, outputs, op
         self.generation = backend.generation  # the device it was submitted to
+
+    def _abandon(self) -> None:
+        if self.promise is None or self.read_buffer is None:
+            return  # waited for, or nothing to read
+        _, _, _, _, bridge = _js()
+        promise, self.promise = self.promise, None
+        self.backend._forget_read_buffer(self.read_buffer)
+        if self.generation == self.backend.generation:
+            bridge.destroyWhenSettled(promise, self.read_buffer)
 
     async def wait(self) -> None:
         """Wait for the GPU; copy each output once into its array (one JS call for all).
@@ -411,10 +420,6 @@ class BrowserBackend(Backend):
             self.check_alive(op)
             raise GpuValidationError(op, "validation", str(e)) from e
 
-    def batch(self) -> Batch:
-        """`async with backend.batch() as b:` + `await b.dispatch(...)`: one plan, one
-        submission, one error check for the lot."""
-        return Batch(self)
 
     # --- readback ---------------------------------------------------------------------
     def _read_buffer(self, size: int) -> Any:

@@ -23,7 +23,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from pybridge import accounting
-from pybridge.backend import (Backend, Batch, GpuTensor, Plan, Step, Submission,
+from pybridge.backend import (Backend, GpuTensor, Plan, Step, Submission,
                               check_grid, naive_bytes, prepare_out)
 from pybridge.device import OPTIONAL_FEATURES
 from pybridge.dispatch import shader_source
@@ -167,21 +167,25 @@ class NativeBackend(Backend):
         arr, out, dst, path, op = await self._upload_target(arr, out, path, copy, label)
         with self.scope(op):
             if path == "view":
-                # wgpu-py hands the array's memory to wgpu-native, which copies it once
-                flat = arr.reshape(-1).view(np.uint8)
-                whole = arr.nbytes & ~3
-                if whole:
-                    self.device.queue.write_buffer(dst, out.offset, flat[:whole])
-                if arr.nbytes != whole:  # 1-3 trailing bytes: copied once more into a word
-                    tail = np.zeros(4, dtype=np.uint8)
-                    tail[: arr.nbytes - whole] = flat[whole:]
-                    self.device.queue.write_buffer(dst, out.offset + whole, tail)
-                    accounting.record("upload", "pad", 1, arr.nbytes - whole)
-                accounting.record("upload", "view", 1, arr.nbytes)
+                self._write_view(dst, out.offset, arr)
             else:
                 self.device.queue.write_buffer(dst, out.offset, naive_bytes(arr))  # copies 1, 2
                 accounting.record("upload", "naive", 2, arr.nbytes)
         return out
+
+    def _write_view(self, dst: Any, offset: int, arr: np.ndarray) -> None:
+        """queue.write_buffer from the array's memory: wgpu-native copies it once (1-3
+        trailing bytes once more, through a padded word). Counted."""
+        flat = arr.reshape(-1).view(np.uint8)
+        whole = arr.nbytes & ~3
+        if whole:
+            self.device.queue.write_buffer(dst, offset, flat[:whole])
+        if arr.nbytes != whole:
+            tail = np.zeros(4, dtype=np.uint8)
+            tail[: arr.nbytes - whole] = flat[whole:]
+            self.device.queue.write_buffer(dst, offset + whole, tail)
+            accounting.record("upload", "pad", 1, arr.nbytes - whole)
+        accounting.record("upload", "view", 1, arr.nbytes)
 
     # --- dispatch ---------------------------------------------------------------------
     def pipeline(self, op: str, constants: dict[str, float] | None = None) -> Any:
@@ -241,7 +245,7 @@ class NativeBackend(Backend):
                                                  usage=usage.QUERY_RESOLVE | usage.COPY_SRC)
             try:
                 for t, arr in zip(plan.inputs, inputs):
-                    self.device.queue.write_buffer(t._buffer, t.offset, arr)
+                    self._write_view(t._buffer, t.offset, arr)
                 encoder = self.device.create_command_encoder()
                 passes = [(i, i + 1) for i in range(n)] + [(0, n)]  # each dispatch, then all
                 for k, (first, last) in enumerate(passes):
@@ -259,12 +263,9 @@ class NativeBackend(Backend):
             finally:
                 query_set.destroy()
                 resolved.destroy()
+        t = t.astype(np.int64)
         return [float(t[2 * k + 1] - t[2 * k]) for k in range(n + 1)]
 
-    def batch(self) -> Batch:
-        """`async with backend.batch() as b:` + `await b.dispatch(...)`: one plan, one
-        submission."""
-        return Batch(self)
 
     # --- plans ------------------------------------------------------------------------
     async def _compile_plan(self, plan: Plan, steps: list[Step],
@@ -279,16 +280,7 @@ class NativeBackend(Backend):
         try:
             with self.scope(op):
                 for t, arr in zip(plan.inputs, inputs):
-                    flat = arr.reshape(-1).view(np.uint8)
-                    whole = arr.nbytes & ~3
-                    if whole:
-                        self.device.queue.write_buffer(t._buffer, t.offset, flat[:whole])
-                    if arr.nbytes != whole:  # 1-3 trailing bytes through a padded word
-                        tail = np.zeros(4, dtype=np.uint8)
-                        tail[: arr.nbytes - whole] = flat[whole:]
-                        self.device.queue.write_buffer(t._buffer, t.offset + whole, tail)
-                        accounting.record("upload", "pad", 1, arr.nbytes - whole)
-                    accounting.record("upload", "view", 1, arr.nbytes)
+                    self._write_view(t._buffer, t.offset, arr)
                 encoder = self.device.create_command_encoder()
                 compute = encoder.begin_compute_pass()
                 for pipeline, group, grid in plan.handle:
@@ -390,6 +382,15 @@ class _NativeRun(Submission):
         self.generation = backend.generation  # the device it was submitted to
         self.waited = False
 
+    def _abandon(self) -> None:
+        if self.waited or self.read_buffer is None:
+            return
+        self.waited = True
+        if self.generation == self.backend.generation:
+            self.backend._destroy_buffer(self.read_buffer)  # a pending map ends with it
+        else:
+            self.backend._live.pop(id(self.read_buffer), None)
+
     async def wait(self) -> None:
         """Wait for the GPU; copy each output once into its array. Cancelled before the GPU
         is done, the run's read buffer is destroyed (never handed to another run pending)."""
@@ -398,6 +399,9 @@ class _NativeRun(Submission):
         self.waited = True
         b, buf = self.backend, self.read_buffer
         if buf is None:
+            if b.generation != self.generation:
+                raise DeviceLost(self.op, "replaced", "the device this run was submitted to "
+                                 "was lost and replaced before it finished")
             return
         settled = False
         try:
