@@ -34,6 +34,7 @@ import numpy as np
 from pybridge._env import IN_PYODIDE
 from pybridge.backend import Backend, GpuTensor, Plan, Step, default_backend
 from pybridge.dispatch import grid_1d, matmul_plan, pack_params
+from pybridge.errors import UseAfterFree
 from pybridge.tokenizer import WordPiece
 from pybridge.weights import load_safetensors
 
@@ -81,6 +82,7 @@ class MiniLM:
         self.eps = float(config["layer_norm_eps"])
         self._shapes: dict[tuple[int, int], _Shape] = {}  # (B, T) -> buffers + plan, LRU order
         self.pad_tokens_to = 1 if backend.is_cpu else PAD_TOKENS_TO
+        self._freed = False
         self.last_tokens = 0  # tokens embedded by the last embed() call ([CLS]/[SEP] included)
 
     @classmethod
@@ -103,6 +105,7 @@ class MiniLM:
     def free(self) -> None:
         """Release the weights, activations and plans. A run already submitted finishes; a
         later `embed` raises UseAfterFree."""
+        self._freed = True
         for t in self.w.values():
             t.free()
         for shape in self._shapes.values():
@@ -116,6 +119,9 @@ class MiniLM:
         shape = self._shapes.pop(key, None)
         if shape is None:
             built = await self._build(B, T)
+            if self._freed:  # freed while this shape was being built: keep nothing of it
+                built.free()
+                raise UseAfterFree("embed: the model was freed; load it again")
             shape = self._shapes.pop(key, None)  # built meanwhile by a concurrent call?
             if shape is None:
                 shape = built
@@ -152,13 +158,13 @@ class MiniLM:
             raise
         return _Shape(self, acts, plan)
 
-    def _linear(self, x: GpuTensor, name: str, out: GpuTensor, M: int, N: int, K: int,
-                gelu: bool = False) -> Step:
+    def _linear(self, role: str, x: GpuTensor, name: str, out: GpuTensor, M: int, N: int,
+                K: int, gelu: bool = False) -> Step:
         op, grid, constants = matmul_plan(M, N, K, self.dtype == "float16",
                                           "shader-f16" in self.backend.features,
                                           self.backend.is_cpu)
         return Step(op, [x, self.w[name + ".weight"], self.w[name + ".bias"],
-                         pack_params(M, N, K), out], grid, {"GELU": gelu, **constants})
+                         pack_params(M, N, K), out], grid, {"GELU": gelu, **constants}, role)
 
     def _forward(self, a: dict[str, GpuTensor], B: int, T: int) -> list[Step]:
         """The whole forward pass (embeddings, 6 layers, pooling): 2 + 7 x layers steps."""
@@ -174,25 +180,23 @@ class MiniLM:
         for i in range(self.layers):
             p = f"encoder.layer.{i}."
             steps += [
-                self._linear(a["x"], p + "attention.qkv", a["qkv"], M, 3 * C, C),
+                self._linear("qkv", a["x"], p + "attention.qkv", a["qkv"], M, 3 * C, C),
                 Step("attention", [a["qkv"], a["lengths"],
                                    pack_params(T, C, self.heads, float(C // self.heads) ** -0.5),
                                    a["ctx"]],
                      (-(-T // ATTENTION_ROWS), self.heads, B), {"HEAD_DIM": C // self.heads}),
-                self._linear(a["ctx"], p + "attention.output.dense", a["attn"], M, C, C),
+                self._linear("out", a["ctx"], p + "attention.output.dense", a["attn"], M, C, C),
                 Step("layernorm", [a["attn"], a["x"], w[p + "attention.output.LayerNorm.weight"],
                                    w[p + "attention.output.LayerNorm.bias"], ln, a["x1"]], rows),
-                self._linear(a["x1"], p + "intermediate.dense", a["h"], M, self.inner, C,
+                self._linear("ffn1", a["x1"], p + "intermediate.dense", a["h"], M, self.inner, C,
                              gelu=True),
-                self._linear(a["h"], p + "output.dense", a["ffn"], M, C, self.inner),
+                self._linear("ffn2", a["h"], p + "output.dense", a["ffn"], M, C, self.inner),
                 Step("layernorm", [a["ffn"], a["x1"], w[p + "output.LayerNorm.weight"],
                                    w[p + "output.LayerNorm.bias"], ln, a["x"]], rows),
             ]
         steps.append(Step("pool", [a["x"], a["lengths"], pack_params(T, C), a["pooled"]],
                           grid_1d(B, 1)))
         return steps
-
-    ROLES = ("qkv", "attention", "out", "layernorm", "ffn1", "ffn2", "layernorm")  # per layer
 
     async def profile(self, sentences: list[str]) -> dict[str, Any]:
         """GPU time of one forward pass of `sentences` (one batch) per role of its steps, from
@@ -206,10 +210,9 @@ class MiniLM:
             r = await self.backend.profile(shape.plan, [batch.ids.reshape(-1), batch.lengths])
         finally:
             shape.release()
-        roles = ["embed", *(self.ROLES * self.layers), "pool"]
         us: dict[str, float] = {}
         kernels: dict[str, str] = {}
-        for role, (op, t) in zip(roles, r["steps"]):
+        for (role, t), op in zip(r["steps"], r["ops"]):  # roles: the names _forward gives
             us[role] = us.get(role, 0.0) + t
             kernels[role] = op
         return {"us": us, "sum_us": r["sum_us"], "whole_us": r["whole_us"], "kernels": kernels}

@@ -162,3 +162,43 @@ async def test_a_plan_on_the_baseline_paths_moves_data_by_those_paths(backend):
             t.free()
     assert np.array_equal(r, 3 * a)
     assert set(c.as_dict()["upload"]) == {"naive"} and set(c.as_dict()["readback"]) == {"naive"}
+
+
+async def test_a_run_dropped_unwaited_releases_its_read_buffer(backend):
+    """Found in review: a run submitted and never waited for (its caller raised first) kept
+    its MAP_READ buffer for good."""
+    import gc
+
+    n = 1024
+    x, out = [await backend.allocate((n,), np.float32) for _ in range(2)]
+    plan = await backend.plan([Step("axpy", [x, x, cases.axpy_params(n, 1.5), out],
+                                    grid_1d(n))], inputs=[x], outputs=[out], label="p")
+    a, r = np.arange(n, dtype=np.float32), np.empty(n, np.float32)
+    await backend.submit(plan, [a], [r]).wait()
+    before = backend.live_buffers()
+    for _ in range(10):
+        backend.submit(plan, [a], [r])  # dropped at once, never waited for
+    gc.collect()
+    await backend.sync()
+    after = backend.live_buffers()
+    await backend.submit(plan, [a], [r]).wait()  # the backend still runs plans
+    plan.free()
+    x.free()
+    out.free()
+    assert after <= before, (before, after)
+    assert np.array_equal(r, 2.5 * a)
+
+
+def test_profile_timestamps_are_plausible_natively():
+    """Found in review: unsigned timestamp differences would turn a timestamp going back
+    into 1.8e19 ns, and `> 0` checks could not tell."""
+    async def go():
+        b = await NativeBackend.create()
+        try:
+            r = await cases.profile(b)
+        finally:
+            b.close()
+        return r
+
+    r = asyncio.run(go())
+    assert all(0 < t < 1e6 for t in r["times"]) and 0 < r["whole"] < 1e6, r  # µs
