@@ -7,8 +7,10 @@ the wheel as the `pybridge.wgsl` package data. Each backend compiles a kernel on
 Variants: a few ops are one .wgsl file with other tile sizes (VARIANTS). A variant names its
 base file and values for some of the base's `const` lines marked `// VARIANT`;
 `shader_source(op)` replaces exactly those values (each line must appear once) and puts a
-comment line naming the variant first. Nothing else is written: the knobs, and what they
-do, are in the base file's header. Pipeline `override` constants stay for what needs no
+comment line naming the variant first. A variant may also enable a WGSL extension (e.g.
+`subgroups`): its text then starts with `enable subgroups;`, and the base's lines written
+`//subgroups: CODE` become CODE (they are comments in the base, so the base compiles on any
+device). Nothing else is written: the knobs, and what they do, are in the base file's header. Pipeline `override` constants stay for what needs no
 workgroup array sized by it (Safari fails silently on override-sized ones): GELU, B_F16.
 """
 
@@ -38,13 +40,18 @@ class Variant:
 
     base: str
     consts: Mapping[str, int | bool] = field(default_factory=dict)
+    enable: tuple[str, ...] = ()  # WGSL extensions: `enable X;` and the base's `//X: ` lines
 
 
 # op name -> variant; wgsl/matmul.wgsl's header tables them and when matmul_plan picks each
 VARIANTS: dict[str, Variant] = {
+    "matmul_cpu": Variant("matmul", {"DIRECT": True}),
     "matmul_m64": Variant("matmul", {"TILE_M": 64, "RM": 4, "TILE_K": 16, "PREFETCH": True}),
     "matmul_rows": Variant("matmul", {"TILE_M": 32, "RM": 4, "TILE_K": 16, "PREFETCH": True}),
+    "matmul_splitk_sg": Variant("matmul_splitk", enable=("subgroups",)),
 }
+# the device feature each WGSL extension needs
+EXTENSION_FEATURES = {"subgroups": "subgroups"}
 
 
 def _kernel_file(op: str) -> str:
@@ -71,7 +78,21 @@ def variant_source(op: str, v: Variant) -> str:
             raise ValueError(f"variant {op}: const {name} of {v.base}.wgsl: expected one such "
                              f"line marked // VARIANT, found {len(found)}")
         text = text[:found[0].start(1)] + literal + text[found[0].end(1):]
+    for ext in v.enable:
+        if ext not in EXTENSION_FEATURES:
+            raise ValueError(f"variant {op}: unknown WGSL extension {ext!r} "
+                             f"(known: {', '.join(EXTENSION_FEATURES)})")
+        text, n = re.subn(rf"^//{ext}: ?", "", text, flags=re.M)
+        if n == 0:
+            raise ValueError(f"variant {op}: {v.base}.wgsl has no line written //{ext}: CODE")
+        text = f"enable {ext};\n{text}"
     return f"// variant {op} of wgsl/{v.base}.wgsl\n{text}"
+
+
+def variant_features(op: str) -> frozenset[str]:
+    """The device features kernel `op` needs beyond core WebGPU (e.g. {"subgroups"})."""
+    v = VARIANTS.get(op)
+    return frozenset(EXTENSION_FEATURES[e] for e in v.enable) if v else frozenset()
 
 
 @lru_cache(maxsize=None)
@@ -134,24 +155,28 @@ def matmul_tile(op: str) -> tuple[int, int]:
 
 
 def matmul_plan(M: int, N: int, K: int, f16_weights: bool = False, shader_f16: bool = False,
-                cpu_device: bool = False) -> tuple[str, tuple[int, int, int], dict[str, bool]]:
+                cpu_device: bool = False, subgroups: bool = False,
+                ) -> tuple[str, tuple[int, int, int], dict[str, bool]]:
     """Which matmul kernel computes C (M, N) = A (M, K) @ B (N, K).T, its grid and override
     constants. With K % 4 == 0 (K % 8 for float16 weights): on a GPU, matmul_splitk
-    (wgsl/matmul_splitk.wgsl, K split across a workgroup) for up to SPLITK_MAX_ROWS rows;
+    (wgsl/matmul_splitk.wgsl, K split across a workgroup; matmul_splitk_sg, its sums by
+    subgroup shuffles, where the device has `subgroups`) for up to SPLITK_MAX_ROWS rows;
     else a variant of wgsl/matmul.wgsl:
     matmul_rows (32-row tiles) for up to 32 rows; else on a CPU device (SwiftShader,
-    lavapipe: a couple of workgroups run at a time, bigger tiles are faster) matmul (128
-    rows); on a GPU matmul where its tiles make BIG_TILE_WORKGROUPS workgroups, else
-    matmul_m64. Other K: matmul_generic (64 x 64 tiles). Float16 weights are unpacked with
+    lavapipe: a couple of workgroups run at a time, bigger tiles are faster) matmul_cpu (128
+    rows, loads staged straight into workgroup memory); on a GPU matmul where its tiles make
+    BIG_TILE_WORKGROUPS workgroups, else matmul_m64. Other K: matmul_generic (64 x 64 tiles). Float16 weights are unpacked with
     unpack2x16float on every device: `shader_f16` is accepted and not needed (native f16
     reads measured within 4% through Dawn, slower through wgpu-py)."""
     if K % (8 if f16_weights else 4) == 0:
         big_tiles = -(-N // matmul_tile("matmul")[0]) * -(-M // matmul_tile("matmul")[1])
         if M <= SPLITK_MAX_ROWS and not cpu_device:
-            op = "matmul_splitk"
+            op = "matmul_splitk_sg" if subgroups else "matmul_splitk"
         elif M <= 32:
             op = "matmul_rows"
-        elif cpu_device or big_tiles >= BIG_TILE_WORKGROUPS:
+        elif cpu_device:
+            op = "matmul_cpu"
+        elif big_tiles >= BIG_TILE_WORKGROUPS:
             op = "matmul"
         else:
             op = "matmul_m64"

@@ -162,7 +162,7 @@ class MiniLM:
                 K: int, gelu: bool = False) -> Step:
         op, grid, constants = matmul_plan(M, N, K, self.dtype == "float16",
                                           "shader-f16" in self.backend.features,
-                                          self.backend.is_cpu)
+                                          self.backend.is_cpu, "subgroups" in self.backend.features)
         return Step(op, [x, self.w[name + ".weight"], self.w[name + ".bias"],
                          pack_params(M, N, K), out], grid, {"GELU": gelu, **constants}, role)
 

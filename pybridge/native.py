@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import time
 from typing import Any, Iterator, Sequence
 
@@ -50,6 +51,15 @@ _RAISED = ("max-buffer-size", "max-storage-buffer-binding-size",
            "max-compute-workgroup-storage-size", "max-compute-invocations-per-workgroup",
            "max-compute-workgroup-size-x", "max-storage-buffers-per-shader-stage")
 
+# WebGPU feature names that wgpu-native spells otherwise
+_NATIVE_NAMES = {"subgroups": "subgroup"}
+
+
+def _naga_source(text: str) -> str:
+    """WGSL as Naga (wgpu 27) takes it: it has subgroup builtins but rejects the standard
+    `enable subgroups;` directive ("not yet implemented in Naga"), which Dawn requires."""
+    return re.sub(r"^enable subgroups;\n", "", text, flags=re.M)
+
 
 def _wgpu():
     os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")  # quiets a warning of headless Vulkan loaders
@@ -78,7 +88,8 @@ class NativeBackend(Backend):
         if adapter is None:
             raise WebGPUUnavailable("wgpu found no GPU adapter (Vulkan/Metal); on Debian install "
                                     "mesa-vulkan-drivers for the CPU driver lavapipe")
-        features = [f for f in OPTIONAL_FEATURES if f in adapter.features]
+        features = [_NATIVE_NAMES.get(f, f) for f in OPTIONAL_FEATURES
+                    if _NATIVE_NAMES.get(f, f) in adapter.features]
         self.device = adapter.request_device_sync(
             required_features=features,
             required_limits={k: adapter.limits[k] for k in _RAISED},
@@ -127,7 +138,8 @@ class NativeBackend(Backend):
 
     @property
     def features(self) -> frozenset[str]:
-        return frozenset(f for f in self.device.features if f in OPTIONAL_FEATURES)
+        return frozenset(f for f in OPTIONAL_FEATURES
+                         if _NATIVE_NAMES.get(f, f) in self.device.features)
 
     @property
     def is_cpu(self) -> bool:
@@ -139,7 +151,7 @@ class NativeBackend(Backend):
             "backend": self.name,
             "adapter": {k: str(info.get(k, "")) for k in ("vendor", "architecture", "device",
                                                           "description", "backend_type")},
-            "features": sorted(f for f in self.device.features if f in OPTIONAL_FEATURES),
+            "features": sorted(self.features),
             "limits": {camel: int(self.device.limits[dash]) for camel, dash in _LIMITS.items()},
         }
 
@@ -194,7 +206,7 @@ class NativeBackend(Backend):
             module = self._modules.get(op)
             if module is None:
                 module = self._modules[op] = self.device.create_shader_module(
-                    code=shader_source(op), label=op)
+                    code=_naga_source(shader_source(op)), label=op)
             compute = {"module": module, "entry_point": "main"}
             if constants:
                 compute["constants"] = {k: float(v) for k, v in constants.items()}

@@ -4,16 +4,21 @@
 // (erf by Abramowitz-Stegun 7.1.26, |error| < 1.5e-7). Tolerance: rtol 1e-4, atol 1e-4 (f16
 // weights are compared with the f16-rounded weights).
 //
-// One source, three kernels. pybridge.dispatch.VARIANTS names each variant (the op name given
+// One source, four kernels. pybridge.dispatch.VARIANTS names each variant (the op name given
 // to backend.dispatch) and the values it gives the `const` lines marked VARIANT below;
 // shader_source(op) sets exactly those values and names the variant in a first comment line.
 // tests/unit/test_native_kernels.py and tests/e2e/test_kernels.py run every variant off its
 // tiles.
-//   op           TILE_M  RM  TILE_K  PREFETCH  workgroup  matmul_plan picks it for
-//   matmul        128     8    8     false     16 x 16    128-row tiles make >= 512 workgroups,
-//                                                         and past 32 rows on a CPU device
-//   matmul_m64     64     4   16     true      16 x 16    other shapes past 512 rows (GPU)
-//   matmul_rows    32     4   16     true      16 x 8     up to 32 rows on a CPU device
+//   op           TILE_M  RM  TILE_K  PREFETCH  DIRECT  workgroup  matmul_plan picks it for
+//   matmul        128     8    8     false     false   16 x 16    128-row tiles make >= 512
+//                                                                 workgroups (GPU)
+//   matmul_cpu    128     8    8     false     true    16 x 16    past 32 rows on a CPU device
+//   matmul_m64     64     4   16     true      false   16 x 16    other shapes past 512 rows (GPU)
+//   matmul_rows    32     4   16     true      false   16 x 8     up to 32 rows on a CPU device
+// DIRECT stages each global load straight into workgroup memory; otherwise loads go through
+// register arrays first (where PREFETCH needs them). On SwiftShader the register arrays cost
+// MiniLM 1x128 and 8x12 8-10% end to end (bench model --quick shapes, side by side); through
+// Dawn on an H200, staging straight cost 4096^3 15% (29.7 -> 25.3 TFLOP/s).
 // On a GPU, up to 512 rows go to wgsl/matmul_splitk.wgsl instead (K split across a workgroup;
 // these tiles walk all of K in one workgroup and were latency-bound there).
 // These are `const`s, not `override`s: they size workgroup arrays (Safari fails silently on
@@ -51,6 +56,7 @@ const TILE_M: u32 = 128u;         // VARIANT rows of C per workgroup
 const RM: u32 = 8u;               // VARIANT rows of C per invocation: 8 or 4
 const TILE_K: u32 = 8u;           // VARIANT K per slice in workgroup memory
 const PREFETCH: bool = false;     // VARIANT load slice s + 1 while computing slice s
+const DIRECT: bool = false;       // VARIANT loads go straight to workgroup memory (no PREFETCH)
 
 const TILE_N = 128u;
 const WG_X = 16u;
@@ -65,6 +71,7 @@ const B_LOADS = TILE_N * KQ / THREADS;    // quads of B each invocation stages p
 const OCTETS = TILE_N * KO >= THREADS;
 const B16_LOADS = select(B_LOADS, TILE_N * KO / THREADS, OCTETS);
 const_assert RM == 8u || RM == 4u;
+const_assert !(DIRECT && PREFETCH);
 const_assert TILE_M % (RM * 2u) == 0u && THREADS <= 256u && TILE_K % 8u == 0u;
 const_assert A_LOADS >= 1u && A_LOADS * THREADS == TILE_M * KQ && B_LOADS * THREADS == TILE_N * KQ;
 
@@ -108,32 +115,39 @@ fn store_row(r: u32, col: u32, v: vec4<f32>) {
   }
 }
 
-// Global loads of slice s into registers. Invocation tid loads the k quad tid % KQ of tile
-// rows (of A) and columns (rows of B) tid / KQ + i * THREADS / KQ; float16 octets: the k octet
-// tid % KO of columns tid / KO + i * THREADS / KO. Rows and columns past M, N read the last
-// one (their results are never stored); k past K reads zeros.
-fn load_slice(s: u32, row0: u32, col0: u32, tid: u32, pa: ptr<function, array<vec4<f32>, A_LOADS>>,
-              pb: ptr<function, array<vec4<u32>, B_LOADS>>) {
+// Global loads of slice s. Load i of invocation tid: the k quad tid % KQ of tile row (of A) or
+// column (row of B) tid / KQ + i * THREADS / KQ; float16 octets: the k octet tid % KO of column
+// tid / KO + i * THREADS / KO. Rows and columns past M, N read the last one (their results
+// are never stored); k past K reads zeros.
+fn load_a(s: u32, i: u32, row0: u32, tid: u32) -> vec4<f32> {
   let K4 = params.K / 4u;
   let kq = s * KQ + tid % KQ;
-  let kq_in = min(kq, K4 - 1u);
-  for (var i = 0u; i < A_LOADS; i++) {
-    let r = min(row0 + tid / KQ + i * (THREADS / KQ), params.M - 1u);
-    (*pa)[i] = select(vec4<f32>(0.0), a[r * K4 + kq_in], kq < K4);
-  }
+  let r = min(row0 + tid / KQ + i * (THREADS / KQ), params.M - 1u);
+  return select(vec4<f32>(0.0), a[r * K4 + min(kq, K4 - 1u)], kq < K4);
+}
+
+fn load_b(s: u32, i: u32, col0: u32, tid: u32) -> vec4<u32> {
   if (B_F16 && OCTETS) {
     let K8 = params.K / 8u;
     let ko = s * KO + tid % KO;
-    for (var i = 0u; i < B16_LOADS; i++) {
-      let n = min(col0 + tid / KO + i * (THREADS / KO), params.N - 1u);
-      (*pb)[i] = select(vec4<u32>(0u), b[n * K8 + min(ko, K8 - 1u)], ko < K8);
-    }
-  } else {
-    for (var i = 0u; i < B_LOADS; i++) {
-      let q = min(col0 + tid / KQ + i * (THREADS / KQ), params.N - 1u) * K4 + kq_in;
-      // float32: quad q; float16: the vec4<u32> holding quad q
-      (*pb)[i] = select(vec4<u32>(0u), b[select(q, q / 2u, B_F16)], kq < K4);
-    }
+    let n = min(col0 + tid / KO + i * (THREADS / KO), params.N - 1u);
+    return select(vec4<u32>(0u), b[n * K8 + min(ko, K8 - 1u)], ko < K8);
+  }
+  let K4 = params.K / 4u;
+  let kq = s * KQ + tid % KQ;
+  let q = min(col0 + tid / KQ + i * (THREADS / KQ), params.N - 1u) * K4 + min(kq, K4 - 1u);
+  // float32: quad q; float16: the vec4<u32> holding quad q
+  return select(vec4<u32>(0u), b[select(q, q / 2u, B_F16)], kq < K4);
+}
+
+// Slice s's loads into registers (pa, pb), where they wait for stage_a / stage_b.
+fn load_slice(s: u32, row0: u32, col0: u32, tid: u32, pa: ptr<function, array<vec4<f32>, A_LOADS>>,
+              pb: ptr<function, array<vec4<u32>, B_LOADS>>) {
+  for (var i = 0u; i < A_LOADS; i++) {
+    (*pa)[i] = load_a(s, i, row0, tid);
+  }
+  for (var i = 0u; i < select(B_LOADS, B16_LOADS, B_F16 && OCTETS); i++) {
+    (*pb)[i] = load_b(s, i, col0, tid);
   }
 }
 
@@ -144,6 +158,41 @@ fn quad(w: vec4<u32>, odd: bool) -> vec4<f32> {
   }
   let h = select(w.xy, w.zw, odd);
   return vec4<f32>(unpack2x16float(h.x), unpack2x16float(h.y));
+}
+
+// Load i of invocation tid into workgroup memory, transposed: [k][row / 4][row % 4].
+fn stage_a(i: u32, tid: u32, v: vec4<f32>) {
+  let k4 = (tid % KQ) * 4u;
+  let r = tid / KQ + i * (THREADS / KQ);
+  a_tile[k4 + 0u][r / 4u][r % 4u] = v.x;
+  a_tile[k4 + 1u][r / 4u][r % 4u] = v.y;
+  a_tile[k4 + 2u][r / 4u][r % 4u] = v.z;
+  a_tile[k4 + 3u][r / 4u][r % 4u] = v.w;
+}
+
+fn stage_b(i: u32, tid: u32, w: vec4<u32>) {
+  if (B_F16 && OCTETS) {
+    let k8 = (tid % KO) * 8u;
+    let n = tid / KO + i * (THREADS / KO);
+    let lo = quad(w, false);
+    let hi = quad(w, true);
+    b_tile[k8 + 0u][n / 4u][n % 4u] = lo.x;
+    b_tile[k8 + 1u][n / 4u][n % 4u] = lo.y;
+    b_tile[k8 + 2u][n / 4u][n % 4u] = lo.z;
+    b_tile[k8 + 3u][n / 4u][n % 4u] = lo.w;
+    b_tile[k8 + 4u][n / 4u][n % 4u] = hi.x;
+    b_tile[k8 + 5u][n / 4u][n % 4u] = hi.y;
+    b_tile[k8 + 6u][n / 4u][n % 4u] = hi.z;
+    b_tile[k8 + 7u][n / 4u][n % 4u] = hi.w;
+    return;
+  }
+  let k4 = (tid % KQ) * 4u;
+  let n = tid / KQ + i * (THREADS / KQ);
+  let v = quad(w, (tid % KQ) % 2u == 1u);  // float16 quads: which half of the vec4<u32>
+  b_tile[k4 + 0u][n / 4u][n % 4u] = v.x;
+  b_tile[k4 + 1u][n / 4u][n % 4u] = v.y;
+  b_tile[k4 + 2u][n / 4u][n % 4u] = v.z;
+  b_tile[k4 + 3u][n / 4u][n % 4u] = v.w;
 }
 
 @compute @workgroup_size(WG_X, WG_Y)
@@ -170,47 +219,27 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   var acc7h = vec4<f32>(0.0);
   var pa: array<vec4<f32>, A_LOADS>;
   var pb: array<vec4<u32>, B_LOADS>;
-
+  let b_loads = select(B_LOADS, B16_LOADS, B_F16 && OCTETS);
   if (PREFETCH) {
     load_slice(0u, row0, col0, tid, &pa, &pb);
   }
   for (var s = 0u; s < slices; s++) {
-    if (!PREFETCH) {
-      load_slice(s, row0, col0, tid, &pa, &pb);
-    }
-    // registers -> workgroup memory, transposed: [k][row / 4][row % 4]
-    let k4 = (tid % KQ) * 4u;
-    for (var i = 0u; i < A_LOADS; i++) {
-      let r = tid / KQ + i * (THREADS / KQ);
-      a_tile[k4 + 0u][r / 4u][r % 4u] = pa[i].x;
-      a_tile[k4 + 1u][r / 4u][r % 4u] = pa[i].y;
-      a_tile[k4 + 2u][r / 4u][r % 4u] = pa[i].z;
-      a_tile[k4 + 3u][r / 4u][r % 4u] = pa[i].w;
-    }
-    if (B_F16 && OCTETS) {
-      let k8 = (tid % KO) * 8u;
-      for (var i = 0u; i < B16_LOADS; i++) {
-        let n = tid / KO + i * (THREADS / KO);
-        let lo = quad(pb[i], false);
-        let hi = quad(pb[i], true);
-        b_tile[k8 + 0u][n / 4u][n % 4u] = lo.x;
-        b_tile[k8 + 1u][n / 4u][n % 4u] = lo.y;
-        b_tile[k8 + 2u][n / 4u][n % 4u] = lo.z;
-        b_tile[k8 + 3u][n / 4u][n % 4u] = lo.w;
-        b_tile[k8 + 4u][n / 4u][n % 4u] = hi.x;
-        b_tile[k8 + 5u][n / 4u][n % 4u] = hi.y;
-        b_tile[k8 + 6u][n / 4u][n % 4u] = hi.z;
-        b_tile[k8 + 7u][n / 4u][n % 4u] = hi.w;
+    if (DIRECT) {
+      for (var i = 0u; i < A_LOADS; i++) {
+        stage_a(i, tid, load_a(s, i, row0, tid));
+      }
+      for (var i = 0u; i < b_loads; i++) {
+        stage_b(i, tid, load_b(s, i, col0, tid));
       }
     } else {
-      let odd = (tid % KQ) % 2u == 1u;  // float16 quads: which half of the vec4<u32>
-      for (var i = 0u; i < B_LOADS; i++) {
-        let n = tid / KQ + i * (THREADS / KQ);
-        let v = quad(pb[i], odd);
-        b_tile[k4 + 0u][n / 4u][n % 4u] = v.x;
-        b_tile[k4 + 1u][n / 4u][n % 4u] = v.y;
-        b_tile[k4 + 2u][n / 4u][n % 4u] = v.z;
-        b_tile[k4 + 3u][n / 4u][n % 4u] = v.w;
+      if (!PREFETCH) {
+        load_slice(s, row0, col0, tid, &pa, &pb);
+      }
+      for (var i = 0u; i < A_LOADS; i++) {
+        stage_a(i, tid, pa[i]);
+      }
+      for (var i = 0u; i < b_loads; i++) {
+        stage_b(i, tid, pb[i]);
       }
     }
     workgroupBarrier();

@@ -10,7 +10,7 @@ import pytest
 
 from tests.cases import references
 from tests.conftest import ROOT
-from tests.unit.test_native_kernels import MATMUL_CASES, MATMUL_VARIANT_CASES
+from tests.unit.test_native_kernels import MATMUL_CASES, MATMUL_VARIANT_CASES, require_features
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +34,7 @@ def test_matmul(page, M, N, K, gelu, f16):
 
 @pytest.mark.parametrize("op, M, N, K, gelu, f16", MATMUL_VARIANT_CASES)
 def test_matmul_variant(page, op, M, N, K, gelu, f16):
+    require_features(frozenset(page.py("sorted(backend.features)")), op)
     got = run(page, f"matmul(backend, {M}, {N}, {K}, {gelu}, {f16}, op={op!r})")
     np.testing.assert_allclose(got, references.matmul(M, N, K, gelu, f16), rtol=1e-4, atol=1e-4)
 

@@ -12,6 +12,7 @@ from pybridge import dispatch
 from pybridge.dispatch import VARIANTS, Variant, matmul_tile, shader_source
 from pybridge.native import NativeBackend
 from tests.cases import kernels, references
+from tests.conftest import IN_CI
 
 # matmul_plan's picks on a GPU: K % 4 == 0 (K % 8 with float16) runs wgsl/matmul_splitk.wgsl
 # up to 512 rows, else a variant of wgsl/matmul.wgsl; other K wgsl/matmul_generic.wgsl; these
@@ -44,7 +45,8 @@ async def test_matmul(backend, M, N, K, gelu, f16):
 # one; columns past a tile (200 = 128 + 72, 131); K past a slice (40: 2.5 slices of 16, 5 of
 # 8; 24); and a sliver (5 rows, 1 column, K = 8). The plan's cases above reach them too.
 MATMUL_VARIANTS = ["matmul", *sorted(op for op, v in VARIANTS.items() if v.base == "matmul"),
-                   "matmul_splitk"]
+                   "matmul_splitk",
+                   *sorted(op for op, v in VARIANTS.items() if v.base == "matmul_splitk")]
 MATMUL_VARIANT_CASES = [
     (op, M, N, K, gelu, f16)
     for op in MATMUL_VARIANTS
@@ -54,8 +56,20 @@ MATMUL_VARIANT_CASES = [
 ]
 
 
+def require_features(features, op: str) -> None:
+    """Kernels that need a device feature (matmul_splitk_sg: subgroups) run wherever it is;
+    lavapipe and SwiftShader have it, so CI runs them all."""
+    missing = dispatch.variant_features(op) - features
+    if missing:
+        why = f"{op} needs {', '.join(sorted(missing))}, which this device lacks"
+        if IN_CI:
+            pytest.fail(f"CI must run every kernel: {why}")
+        pytest.skip(why)
+
+
 @pytest.mark.parametrize("op, M, N, K, gelu, f16", MATMUL_VARIANT_CASES)
 async def test_matmul_variant(backend, op, M, N, K, gelu, f16):
+    require_features(backend.features, op)
     got = await kernels.matmul(backend, M, N, K, gelu, f16, op=op)
     np.testing.assert_allclose(got, references.matmul(M, N, K, gelu, f16), rtol=1e-4, atol=1e-4)
 
@@ -63,27 +77,45 @@ async def test_matmul_variant(backend, op, M, N, K, gelu, f16):
 @pytest.mark.parametrize("M, N, K, cpu, op", [
     (12, 1152, 384, False, "matmul_splitk"), (32, 384, 1536, False, "matmul_splitk"),
     (12, 1152, 384, True, "matmul_rows"), (32, 384, 1536, True, "matmul_rows"),
-    (4096, 1152, 384, False, "matmul_m64"), (4096, 1152, 384, True, "matmul"),
+    (4096, 1152, 384, False, "matmul_m64"), (4096, 1152, 384, True, "matmul_cpu"),
+    (33, 384, 384, True, "matmul_cpu"), (4096, 4096, 4096, True, "matmul_cpu"),
     (4096, 4096, 4096, False, "matmul"), (33, 384, 384, False, "matmul_splitk"), (512, 384, 1536, False, "matmul_splitk"),
     (513, 384, 384, False, "matmul_m64"),
     (4096, 384, 30, False, "matmul_generic"),
 ])
 def test_matmul_plan_picks_by_rows_and_workgroups(M, N, K, cpu, op):
     for f16 in (False, True):
-        got, grid, constants = dispatch.matmul_plan(M, N, K, f16, True, cpu)
-        assert got == op and constants == {"B_F16": f16}
-        cols, rows = matmul_tile(op)
-        assert grid == (-(-N // cols), -(-M // rows), 1)
+        for subgroups in (False, True):
+            got, grid, constants = dispatch.matmul_plan(M, N, K, f16, True, cpu, subgroups)
+            # with subgroups, split-K sums by subgroup shuffles; nothing else changes
+            want = op + "_sg" if subgroups and op == "matmul_splitk" else op
+            assert got == want and constants == {"B_F16": f16}
+            cols, rows = matmul_tile(got)
+            assert grid == (-(-N // cols), -(-M // rows), 1)
 
 
 def test_a_variant_is_its_base_with_the_marked_lines_set():
-    base = shader_source("matmul").splitlines()
     for op, v in VARIANTS.items():
+        base = shader_source(v.base).splitlines()
         text = shader_source(op).splitlines()
-        assert text[0] == f"// variant {op} of wgsl/{v.base}.wgsl" and len(text) == len(base) + 1
-        changed = [(old, new) for old, new in zip(base, text[1:]) if old != new]
-        assert 0 < len(changed) <= len(v.consts), op
-        assert all(old.startswith("const ") and "// VARIANT" in new for old, new in changed)
+        head = [f"// variant {op} of wgsl/{v.base}.wgsl", *(f"enable {e};" for e in v.enable)]
+        assert text[:len(head)] == head and len(text) == len(base) + len(head), op
+        changed = [(old, new) for old, new in zip(base, text[len(head):]) if old != new]
+        consts = [(old, new) for old, new in changed if old.startswith("const ")]
+        assert len(consts) <= len(v.consts) and all("// VARIANT" in new for _, new in consts)
+        enabled = [(old, new) for old, new in changed if not old.startswith("const ")]
+        assert all(any(old in (f"//{e}: " + new, f"//{e}:" + new)
+                       for e in v.enable) for old, new in enabled), op
+        assert 0 < len(changed) and (len(enabled) > 0) == bool(v.enable), op
+        assert dispatch.variant_features(op) == set(v.enable)  # subgroups: the feature's name
+
+
+def test_the_base_of_a_subgroups_variant_compiles_without_the_feature():
+    # the //subgroups: lines are comments in matmul_splitk.wgsl, so it has no subgroup builtin
+    text = shader_source("matmul_splitk")
+    code = "\n".join(line.split("//")[0] for line in text.splitlines())
+    assert "subgroup" not in code and "enable" not in code
+    assert "subgroupShuffleXor" in shader_source("matmul_splitk_sg").split("enable subgroups;", 1)[1]
 
 
 def test_a_variant_naming_a_line_its_base_lacks_is_an_error():
@@ -93,6 +125,10 @@ def test_a_variant_naming_a_line_its_base_lacks_is_an_error():
         dispatch.variant_source("x", Variant("matmul", {"TILE_N": 64}))
     with pytest.raises(TypeError, match="must be a bool or a u32"):
         dispatch.variant_source("x", Variant("matmul", {"TILE_M": -1}))
+    with pytest.raises(ValueError, match="matmul.wgsl has no line written //subgroups: CODE"):
+        dispatch.variant_source("x", Variant("matmul", enable=("subgroups",)))
+    with pytest.raises(ValueError, match="unknown WGSL extension 'f64'"):
+        dispatch.variant_source("x", Variant("matmul_splitk", enable=("f64",)))
 
 
 @pytest.mark.parametrize("B, T, V, C", [(1, 1, 5, 8), (2, 7, 100, 384), (3, 33, 1000, 96)])
