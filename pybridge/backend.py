@@ -502,6 +502,41 @@ class Backend(ABC):
         """JSON-able facts: backend name, adapter, features, limits."""
 
     lost: tuple[str, str] | None = None  # (reason, message) once the device is lost
+    _subgroups: tuple[int, bool, str] | None = None  # (generation, usable, why) once probed
+
+    async def subgroups_usable(self) -> bool:
+        """Whether kernels may use subgroup shuffles here (MiniLM's matmul_splitk_sg): the
+        device has `subgroups`, compiles WGSL that enables them, and its subgroups are aligned
+        runs of invocations in order, as those kernels pair lanes (wgsl/subgroup_probe.wgsl,
+        run once per device). `subgroups_note` says why not. A lost device raises DeviceLost."""
+        if self._subgroups is not None and self._subgroups[0] == self.generation:
+            return self._subgroups[1]
+        generation = self.generation
+        if "subgroups" not in self.features:
+            usable, why = False, "the device has no `subgroups` feature"
+        else:
+            out = await self.allocate((256,), np.uint32, label="subgroup_probe")
+            try:
+                await self.dispatch("subgroup_probe", [out], (1, 1, 1))
+                got = await out.numpy()  # (256,) u32: bit 0 = pairing holds, >> 8 = size
+                sizes = sorted({int(v) >> 8 for v in got})
+                usable = bool(np.all(got & 1))
+                why = (f"subgroups of {sizes} invocations, in order" if usable else
+                       f"subgroups of {sizes} invocations, not in invocation order: not used")
+            except DeviceLost:
+                raise
+            except GpuError as e:  # e.g. a compiler that rejects `enable subgroups;`
+                usable, why = False, f"subgroup kernels do not compile here: {e}"
+            finally:
+                out.free()
+        self._subgroups = (generation, usable, why)
+        return usable
+
+    @property
+    def subgroups_note(self) -> str:
+        """What subgroups_usable() found on this device ("" before it ran)."""
+        s = self._subgroups
+        return s[2] if s is not None and s[0] == self.generation else ""
     _baseline_lock: Any = None  # serialises plan runs on the baseline paths (_NaiveRun)
 
     # --- what both backends share: buffers held, argument checks, cached bindings -----------

@@ -10,8 +10,9 @@ base file and values for some of the base's `const` lines marked `// VARIANT`;
 comment line naming the variant first. A variant may also enable a WGSL extension (e.g.
 `subgroups`): its text then starts with `enable subgroups;`, and the base's lines written
 `//subgroups: CODE` become CODE (they are comments in the base, so the base compiles on any
-device). Nothing else is written: the knobs, and what they do, are in the base file's header. Pipeline `override` constants stay for what needs no
-workgroup array sized by it (Safari fails silently on override-sized ones): GELU, B_F16.
+device). Nothing else is written: the knobs, and what they do, are in the base file's header.
+Pipeline `override` constants stay for what sizes no workgroup array (Safari fails silently
+on override-sized ones): GELU, B_F16.
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ def _kernel_file(op: str) -> str:
 
 
 def variant_source(op: str, v: Variant) -> str:
-    """The text of variant `op`: its base with the named `const` values replaced."""
+    """The text of variant `op`: its base with the named `const` values replaced and, for each
+    extension it enables, `enable X;` first and the base's `//X: CODE` lines made CODE."""
     text = _kernel_file(v.base)
     for name, value in v.consts.items():
         if isinstance(value, bool):
@@ -78,11 +80,14 @@ def variant_source(op: str, v: Variant) -> str:
             raise ValueError(f"variant {op}: const {name} of {v.base}.wgsl: expected one such "
                              f"line marked // VARIANT, found {len(found)}")
         text = text[:found[0].start(1)] + literal + text[found[0].end(1):]
+    if len(set(v.enable)) != len(v.enable):
+        raise ValueError(f"variant {op}: an extension is listed twice in {v.enable}")
     for ext in v.enable:
         if ext not in EXTENSION_FEATURES:
             raise ValueError(f"variant {op}: unknown WGSL extension {ext!r} "
                              f"(known: {', '.join(EXTENSION_FEATURES)})")
-        text, n = re.subn(rf"^//{ext}: ?", "", text, flags=re.M)
+        # the marker may be indented: `  //subgroups: CODE` -> `  CODE`
+        text, n = re.subn(rf"^([ \t]*)//{ext}: ?", r"\1", text, flags=re.M)
         if n == 0:
             raise ValueError(f"variant {op}: {v.base}.wgsl has no line written //{ext}: CODE")
         text = f"enable {ext};\n{text}"
@@ -165,7 +170,8 @@ def matmul_plan(M: int, N: int, K: int, f16_weights: bool = False, shader_f16: b
     matmul_rows (32-row tiles) for up to 32 rows; else on a CPU device (SwiftShader,
     lavapipe: a couple of workgroups run at a time, bigger tiles are faster) matmul_cpu (128
     rows, loads staged straight into workgroup memory); on a GPU matmul where its tiles make
-    BIG_TILE_WORKGROUPS workgroups, else matmul_m64. Other K: matmul_generic (64 x 64 tiles). Float16 weights are unpacked with
+    BIG_TILE_WORKGROUPS workgroups, else matmul_m64. Other K: matmul_generic (64 x 64 tiles).
+    Float16 weights are unpacked with
     unpack2x16float on every device: `shader_f16` is accepted and not needed (native f16
     reads measured within 4% through Dawn, slower through wgpu-py)."""
     if K % (8 if f16_weights else 4) == 0:

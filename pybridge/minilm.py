@@ -84,6 +84,7 @@ class MiniLM:
         self.pad_tokens_to = 1 if backend.is_cpu else PAD_TOKENS_TO
         self._freed = False
         self.last_tokens = 0  # tokens embedded by the last embed() call ([CLS]/[SEP] included)
+        self.subgroups = False  # split-K by subgroup shuffles: load() sets it where usable
 
     @classmethod
     async def load(cls, source: str | Path = "/models/all-MiniLM-L6-v2/", *,
@@ -100,7 +101,9 @@ class MiniLM:
         weights = await load_safetensors(_join(source, name), backend,
                                          sha256=manifest["files"][name]["sha256"],
                                          progress=progress)
-        return cls(backend, manifest["config"], weights, tokenizer, dtype)
+        model = cls(backend, manifest["config"], weights, tokenizer, dtype)
+        model.subgroups = await backend.subgroups_usable()
+        return model
 
     def free(self) -> None:
         """Release the weights, activations and plans. A run already submitted finishes; a
@@ -162,7 +165,7 @@ class MiniLM:
                 K: int, gelu: bool = False) -> Step:
         op, grid, constants = matmul_plan(M, N, K, self.dtype == "float16",
                                           "shader-f16" in self.backend.features,
-                                          self.backend.is_cpu, "subgroups" in self.backend.features)
+                                          self.backend.is_cpu, self.subgroups)
         return Step(op, [x, self.w[name + ".weight"], self.w[name + ".bias"],
                          pack_params(M, N, K), out], grid, {"GELU": gelu, **constants}, role)
 

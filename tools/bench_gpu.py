@@ -112,7 +112,9 @@ def minilm_rows(app: NodeApp, dtype: str, shapes: list[tuple[int, int]], warmup:
     print(f"\nMiniLM {dtype} ({variant}), weights: {weights}"
           f"{' values in the real layout (timing only)' if weights == 'random' else ''}; "
           f"loaded in {loaded['load_ms']:.0f} ms; device features "
-          f"{', '.join(dev.get('features', [])) or 'none'}")
+          f"{', '.join(dev.get('features', [])) or 'none'}; subgroup kernels: "
+          f"{'used' if loaded.get('subgroups', '').endswith('in order') else 'not used'} "
+          f"({loaded.get('subgroups') or 'not probed'})")
     print(f"  median ms of {reps} runs after {warmup} warm-up, per stage of model.embed")
     rows, header = [], None
     try:

@@ -15,7 +15,8 @@ default: none). dawn.node 0.6.2 crashed now and then on the H200 between points;
 process then takes over from the point it died on. Kernel texts come from
 pybridge.dispatch.shader_source, the same resolution of variants the backends use; --variant
 adds bench-only variants (e.g. matmul_k16p=matmul:TILE_K=16,PREFETCH=true), --extra-kernels
-a folder of candidate .wgsl files. "plan" in --ops is matmul_plan's pick on a GPU.
+a folder of candidate .wgsl files. "plan" in --ops is matmul_plan's pick on a GPU with
+`subgroups` (what MiniLM runs on the H200 through Dawn; "plan_nosg" without them).
 Each point: warm-up, then R dispatches recorded into one compute pass and one submission,
 timed from submit to done; a sample of C (rows 0, M/2, M-1) is checked against float64 ("!"
 marks a mismatch). Prints one line per (shape, kernel, weight dtype) and writes
@@ -59,8 +60,8 @@ def tile(op: str) -> tuple[int, int]:
 
 def point(op: str, M: int, N: int, K: int, f16: bool) -> dict:
     """One measurement: the kernel, its grid and the override constants its text declares."""
-    if op == "plan":
-        op, grid, constants = matmul_plan(M, N, K, f16)
+    if op in ("plan", "plan_nosg"):
+        op, grid, constants = matmul_plan(M, N, K, f16, subgroups=op == "plan")
     else:
         tn, tm = tile(op)
         grid, constants = (-(-N // tn), -(-M // tm), 1), {"B_F16": f16}
@@ -266,7 +267,7 @@ async def main_async(args) -> int:
     for label, M, N, K in shapes:
         for op in ops:
             for dt in dtypes:
-                if (dt == "f32" and op != "plan"
+                if (dt == "f32" and op not in ("plan", "plan_nosg")
                         and re.search(r"^enable f16;", dispatch.shader_source(op), flags=re.M)):
                     continue  # a candidate that reads float16 weights only
                 points.append(point(op, M, N, K, dt == "f16"))

@@ -17,8 +17,9 @@
 //   matmul_rows    32     4   16     true      false   16 x 8     up to 32 rows on a CPU device
 // DIRECT stages each global load straight into workgroup memory; otherwise loads go through
 // register arrays first (where PREFETCH needs them). On SwiftShader the register arrays cost
-// MiniLM 1x128 and 8x12 8-10% end to end (bench model --quick shapes, side by side); through
-// Dawn on an H200, staging straight cost 4096^3 15% (29.7 -> 25.3 TFLOP/s).
+// MiniLM 1x128 and 8x12 4-10% end to end (float16, matmul kernels swapped in one page, five
+// alternating runs); through Dawn on an H200 the straight staging ran 4096^3 at 27.6 and 25.1
+// TFLOP/s against 29.9 and 28.9 with the registers (two passes of one run, tools/bench_kernels.py).
 // On a GPU, up to 512 rows go to wgsl/matmul_splitk.wgsl instead (K split across a workgroup;
 // these tiles walk all of K in one workgroup and were latency-bound there).
 // These are `const`s, not `override`s: they size workgroup arrays (Safari fails silently on

@@ -31,10 +31,13 @@
 // group of G = min(subgroup size, 32) lanes first reduce-scatters its 8 rows by
 // subgroupShuffleXor (lane l ends with row l % 8: 7 shuffles, then log2(G / 8) more), so 32 / G
 // sums per row and column go through workgroup memory instead of 32 (one on NVIDIA and Apple
-// GPUs). Smaller subgroups (SwiftShader's 4) take the path above. It relies on invocations
-// tid..tid+G-1 (G-aligned) being lanes 0..G-1 of one subgroup, which every WebGPU backend does
-// with a 1-D workgroup; tests/unit/test_native_kernels.py checks it on lavapipe (subgroups of
-// 8), bench gpu on the GPU. Measured through Dawn on an H200 (tools/bench_kernels.py, GFLOP/s,
+// GPUs). Smaller subgroups (SwiftShader's 4) take the path above. It relies on invocation tid's
+// shuffle partner being tid ^ d (subgroups as aligned runs of invocations in order): WGSL does
+// not promise it, so Backend.subgroups_usable() checks it once per device with
+// wgsl/subgroup_probe.wgsl before MiniLM picks this variant. Tests: lavapipe runs it with
+// subgroups of 8, and tests/unit/test_native_kernels.py runs its text at every subgroup size
+// from 4 to 128 with the shuffles emulated. Measured through Dawn on an H200
+// (tools/bench_kernels.py, GFLOP/s,
 // same run): 12 x 1152 x 384 965 -> 1255, 128 x 1536 x 384 4166 -> 5711, 128 x 384 x 1536
 // 3823 -> 4191; MiniLM GPU time per batch 32 x 12 2.11 -> 1.66 ms, 8 x 12 0.92 -> 0.77 ms.
 // A butterfly (every lane summing all 8 rows: 40 shuffles) measured slower than workgroup
@@ -129,9 +132,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
 //subgroups:      let b0 = (lane & 1u) != 0u;
 //subgroups:      let evens = vec4<f32>(acc[0], acc[2], acc[4], acc[6]);
 //subgroups:      let odds = vec4<f32>(acc[1], acc[3], acc[5], acc[7]);
-//subgroups:      let v4 = select(evens, odds, b0) + subgroupShuffleXor(select(odds, evens, b0), 1u);
+//subgroups:      let v4 = select(evens, odds, b0)
+//subgroups:               + subgroupShuffleXor(select(odds, evens, b0), 1u);
 //subgroups:      let b1 = (lane & 2u) != 0u;
-//subgroups:      let v2 = select(v4.xz, v4.yw, b1) + subgroupShuffleXor(select(v4.yw, v4.xz, b1), 2u);
+//subgroups:      let v2 = select(v4.xz, v4.yw, b1)
+//subgroups:               + subgroupShuffleXor(select(v4.yw, v4.xz, b1), 2u);
 //subgroups:      let b2 = (lane & 4u) != 0u;
 //subgroups:      var v = select(v2.x, v2.y, b2) + subgroupShuffleXor(select(v2.y, v2.x, b2), 4u);
 //subgroups:      for (var d = 8u; d < G; d <<= 1u) {

@@ -26,9 +26,11 @@ def as_words(w: np.ndarray, f16: bool) -> np.ndarray:
 
 
 async def matmul(backend: Backend, M: int, N: int, K: int, gelu: bool = False,
-                 f16: bool = False, shader_f16: bool = False, op: str | None = None) -> np.ndarray:
+                 f16: bool = False, shader_f16: bool = False, op: str | None = None,
+                 tile: tuple[int, int] | None = None) -> np.ndarray:
     """C = act(A @ B.T + bias) by the kernel matmul_plan picks or, given `op`, by that kernel
-    (a variant of wgsl/matmul.wgsl or matmul_generic) on its own grid."""
+    (a variant of wgsl/matmul.wgsl or matmul_generic) on its own grid (of `tile` (columns,
+    rows) per workgroup where given)."""
     a, b, bias = rand((M, K), 1), rand((N, K), 2, 0.5), rand((N,), 3)
     tensors = [await backend.upload(a), await backend.upload(as_words(b, f16)),
                await backend.upload(bias)]
@@ -37,7 +39,7 @@ async def matmul(backend: Backend, M: int, N: int, K: int, gelu: bool = False,
         if op is None:
             op, grid, constants = matmul_plan(M, N, K, f16, shader_f16)
         else:
-            (cols, rows), constants = matmul_tile(op), {"B_F16": f16}
+            (cols, rows), constants = tile or matmul_tile(op), {"B_F16": f16}
             grid = (-(-N // cols), -(-M // rows), 1)
         await backend.dispatch(op, [*tensors, pack_params(M, N, K), out], grid,
                                {"GELU": gelu, **constants})

@@ -62,3 +62,12 @@ def test_attention(page, B, T, heads, D, lengths):
 def test_pool(page, B, T, C, lengths):
     np.testing.assert_allclose(run(page, f"pool(backend, {B}, {T}, {C}, {lengths})"),
                                references.pool(B, T, C, lengths), rtol=1e-5, atol=1e-6)
+
+
+def test_subgroups_are_probed_in_the_browser(page):
+    # Tint compiles wgsl/subgroup_probe.wgsl (enable subgroups; and the builtins) and the
+    # device's subgroups pair invocations as matmul_splitk_sg needs
+    usable, note, features = page.py("[await backend.subgroups_usable(), backend.subgroups_note,"
+                                     " sorted(backend.features)]")
+    require_features(frozenset(features), "matmul_splitk_sg")
+    assert usable is True and note.endswith("invocations, in order"), note

@@ -4,12 +4,14 @@ compiler, lavapipe in CI), across shapes that are not multiples of the tiles."""
 from __future__ import annotations
 
 import asyncio
+import re
 
 import numpy as np
 import pytest
 
 from pybridge import dispatch
 from pybridge.dispatch import VARIANTS, Variant, matmul_tile, shader_source
+from pybridge import native
 from pybridge.native import NativeBackend
 from tests.cases import kernels, references
 from tests.conftest import IN_CI
@@ -58,7 +60,9 @@ MATMUL_VARIANT_CASES = [
 
 def require_features(features, op: str) -> None:
     """Kernels that need a device feature (matmul_splitk_sg: subgroups) run wherever it is;
-    lavapipe and SwiftShader have it, so CI runs them all."""
+    lavapipe and SwiftShader have it, so CI runs them (SwiftShader's subgroups of 4 take the
+    kernel's path without shuffles; test_matmul_splitk_sg_at_every_subgroup_size covers the
+    sizes no CI device has)."""
     missing = dispatch.variant_features(op) - features
     if missing:
         why = f"{op} needs {', '.join(sorted(missing))}, which this device lacks"
@@ -79,7 +83,8 @@ async def test_matmul_variant(backend, op, M, N, K, gelu, f16):
     (12, 1152, 384, True, "matmul_rows"), (32, 384, 1536, True, "matmul_rows"),
     (4096, 1152, 384, False, "matmul_m64"), (4096, 1152, 384, True, "matmul_cpu"),
     (33, 384, 384, True, "matmul_cpu"), (4096, 4096, 4096, True, "matmul_cpu"),
-    (4096, 4096, 4096, False, "matmul"), (33, 384, 384, False, "matmul_splitk"), (512, 384, 1536, False, "matmul_splitk"),
+    (4096, 4096, 4096, False, "matmul"), (33, 384, 384, False, "matmul_splitk"),
+    (512, 384, 1536, False, "matmul_splitk"),
     (513, 384, 384, False, "matmul_m64"),
     (4096, 384, 30, False, "matmul_generic"),
 ])
@@ -104,7 +109,7 @@ def test_a_variant_is_its_base_with_the_marked_lines_set():
         consts = [(old, new) for old, new in changed if old.startswith("const ")]
         assert len(consts) <= len(v.consts) and all("// VARIANT" in new for _, new in consts)
         enabled = [(old, new) for old, new in changed if not old.startswith("const ")]
-        assert all(any(old in (f"//{e}: " + new, f"//{e}:" + new)
+        assert all(any(re.sub(rf"^(\s*)//{e}: ?", r"\1", old) == new
                        for e in v.enable) for old, new in enabled), op
         assert 0 < len(changed) and (len(enabled) > 0) == bool(v.enable), op
         assert dispatch.variant_features(op) == set(v.enable)  # subgroups: the feature's name
@@ -115,7 +120,8 @@ def test_the_base_of_a_subgroups_variant_compiles_without_the_feature():
     text = shader_source("matmul_splitk")
     code = "\n".join(line.split("//")[0] for line in text.splitlines())
     assert "subgroup" not in code and "enable" not in code
-    assert "subgroupShuffleXor" in shader_source("matmul_splitk_sg").split("enable subgroups;", 1)[1]
+    variant = shader_source("matmul_splitk_sg").split("enable subgroups;", 1)[1]
+    assert "subgroupShuffleXor" in re.sub(r"//.*", "", variant)
 
 
 def test_a_variant_naming_a_line_its_base_lacks_is_an_error():
@@ -129,6 +135,106 @@ def test_a_variant_naming_a_line_its_base_lacks_is_an_error():
         dispatch.variant_source("x", Variant("matmul", enable=("subgroups",)))
     with pytest.raises(ValueError, match="unknown WGSL extension 'f64'"):
         dispatch.variant_source("x", Variant("matmul_splitk", enable=("f64",)))
+    with pytest.raises(ValueError, match="an extension is listed twice"):
+        dispatch.variant_source("x", Variant("matmul_splitk", enable=("subgroups", "subgroups")))
+
+
+def test_an_indented_extension_line_is_enabled_too(monkeypatch):
+    base = ("fn f() -> u32 {\n  var g = 1u;\n  //subgroups: g = 2u;\n\t//subgroups:g = 3u;\n"
+            "  return g;\n}\n")
+    monkeypatch.setattr(dispatch, "_kernel_file", lambda name: base)
+    text = dispatch.variant_source("x", Variant("b", enable=("subgroups",)))
+    assert text.splitlines()[1:] == ["enable subgroups;", "fn f() -> u32 {", "  var g = 1u;",
+                                     "  g = 2u;", "\tg = 3u;", "  return g;", "}"]
+
+
+# matmul_splitk_sg at every subgroup size WebGPU allows. lavapipe's subgroups have 8
+# invocations, so there the reduce-scatter runs but the exchanges with lane ^ 8 and ^ 16 (what
+# NVIDIA's and Apple's 32 take) never do. Here the kernel's own text runs with subgroup_size
+# set to S and each subgroupShuffleXor done through workgroup memory between invocations
+# tid and tid ^ d: the pairing the kernel relies on (wgsl/subgroup_probe.wgsl checks it on the
+# device), so what is tested is the kernel's arithmetic and indexing at each S.
+EMULATED_SHUFFLES = """
+var<workgroup> exchange: array<vec4<f32>, 256>;
+fn xor4(tid: u32, v: vec4<f32>, d: u32) -> vec4<f32> {
+  exchange[tid] = v;
+  workgroupBarrier();
+  let r = exchange[tid ^ d];
+  workgroupBarrier();
+  return r;
+}
+fn xor2(tid: u32, v: vec2<f32>, d: u32) -> vec2<f32> {
+  return xor4(tid, vec4<f32>(v, 0.0, 0.0), d).xy;
+}
+fn xor1(tid: u32, v: f32, d: u32) -> f32 {
+  return xor4(tid, vec4<f32>(v), d).x;
+}
+"""
+
+
+def emulated_subgroups(S: int) -> str:
+    text = shader_source("matmul_splitk_sg").replace("enable subgroups;\n", "")
+    text, n = re.subn(r"@builtin\(subgroup_size\) subgroup_size: u32,", "", text)
+    assert n == 1
+    text = re.sub(r"\bsubgroup_size\b", f"{S}u", text)
+    calls = {"xor4": r"subgroupShuffleXor\((select\(odds)",
+             "xor2": r"subgroupShuffleXor\((select\(v4)",
+             "xor1": r"subgroupShuffleXor\(((?:select\(v2|v,))"}
+    for fn, pattern in calls.items():
+        text, n = re.subn(pattern, fn + r"(tid, \1", text)
+        assert n == (2 if fn == "xor1" else 1), fn  # the kernel's 4 shuffles, each typed
+    assert "subgroupShuffleXor" not in re.sub(r"//.*", "", text)
+    return text.replace("fn erf(", EMULATED_SHUFFLES + "\nfn erf(", 1)
+
+
+@pytest.mark.parametrize("S", [4, 8, 16, 32, 64, 128])
+@pytest.mark.parametrize("M, N, K, f16", [(69, 200, 40, False), (35, 131, 24, True),
+                                          (5, 1, 8, False), (33, 17, 1536, True),
+                                          (100, 13, 12, False)])
+async def test_matmul_splitk_sg_at_every_subgroup_size(backend, monkeypatch, S, M, N, K, f16):
+    op = f"matmul_splitk_sg_emulated_{S}"  # pipelines are cached by op name
+    monkeypatch.setitem(native.__dict__, "shader_source",
+                        lambda name: emulated_subgroups(S) if name == op else shader_source(name))
+    gelu = M % 2 == 1
+    got = await kernels.matmul(backend, M, N, K, gelu, f16, op=op, tile=(8, 32))
+    np.testing.assert_allclose(got, references.matmul(M, N, K, gelu, f16), rtol=1e-4, atol=1e-4)
+
+
+async def test_subgroups_are_probed_once_per_device():
+    b = await NativeBackend.create()
+    try:
+        assert "subgroups" in b.features  # lavapipe has them
+        assert await b.subgroups_usable() is True
+        assert re.fullmatch(r"subgroups of \[\d+\] invocations, in order", b.subgroups_note)
+        live = b.live_buffers()
+        assert await b.subgroups_usable() is True and b.live_buffers() == live  # cached
+    finally:
+        b.close()
+
+
+@pytest.mark.parametrize("probe, note", [
+    # invocations whose partner is not tid ^ d: the pairing the kernels rely on fails
+    ("@group(0) @binding(0) var<storage, read_write> out: array<u32>;\n@compute "
+     "@workgroup_size(256) fn main(@builtin(local_invocation_index) tid: u32) "
+     "{ out[tid] = select(1u, 0u, tid == 77u) | (32u << 8u); }",
+     "subgroups of [32] invocations, not in invocation order: not used"),
+    # a compiler that rejects the text (Naga rejects `enable subgroups;` itself)
+    ("enable nonsense;\n", "subgroup kernels do not compile here: "),
+])
+async def test_subgroups_unusable_where_the_probe_fails(monkeypatch, probe, note):
+    monkeypatch.setitem(native.__dict__, "shader_source",
+                        lambda op: probe if op == "subgroup_probe" else shader_source(op))
+    b = await NativeBackend.create()
+    try:
+        t = await b.upload(np.zeros(256, np.uint32))
+        await t.numpy()  # the readback pool's buffer, kept for reuse, exists from here on
+        t.free()
+        live = b.live_buffers()
+        assert await b.subgroups_usable() is False
+        assert b.subgroups_note.startswith(note) and b.live_buffers() == live
+        assert dispatch.matmul_plan(12, 384, 384, subgroups=False)[0] == "matmul_splitk"
+    finally:
+        b.close()
 
 
 @pytest.mark.parametrize("B, T, V, C", [(1, 1, 5, 8), (2, 7, 100, 384), (3, 33, 1000, 96)])

@@ -45,7 +45,7 @@ async def load(base_url: str, dtype: str) -> dict:
     _words = sorted({w for w in WORDS if len(tok.encode(w, _model.max_length)) == 3})
     backend = await pybridge.default_backend()
     return {"dtype": dtype, "load_ms": load_ms, "words": len(_words),
-            "backend": backend.describe()}
+            "backend": backend.describe(), "subgroups": backend.subgroups_note}
 
 
 def sentences(batch: int, tokens: int, seed: int) -> list[str]:
