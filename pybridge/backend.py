@@ -75,6 +75,16 @@ class GpuTensor:
         """Release the GPU memory now (idempotent)."""
         self.backend.free(self)
 
+    def __del__(self) -> None:
+        # A tensor dropped without free() takes its GPU memory with it: the backend holds its
+        # buffers by id only, so nothing else would ever release it (GPU work already
+        # submitted with it finishes first: WebGPU defers destroy() past submitted work).
+        if getattr(self, "_buffer", None) is not None:
+            try:
+                self.backend.free(self)
+            except Exception:  # in a finalizer: never raise (the device may be gone)
+                pass
+
     async def numpy(self, out: np.ndarray | None = None, *, path: str | None = None) -> np.ndarray:
         """Read back into `out` (or a new array). Copies the data once on the zero-copy path."""
         return await self.backend.readback(self, out, path=path)
@@ -603,9 +613,16 @@ class Backend(ABC):
         self._uniforms: dict[bytes, Any] = {}
 
     def _forget_buffer(self, buf: Any) -> None:
-        """Drop the bind groups using a buffer about to be destroyed (its id may be reused)."""
+        """Drop the bind groups using a buffer about to be destroyed (its id may be reused),
+        and their keys from the index of every other buffer they bound."""
         for key in self._bind_groups_of.pop(id(buf), ()):
             self._bind_groups.pop(key, None)
+            for other, _, _ in key[2]:  # (buffer id, offset, size) of each binding
+                keys = self._bind_groups_of.get(other)
+                if keys is not None:
+                    keys.discard(key)
+                    if not keys:
+                        del self._bind_groups_of[other]
 
     def _uniform(self, arr: np.ndarray, op: str) -> Any:
         """A UNIFORM buffer holding arr's bytes, shared by every dispatch with the same bytes."""

@@ -254,23 +254,35 @@ class BrowserBackend(Backend):
         js, _, _, _, _ = _js()
         shape, row, nbytes, op = self._allocation(shape, dtype, label)
         usage = js.GPUBufferUsage
-        async with self.scope(op):
-            buf = self._create_buffer(nbytes, usage.STORAGE | usage.COPY_SRC | usage.COPY_DST, label)
+        buf = None
+        try:
+            async with self.scope(op):
+                buf = self._create_buffer(nbytes, usage.STORAGE | usage.COPY_SRC | usage.COPY_DST,
+                                          label)
+        except BaseException:
+            if buf is not None:  # made, then refused (out of memory): an invalid buffer
+                self._destroy_buffer(buf)
+            raise
         return GpuTensor(self, buf, shape, row, label=label)
 
     # --- upload -----------------------------------------------------------------------
     async def upload(self, arr: np.ndarray, *, out: GpuTensor | None = None, path: str | None = None,
                      copy: bool = True, label: str = "") -> GpuTensor:
-        arr, out, dst, path, op = await self._upload_target(arr, out, path, copy, label)
+        arr, dst_tensor, dst, path, op = await self._upload_target(arr, out, path, copy, label)
         if path == "auto":  # measured: writeBuffer wins below 2 MiB, the ring from there on
             path = "staging" if arr.nbytes >= STAGING_FROM_BYTES else "view"
-        if path == "view":
-            self._upload_view(dst, out.offset, arr)
-        elif path == "staging":
-            await self._upload_staging(dst, out.offset, arr)
-        else:
-            self._upload_naive(dst, out.offset, arr)
-        return out
+        try:
+            if path == "view":
+                self._upload_view(dst, dst_tensor.offset, arr)
+            elif path == "staging":
+                await self._upload_staging(dst, dst_tensor.offset, arr, op)
+            else:
+                self._upload_naive(dst, dst_tensor.offset, arr)
+        except BaseException:
+            if out is None:  # made here for this upload: nothing half-written is kept
+                dst_tensor.free()
+            raise
+        return dst_tensor
 
     def _upload_view(self, dst: Any, offset: int, arr: np.ndarray) -> None:
         """queue.writeBuffer from the array's wasm-heap view. Copies the data once."""
@@ -285,9 +297,10 @@ class BrowserBackend(Backend):
             accounting.record("upload", "pad", 1, arr.nbytes - whole)
         accounting.record("upload", "view", 1, arr.nbytes)  # each byte crosses writeBuffer once
 
-    async def _upload_staging(self, dst: Any, offset: int, arr: np.ndarray) -> None:
+    async def _upload_staging(self, dst: Any, offset: int, arr: np.ndarray, op: str) -> None:
         """Through a ring of pre-mapped MAP_WRITE buffers. Copies the data once (into the
-        mapped range); the GPU copies it on with copyBufferToBuffer."""
+        mapped range); the GPU copies it on with copyBufferToBuffer. Concurrent uploads share
+        the ring: a slot is filled only once its map is done and nobody else has taken it."""
         js, to_js, _, _, bridge = _js()
         usage = js.GPUBufferUsage
         if not self._staging:
@@ -301,9 +314,18 @@ class BrowserBackend(Backend):
             chunk = min(STAGING_SLOT_BYTES, n - done)
             slot = self._staging[self._staging_next]
             self._staging_next = (self._staging_next + 1) % len(self._staging)
-            if slot[1] is not None:
-                await slot[1]
-                slot[1] = None
+            while slot[1] is not None:  # mapping again after its last use
+                pending = slot[1]
+                try:
+                    await pending
+                except Exception as e:  # the map failed: a lost device, or a destroyed ring
+                    self.check_alive(op)
+                    if any(x is slot for x in self._staging):
+                        self._drop_staging()  # made again by the next upload
+                    raise GpuError(op, "staging",
+                                   f"the staging buffer could not be mapped: {e}") from e
+                if slot[1] is pending:  # else another upload took the slot meanwhile: wait again
+                    slot[1] = None
             bridge.fillMapped(slot[0], arr, done, chunk)
             slot[0].unmap()
             encoder = self.device.createCommandEncoder()
@@ -312,6 +334,11 @@ class BrowserBackend(Backend):
             slot[1] = slot[0].mapAsync(js.GPUMapMode.WRITE)
             done += chunk
         accounting.record("upload", "staging", 1, n)
+
+    def _drop_staging(self) -> None:
+        ring, self._staging, self._staging_next = self._staging, [], 0
+        for buf, _ in ring:
+            self._destroy_buffer(buf)
 
     def _upload_naive(self, dst: Any, offset: int, arr: np.ndarray) -> None:
         """The baseline: tobytes (copy 1) -> to_js (copy 2) -> writeBuffer (copy 3)."""

@@ -72,6 +72,7 @@ async def run_axpy(n: int = 1 << 20, alpha: float = 2.5, seed: int = 0) -> dict[
 
 # --- the semantic-search demo: MiniLM in the page ---------------------------------------------
 _model = None
+_loaded_from: list[str] = ["/models/all-MiniLM-L6-v2/", "float16"]  # (url, dtype) of the last load
 
 
 def _post(message: dict[str, Any]) -> None:
@@ -101,6 +102,7 @@ async def load_model(url: str = "/models/all-MiniLM-L6-v2/", dtype: str = "float
         _model.free()
         _model = None
     _model = await MiniLM.load(url, dtype=dtype, progress=progress)
+    _loaded_from[:] = [url, dtype]
     t1 = time.perf_counter()
     await _model.embed(["warm up"])
     t2 = time.perf_counter()
@@ -109,13 +111,26 @@ async def load_model(url: str = "/models/all-MiniLM-L6-v2/", dtype: str = "float
 
 
 async def search(query: str, sentences: list[str]) -> dict[str, Any]:
-    """Rank `sentences` by cosine similarity to `query` (embeddings are unit vectors)."""
+    """Rank `sentences` by cosine similarity to `query` (embeddings are unit vectors). If the
+    GPU was lost (a driver reset, another tab taking it), the model is loaded again on a new
+    device and the search answered; `recovered` then says what happened."""
+    from pybridge.errors import DeviceLost
+
     if _model is None:
         raise RuntimeError("the model is not loaded yet")
     texts = [query, *sentences]
     timings: dict[str, float] = {}
+    recovered = None
     t0 = time.perf_counter()
-    vectors = await _model.embed(texts, batch_size=32, timings=timings)  # (1 + n, 384)
+    try:
+        vectors = await _model.embed(texts, batch_size=32, timings=timings)  # (1 + n, 384)
+    except DeviceLost as e:
+        recovered = f"the GPU device was lost ({e}); the model was loaded again on a new one"
+        _post({"type": "model-recovering", "why": str(e)})
+        await load_model(*_loaded_from)  # default_backend() makes the new device
+        timings = {}
+        t0 = time.perf_counter()
+        vectors = await _model.embed(texts, batch_size=32, timings=timings)
     total = (time.perf_counter() - t0) * 1e3
     scores = vectors[1:] @ vectors[0]  # (n,)
     order = np.argsort(-scores)
@@ -124,4 +139,5 @@ async def search(query: str, sentences: list[str]) -> dict[str, Any]:
         "timingsMs": {k: round(v, 1) for k, v in timings.items()},
         "totalMs": round(total, 1),
         "tokens": _model.last_tokens,
+        "recovered": recovered,
     }

@@ -1,8 +1,9 @@
 """Test capability, decided once for the whole run.
 
 Browser tests need Debian's Chromium (PYBRIDGE_CHROMIUM, default /usr/bin/chromium) and the
-vendored assets (build/site/). Locally a missing piece skips those tests with the reason;
-in CI (CI=true) it is an error, because CI must run every test.
+vendored assets (build/site/). A missing piece is an error naming it, so a run that could not
+test the browser never looks green; to run the rest anyway, ask for the skip with
+`--skip-browser` (never in CI, CI=true, which must run every test).
 """
 
 from __future__ import annotations
@@ -28,6 +29,12 @@ def browser_missing() -> str | None:
     return None
 
 
+def pytest_addoption(parser):
+    parser.addoption("--skip-browser", action="store_true",
+                     help="skip the browser tests when Chromium or build/site/ is missing "
+                          "(otherwise that is an error)")
+
+
 def pytest_collection_modifyitems(config, items):
     e2e = ROOT / "tests" / "e2e"
     browser_items = [i for i in items if Path(i.fspath).is_relative_to(e2e)]
@@ -38,5 +45,8 @@ def pytest_collection_modifyitems(config, items):
         return
     if IN_CI:
         raise pytest.UsageError(f"CI must run the browser tests, but: {why}")
+    if not config.getoption("--skip-browser"):
+        raise pytest.UsageError(f"the browser tests cannot run: {why}. Fix that, or run the "
+                                "rest with --skip-browser")
     for item in browser_items:
-        item.add_marker(pytest.mark.skip(reason=why))
+        item.add_marker(pytest.mark.skip(reason=f"--skip-browser: {why}"))

@@ -8,10 +8,10 @@ yardstick.
         [--variant NAME=BASE:CONST=VALUE,...] [--extra-kernels DIR --tile OP=COLS,ROWS]
 
 wgpu-py runs on whatever adapter wgpu picks (lavapipe here, the NVIDIA GPU on the accelerator
-machine: see ../shared/device-gpu.md for Vulkan there). With --node (a node binary) and
---webgpu (the unpacked npm package `webgpu`), tools/bench_kernels_dawn.mjs runs the same
-points through dawn.node, once per --dawn-config (a set of Dawn toggles given to create();
-default: none). dawn.node 0.6.2 crashed now and then on the H200 between points; a new
+machine: the README's "Real GPUs" section has the recipe for Vulkan there). With --node (a
+node binary) and --webgpu (the unpacked npm package `webgpu`), tools/bench_kernels_dawn.mjs
+runs the same points through dawn.node, once per --dawn-config (a set of Dawn toggles given
+to create(); default: none). dawn.node 0.6.2 crashed now and then on the H200 between points; a new
 process then takes over from the point it died on. Kernel texts come from
 pybridge.dispatch.shader_source, the same resolution of variants the backends use; --variant
 adds bench-only variants (e.g. matmul_k16p=matmul:TILE_K=16,PREFETCH=true), --extra-kernels

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path(os.environ.get("PYBRIDGE_CHROMIUM", "/usr/bin/chromium"))
 
-# From DESIGN.md: WebGPU through SwiftShader in headless Chromium on this machine.
+# WebGPU in headless Chromium: on a machine without a GPU it runs on SwiftShader (a CPU).
 CHROMIUM_FLAGS = [
     "--no-sandbox",
     "--disable-background-networking",

@@ -6,6 +6,7 @@
 //   model      "off" | "loading" | "ready" | "error": the demo model, loaded once "ready"
 //              (the URL parameter ?model=none skips it; ?dtype=float32 picks the weights)
 //   run(code)  run Python in the worker (async); resolves with its last expression's value
+//   call(module, name, args, kwargs)  call a Python function with values (async)
 //   search(query, sentences)  rank sentences by similarity to the query (the demo)
 //   assets, stages, timings, gpu, result, error, modelInfo, lastSearch   what the page shows
 
@@ -27,6 +28,7 @@ const app = {
   modelInfo: null,
   lastSearch: null,
   run,
+  call,
   search,
 };
 const params = new URLSearchParams(location.search);
@@ -72,13 +74,23 @@ let worker = null;
 let nextId = 1;
 const pending = new Map();
 
-function run(code) {
+function send(message) {
   if (!worker) return Promise.reject(new Error(`Python is not running (state: ${app.state})`));
   const id = nextId++;
   return new Promise((resolve, reject) => {
     pending.set(id, { resolve, reject });
-    worker.postMessage({ type: "run", id, code });
+    worker.postMessage({ ...message, id });
   });
+}
+
+// Python source text (tests, the DevTools console)
+function run(code) {
+  return send({ type: "run", code });
+}
+
+// module.name(*args, **kwargs) with the arguments passed as values, never as source text
+function call(module, name, args = [], kwargs = {}) {
+  return send({ type: "call", module, name, args, kwargs });
 }
 
 const assetRows = new Map();
@@ -182,6 +194,9 @@ function onWorkerMessage(ev) {
         `Streaming weights to the GPU: ${fmtBytes(msg.done)} of ${fmtBytes(msg.total)}`;
       break;
     }
+    case "model-recovering":
+      $("#search-timings").textContent = "The GPU was reset: loading the model again on a new device…";
+      break;
     case "result": {
       const p = pending.get(msg.id);
       pending.delete(msg.id);
@@ -193,7 +208,7 @@ function onWorkerMessage(ev) {
 
 async function runDemo() {
   try {
-    const r = await run("import pybridge.demo\nawait pybridge.demo.run_axpy()");
+    const r = await call("pybridge.demo", "run_axpy");
     app.result = r;
     app.gpu = r.gpu;
     app.timings.kernelDone = performance.now();
@@ -213,9 +228,7 @@ async function loadModel(dtype) {
   app.model = "loading";
   $("#model-panel").hidden = false;
   try {
-    const info = await run(
-      `import pybridge.demo\nawait pybridge.demo.load_model(dtype=${JSON.stringify(dtype)})`,
-    );
+    const info = await call("pybridge.demo", "load_model", [], { dtype });
     app.modelInfo = info;
     app.model = "ready";
     $("#model-loading").hidden = true;
@@ -232,10 +245,7 @@ async function loadModel(dtype) {
 }
 
 function search(query, sentences) {
-  const code =
-    "import pybridge.demo\n" +
-    `await pybridge.demo.search(${JSON.stringify(query)}, ${JSON.stringify(sentences)})`;
-  return run(code);
+  return call("pybridge.demo", "search", [query, sentences]);
 }
 
 async function doSearch(ev) {
@@ -264,7 +274,8 @@ async function doSearch(ev) {
     $("#search-timings").textContent =
       `${sentences.length + 1} texts, ${r.tokens} tokens in ${fmtMs(r.totalMs)}: tokenize ` +
       `${fmtMs(t.tokenize)}, prepare ${fmtMs(t.prepare)}, submit ${fmtMs(t.submit)} ` +
-      `(upload + forward pass, one call), GPU ${fmtMs(t.gpu)}, readback ${fmtMs(t.readback)}`;
+      `(upload + forward pass, one call), GPU ${fmtMs(t.gpu)}, readback ${fmtMs(t.readback)}` +
+      (r.recovered ? `. Recovered: ${r.recovered}.` : "");
   } catch (err) {
     showError("Search failed", err.message);
   } finally {

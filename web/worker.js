@@ -163,14 +163,32 @@ booted.then(
   (err) => post({ type: "error", message: err.message, asset: err.asset || null, stack: err.stack }),
 );
 
-// Run Python for the page (and the tests). The code's last expression is the result; a
-// PyProxy result is converted (dicts to objects) and destroyed.
+// The page calls Python two ways. "call": a function of a module with arguments (strings,
+// numbers, arrays, plain objects), converted to Python values (lists, dicts) and passed as
+// values: nothing the user typed becomes source text. "run": source text, for the tests and
+// the DevTools console; its last expression is the result. A PyProxy result is converted
+// (dicts to objects) and destroyed.
+const PY_NAME = /^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$/;
+const CALL = "import importlib\nawait getattr(importlib.import_module(__module), __name)(*__args, **__kwargs)";
+
+async function callPython(pyodide, { module, name, args = [], kwargs = {} }) {
+  if (!PY_NAME.test(module) || !PY_NAME.test(name) || name.includes(".")) {
+    throw new Error(`not a Python module and function name: ${module}.${name}`);
+  }
+  const globals = pyodide.toPy({ __module: module, __name: name, __args: args, __kwargs: kwargs });
+  try {
+    return await pyodide.runPythonAsync(CALL, { globals });
+  } finally {
+    globals.destroy();
+  }
+}
+
 self.onmessage = async (ev) => {
   const { type, id, code } = ev.data;
-  if (type !== "run") return;
+  if (type !== "run" && type !== "call") return;
   try {
     const pyodide = await booted;
-    let value = await pyodide.runPythonAsync(code);
+    let value = type === "call" ? await callPython(pyodide, ev.data) : await pyodide.runPythonAsync(code);
     if (value && typeof value.toJs === "function") {
       const proxy = value;
       value = proxy.toJs({ dict_converter: Object.fromEntries, create_pyproxies: false });

@@ -64,6 +64,83 @@ async def roundtrip(backend: Backend, dtype: str, shape, upload_path=None, readb
     }
 
 
+async def concurrent_uploads(backend: Backend, n: int, path: str | None, size: int) -> dict:
+    """n uploads of `size` float32 each at once (asyncio tasks), then each read back: every
+    tensor must hold its own array, and nothing but them be left. On the staging ring more
+    uploads than slots wait for a slot someone else also waits for."""
+    import asyncio
+
+    arrays = [make_array("float32", (size,), seed=1000 * i) for i in range(n)]
+    warm = await backend.upload(arrays[0], path=path)  # the ring's slots, the read pool
+    await warm.numpy()
+    warm.free()
+    before = backend.live_buffers()
+    tensors = await asyncio.gather(*(backend.upload(a, path=path) for a in arrays))
+    try:
+        equal = [bool(np.array_equal(await t.numpy(), a)) for t, a in zip(tensors, arrays)]
+    finally:
+        for t in tensors:
+            t.free()
+    return {"equal": equal, "left": backend.live_buffers() - before}
+
+
+async def bind_group_bookkeeping(backend: Backend, rounds: int) -> dict:
+    """A long-lived tensor (a weight) bound with short-lived ones (a batch's activations),
+    `rounds` times, the short-lived freed each time: the cached bind groups and the index
+    from each buffer to its groups must shrink back, with no key left naming a dropped group."""
+    from pybridge.dispatch import pack_params
+
+    w = await backend.upload(make_array("float32", (64,)))
+    for i in range(rounds):
+        x = await backend.upload(make_array("float32", (64,), seed=i + 1))
+        out = await backend.allocate((64,), np.float32)
+        await backend.dispatch("axpy", [x, w, pack_params(64, 2.0), out], grid_1d(64))
+        expect = make_array("float32", (64,), seed=i + 1) * 2 + make_array("float32", (64,))
+        assert np.allclose(await out.numpy(), expect), i
+        x.free()
+        out.free()
+    groups = backend._bind_groups
+    index = backend._bind_groups_of
+    stale = sum(1 for keys in index.values() for k in keys if k not in groups)
+    keys_of_w = len(index.get(id(w._buffer), ()))
+    w.free()
+    return {"groups": len(groups), "stale_keys": stale, "keys_of_w": keys_of_w}
+
+
+async def dropped_tensors(backend: Backend, n: int) -> dict:
+    """Tensors dropped without free() (as the README's example does) release their buffers,
+    while a plan keeps the tensors it binds alive and keeps working."""
+    import gc
+
+    from pybridge.backend import Step
+    from pybridge.dispatch import pack_params
+
+    warm = await backend.upload(make_array("float32", (64,)))
+    await warm.numpy()
+    del warm
+    before = backend.live_buffers()
+    for i in range(n):
+        t = await backend.upload(make_array("float32", (1024,), seed=i))
+        await t.numpy()
+        del t  # never freed
+    gc.collect()
+    after_drops = backend.live_buffers() - before
+    x, y = make_array("float32", (64,), seed=1), make_array("float32", (64,), seed=2)
+    out = await backend.allocate((64,), np.float32)
+    plan = await backend.plan([Step("axpy", [await backend.upload(x), await backend.upload(y),
+                                             pack_params(64, 3.0), out], grid_1d(64))],
+                              outputs=[out])
+    del out  # the plan holds x, y and out
+    gc.collect()
+    got = np.empty(64, np.float32)
+    await backend.submit(plan, outputs=[got]).wait()
+    ok = bool(np.allclose(got, 3 * x + y))
+    plan.free()
+    del plan
+    gc.collect()
+    return {"after_drops": after_drops, "plan_ok": ok, "after_plan": backend.live_buffers() - before}
+
+
 async def non_contiguous(backend: Backend) -> dict:
     a = make_array("float32", (64, 48))[:, ::3]  # (64, 16), strided
     with pybridge.count_copies() as c:
@@ -79,33 +156,41 @@ async def non_contiguous(backend: Backend) -> dict:
 
 
 async def error_message(backend: Backend, what: str) -> str:
-    """Trigger one kind of bad input; return 'ExceptionType: message'."""
+    """Trigger one kind of bad input; return 'ExceptionType: message'. The case frees the
+    tensors it made itself, so any buffer left after it is one the failing call left."""
+    mine: list = []
+
+    async def upload(*args, **kwargs):
+        t = await backend.upload(*args, **kwargs)
+        mine.append(t)
+        return t
+
     try:
         if what == "dtype":
-            await backend.upload(np.zeros(4, np.float64))
+            await upload(np.zeros(4, np.float64))
         elif what == "not-array":
-            await backend.upload([1.0, 2.0])
+            await upload([1.0, 2.0])
         elif what == "shape":
             await backend.allocate((3, -1), np.float32)
         elif what == "too-big":
             await backend.allocate((1 << 40,), np.float32)
         elif what == "out-shape":
-            t = await backend.upload(np.zeros(8, np.float32))
+            t = await upload(np.zeros(8, np.float32))
             await t.numpy(out=np.zeros(9, np.float32))
         elif what == "out-dtype":
-            t = await backend.upload(np.zeros(8, np.float32))
+            t = await upload(np.zeros(8, np.float32))
             await t.numpy(out=np.zeros(8, np.int32))
         elif what == "use-after-free":
-            t = await backend.upload(np.zeros(8, np.float32), label="weights.w1")
+            t = await upload(np.zeros(8, np.float32), label="weights.w1")
             t.free()
             await t.numpy()
         elif what == "path":
-            await backend.upload(np.zeros(8, np.float32), path="teleport")
+            await upload(np.zeros(8, np.float32), path="teleport")
         elif what == "validation":
-            x = await backend.upload(np.zeros(8, np.float32))
+            x = await upload(np.zeros(8, np.float32))
             await backend.dispatch("axpy", [x], grid_1d(8))  # axpy needs 4 bindings
         elif what == "kernel":
-            x = await backend.upload(np.zeros(8, np.float32))
+            x = await upload(np.zeros(8, np.float32))
             await backend.dispatch("no_such_kernel", [x], grid_1d(8))
         elif what == "oom":
             held = []
@@ -119,6 +204,9 @@ async def error_message(backend: Backend, what: str) -> str:
             raise AssertionError(f"unknown case {what}")
     except Exception as e:  # the point: which exception, which message
         return f"{type(e).__name__}: {e}"
+    finally:
+        for t in mine:
+            t.free()
     return "no error"
 
 

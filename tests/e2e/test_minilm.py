@@ -59,6 +59,15 @@ def reference_dir():
 
 
 def test_the_demo_page_loads_the_model_and_ranks_sentences(fresh_page, server):
+    # every message the page sends its worker, to check what travels as Python source
+    fresh_page.add_init_script("""{
+        const send = Worker.prototype.postMessage;
+        window.toWorker = [];
+        Worker.prototype.postMessage = function (m, ...rest) {
+            window.toWorker.push(JSON.parse(JSON.stringify(m)));
+            return send.call(this, m, ...rest);
+        };
+    }""")
     fresh_page.goto(server.url)  # the default page: float16 model, semantic search
     fresh_page.wait_for_function("pybridge.lastSearch || pybridge.model === 'error' || pybridge.error",
                                  timeout=300_000)
@@ -75,4 +84,28 @@ def test_the_demo_page_loads_the_model_and_ranks_sentences(fresh_page, server):
     top = fresh_page.evaluate("pybridge.lastSearch.ranked[0].text")
     assert top.startswith(("Python", "The GPU")), top
     assert "GPU" in fresh_page.locator("#search-timings").inner_text()
+    # a query that would be code if it were pasted into Python source is data here
+    hostile = 'x""")\\n__import__("os")  # \'{}\' \\u0041'
+    fresh_page.evaluate("pybridge.lastSearch = null")
+    fresh_page.fill("#query", hostile)
+    fresh_page.click("#search-button")
+    fresh_page.wait_for_function("pybridge.lastSearch", timeout=120_000)
+    assert len(fresh_page.evaluate("pybridge.lastSearch.ranked")) == len(ranked)
+    sent = fresh_page.evaluate("window.toWorker")
+    calls = [m for m in sent if m.get("type") == "call" and m["name"] == "search"]
+    assert [c["args"][0] for c in calls[-2:]] == ["computers and programming", hostile]
+    assert not any("computers and programming" in m.get("code", "") for m in sent)
+    # the GPU lost (as a driver reset would): the next search loads the model again and answers
+    fresh_page.evaluate("""pybridge.run(`import pybridge
+b = await pybridge.default_backend()
+b.device.destroy()
+(await b.device.lost).reason`)""")
+    fresh_page.evaluate("pybridge.lastSearch = null")
+    fresh_page.fill("#query", "computers and programming")
+    fresh_page.click("#search-button")
+    fresh_page.wait_for_function("pybridge.lastSearch || pybridge.error", timeout=300_000)
+    assert fresh_page.evaluate("pybridge.error") is None
+    after = fresh_page.evaluate("pybridge.lastSearch")
+    assert after["ranked"][0]["text"] == top and "device was lost" in after["recovered"]
+    assert "Recovered" in fresh_page.locator("#search-timings").inner_text()
     assert fresh_page.errors == []

@@ -3,7 +3,10 @@ made before a view is taken, and the clear error of browser-only calls."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -97,3 +100,17 @@ def test_count_copies_measures_only_its_block():
     assert c.as_dict() == {"readback": {"ring": {"copies": 1, "bytes": 20}},
                            "upload": {"view": {"copies": 1, "bytes": 10}}}
     assert pybridge.stats()["upload"]["view"]["bytes"] >= 1110
+
+
+@pytest.mark.parametrize("env, args, rc, says", [
+    ({}, [], 4, "the browser tests cannot run: Chromium not found at /nonexistent"),
+    ({}, ["--skip-browser"], 0, " skipped"),
+    ({"CI": "true"}, ["--skip-browser"], 4, "CI must run the browser tests"),
+])
+def test_a_missing_browser_fails_the_run_unless_the_skip_is_asked_for(env, args, rc, says):
+    run_env = {k: v for k, v in os.environ.items() if k != "CI"}
+    run_env.update(env, PYBRIDGE_CHROMIUM="/nonexistent")
+    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                        "tests/e2e/test_boot.py", *args], cwd=ROOT, env=run_env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == rc and says in p.stdout + p.stderr, p.stdout + p.stderr

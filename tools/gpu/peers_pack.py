@@ -41,7 +41,7 @@ The carry folder (about 51 MB; each file sha256-listed in peers.json):
 
 `run` unpacks (once) under /tmp/peers/, writes model.onnx.data from the layout and a weights
 file in pybridge's layout, sets up Vulkan (the carried loader; the NVIDIA driver through
-libEGL_nvidia, see shared/device-gpu.md) and runs peers.mjs. Weights (--weights):
+libEGL_nvidia, see tools/gpu/pack.py vulkan_env) and runs peers.mjs. Weights (--weights):
   auto     pybridge's weights file of this lease where tools/bench_gpu.py left one
            ($PYBRIDGE_GPU_WORK or /tmp/pybridge-gpu, model/model-f32.safetensors: real or
            random), else `pybridge`
