@@ -121,7 +121,12 @@ class MiniLM:
         key = (B, T)
         shape = self._shapes.pop(key, None)
         if shape is None:
-            built = await self._build(B, T)
+            try:
+                built = await self._build(B, T)
+            except UseAfterFree:  # its weights freed while it was being built
+                if self._freed:
+                    raise UseAfterFree("embed: the model was freed; load it again") from None
+                raise
             if self._freed:  # freed while this shape was being built: keep nothing of it
                 built.free()
                 raise UseAfterFree("embed: the model was freed; load it again")
@@ -257,6 +262,8 @@ class MiniLM:
 
         try:
             for start in range(0, len(sentences), batch_size):
+                if self._freed:  # freed by another task between two batches
+                    raise UseAfterFree("embed: the model was freed; load it again")
                 t0 = clock()
                 batch = self.tokenizer.encode_batch(sentences[start:start + batch_size],
                                                     self.max_length, self.pad_tokens_to)
@@ -266,6 +273,8 @@ class MiniLM:
                 shape = await self._shape(B, T)
                 t0 = add("prepare", t0)
                 try:
+                    if self._freed:  # freed while this batch was tokenized or its shape built
+                        raise UseAfterFree("embed: the model was freed; load it again")
                     run = self.backend.submit(shape.plan, [batch.ids.reshape(-1), batch.lengths],
                                               [out[start:start + B]])  # rows of the result
                 except BaseException:

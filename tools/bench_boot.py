@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tools.harness import launch, start_server  # noqa: E402
+from tools.harness import launch, new_context, start_server  # noqa: E402
 
 READY = "window.pybridge && ['python-ready', 'ready', 'error', 'no-webgpu'].includes(pybridge.state)"
 MEASURE = """() => {
@@ -61,7 +61,7 @@ def main() -> int:
             browser = launch(p)
             version = browser.version
             for _ in range(args.runs):
-                ctx = browser.new_context()  # empty HTTP cache
+                ctx = new_context(browser)  # empty HTTP cache
                 page = ctx.new_page()
                 first.append(load(page, url))
                 cached.append(load(page, url))  # same context: HTTP cache warm

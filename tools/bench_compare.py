@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 
 from pybridge.tokenizer import WordPiece  # noqa: E402
 from tools.assets import CACHE, npm_pack  # noqa: E402
-from tools.harness import launch, open_app, start_server  # noqa: E402
+from tools.harness import launch, new_context, open_app, start_server  # noqa: E402
 
 ORT_VERSION = "1.30.0"
 ORT_TARBALL_SHA256 = "d2228df7e4616bc3348bf504ee888f3bec43789a273f0a63f3e68d203ce3bf71"
@@ -123,7 +123,7 @@ def main() -> int:
             app = open_app(browser, server)
             app.py("from pybridge.minilm import MiniLM\n"
                    "m = await MiniLM.load('/models/all-MiniLM-L6-v2/', dtype='float32')")
-            ort = browser.new_page()
+            ort = new_context(browser).new_page()
             ort.set_default_timeout(900_000)
             ort.goto(server.url + "compare/ort.html")
             ort.wait_for_function("document.getElementById('state').textContent === 'ready'")

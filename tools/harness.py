@@ -66,6 +66,14 @@ def launch(playwright, webgpu: bool = True):
     )
 
 
+def new_context(browser, **options):
+    """A browser context for driving the page. The server sends a Content-Security-Policy
+    without 'unsafe-eval', and Playwright's evaluate() and wait_for_function() evaluate
+    strings in the page, so contexts for tests and benchmarks bypass it;
+    tests/e2e/test_boot.py boots the page with the policy enforced."""
+    return browser.new_context(bypass_csp=True, **options)
+
+
 def wait_final(page) -> str:
     page.wait_for_function(
         f"window.pybridge && {FINAL_STATES}.includes(window.pybridge.state)",
@@ -105,7 +113,7 @@ class App:
 def open_app(browser, server: Server, timeout_ms: int = 900_000) -> App:
     """A booted page without the demo model (?model=none), for benchmarks; exits with the
     page's error if it does not boot."""
-    page = browser.new_page()
+    page = new_context(browser).new_page()
     page.set_default_timeout(timeout_ms)
     page.goto(server.url + "?model=none")
     if wait_final(page) != "ready":

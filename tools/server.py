@@ -53,6 +53,13 @@ SECURITY_HEADERS = {
     "Cross-Origin-Resource-Policy": "same-origin",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
+    # Everything from this origin, no inline script or style, no eval: WebAssembly compiles
+    # under 'wasm-unsafe-eval' alone (Pyodide needs nothing more); no framing, no plugins.
+    "Content-Security-Policy": "; ".join([
+        "default-src 'self'", "script-src 'self' 'wasm-unsafe-eval'", "worker-src 'self'",
+        "connect-src 'self'", "style-src 'self'", "img-src 'self' data:",
+        "object-src 'none'", "base-uri 'none'", "form-action 'self'", "frame-ancestors 'none'",
+    ]),
 }
 
 

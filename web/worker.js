@@ -8,6 +8,10 @@
 import * as bridge from "./bridge.js";
 
 const post = (msg) => self.postMessage(msg);
+
+// Python can load a JS module of this origin: `await js.importModule("/path/mod.mjs")`. The
+// page's Content-Security-Policy forbids eval, so this is how extra JS reaches the worker.
+self.importModule = (url) => import(new URL(url, self.location.href).href);
 const t0 = performance.now();
 const failedAssets = [];
 

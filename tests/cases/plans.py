@@ -282,3 +282,56 @@ async def plan_leak_check(backend: Backend, runs: int, heap_bytes=None, proxies=
         t.free()
     return {"equal": ok, "buffers": [before[0], after[0]], "heap": [before[1], after[1]],
             "proxies": [before[2], after[2]]}
+
+
+async def kernels_beside_a_model(model, backend: Backend) -> dict:
+    """Kernels dispatched (and read back) while an embed of several batches is in flight:
+    both give the answers they give alone."""
+    sentences = SAME_LENGTH * 3
+    alone = await model.embed(sentences, batch_size=2)
+    n = 4096
+    x, y = np.arange(n, dtype=np.float32), np.full(n, 2.0, np.float32)
+
+    async def kernels() -> float:
+        worst = 0.0
+        for i in range(6):
+            tx, ty = await backend.upload(x), await backend.upload(y)
+            out = await backend.allocate((n,), np.float32)
+            await backend.dispatch("axpy", [tx, ty, axpy_params(n, float(i)), out], grid_1d(n))
+            worst = max(worst, float(np.abs(await out.numpy() - (i * x + y)).max()))
+            for t in (tx, ty, out):
+                t.free()
+            await asyncio.sleep(0)
+        return worst
+
+    got, kernel_error = await asyncio.gather(model.embed(sentences, batch_size=2), kernels())
+    return {"embed_error": float(np.abs(got - alone).max()), "kernel_error": kernel_error}
+
+
+async def free_while_embedding(load, backend: Backend) -> dict:
+    """A model freed while an embed of several batches is in flight: the embed returns the
+    right rows or raises UseAfterFree; the backend keeps working and nothing is left on it."""
+    import gc
+
+    sentences = SAME_LENGTH * 4
+    model = await load()  # a whole cycle first: what the backend keeps for reuse (read pool)
+    alone = await model.embed(sentences, batch_size=2)
+    model.free()
+    before = backend.live_buffers()
+    model = await load()
+    task = asyncio.ensure_future(model.embed(sentences, batch_size=2))
+    await asyncio.sleep(0)  # the embed has started its first batch
+    model.free()
+    outcome = "result"
+    try:
+        got = await task
+        error = float(np.abs(got - alone).max())
+    except Exception as e:  # noqa: BLE001 (which error is the point)
+        outcome, error = f"{type(e).__name__}: {e}", 0.0
+    del model, task
+    gc.collect()
+    t = await backend.upload(np.arange(8, dtype=np.float32))
+    works = (await t.numpy()).tolist() == list(range(8))
+    t.free()
+    return {"outcome": outcome, "error": error, "works": works,
+            "left": backend.live_buffers() - before}

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from tools.harness import App, launch, start_server, wait_final
+from tools.harness import App, launch, new_context, start_server, wait_final
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +76,8 @@ def _no_foreign_requests(guard):
     assert not new, f"the page requested resources outside its origin: {new}"
 
 
-def new_page(browser, server, guard):
-    context = browser.new_context()
+def new_page(browser, server, guard, enforce_csp: bool = False):
+    context = browser.new_context() if enforce_csp else new_context(browser)
     guard.attach(context)
     page = context.new_page()
     page.errors = []  # uncaught page errors, for assertions

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.e2e.conftest import new_page
-from tools.harness import launch, wait_final
+from tools.harness import BOOT_TIMEOUT_MS, launch, wait_final
 
 
 def test_page_boots_and_shows_the_kernel_result(app):
@@ -121,3 +121,24 @@ def test_a_failed_asset_is_named_on_the_page(fresh_page, server, asset):
     text = fresh_page.locator("#error").inner_text()
     assert asset in text and "404" in text
     assert fresh_page.evaluate(f"pybridge.assets[{asset!r}].state") == "failed"
+
+
+def test_the_page_runs_under_its_content_security_policy(browser, server, guard):
+    # the policy as sent, enforced: no inline script or style, no eval, only this origin;
+    # the page boots, compiles its wasm and answers the demo search anyway. Driven with
+    # selectors only (evaluate() itself would be eval).
+    page = new_page(browser, server, guard, enforce_csp=True)
+    violations = []
+    page.on("console", lambda m: violations.append(m.text)
+            if "Content Security Policy" in m.text else None)
+    try:
+        response = page.goto(server.url)
+        csp = response.headers["content-security-policy"]
+        assert "script-src 'self' 'wasm-unsafe-eval'" in csp and "unsafe-inline" not in csp
+        assert "'unsafe-eval'" not in csp.replace("'wasm-unsafe-eval'", "")
+        page.wait_for_selector("body[data-state=ready]", timeout=BOOT_TIMEOUT_MS)
+        page.wait_for_selector("#ranked li", timeout=300_000)  # the model answered a search
+        assert page.locator("#error").is_hidden()
+        assert violations == [] and page.errors == []
+    finally:
+        page.context.close()

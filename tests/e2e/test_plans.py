@@ -40,7 +40,8 @@ def test_plan_errors_name_what_was_wrong(page):
 
 
 # Counts calls of WebGPU methods made in the worker (from Python or JS alike), then restores them.
-COUNT_GPU_CALLS = """(() => {
+# a module (the page's Content-Security-Policy forbids eval): served from /test-data/
+COUNT_GPU_CALLS = """{
   const methods = [[GPUQueue, "submit"], [GPUQueue, "writeBuffer"], [GPUDevice, "createCommandEncoder"],
                    [GPUComputePassEncoder, "dispatchWorkgroups"], [GPUComputePassEncoder, "setPipeline"],
                    [GPUBuffer, "mapAsync"], [GPUDevice, "pushErrorScope"], [GPUDevice, "createBindGroup"]];
@@ -52,7 +53,8 @@ COUNT_GPU_CALLS = """(() => {
     cls.prototype[name] = function (...args) { counts[name]++; return original.apply(this, args); };
     cls.prototype[name].original = original;
   }
-})()"""
+}
+export {};"""
 
 
 @pytest.fixture(scope="module")
@@ -64,15 +66,16 @@ def model(page):
     page.py("model.free()")
 
 
-def test_a_forward_pass_is_one_submission_recorded_in_one_js_call(page, model):
+def test_a_forward_pass_is_one_submission_recorded_in_one_js_call(page, model, test_data):
     """Per batch, after the shape's plan is built: 1 submit, 1 command encoder, 2 small
     writes (ids, lengths), 44 dispatches, 1 map, and no bind group made; three batches of
     one shape cost three times that."""
+    (test_data / "count_gpu_calls.mjs").write_text(COUNT_GPU_CALLS)
     r = page.py(
         "import js, json\n"
         "s = ['a short sentence here', 'and another one']\n"
         "await model.embed(s)\n"  # builds the (2, T) plan
-        f"js.eval({COUNT_GPU_CALLS!r})\n"
+        "await js.importModule('/test-data/count_gpu_calls.mjs')\n"
         "try:\n"
         "    await model.embed(s)\n"
         "    one = json.loads(js.JSON.stringify(js.gpuCalls))\n"
@@ -121,3 +124,18 @@ def test_plan_runs_leak_nothing(page):
     assert r["equal"], r
     assert r["buffers"][0] == r["buffers"][1] and r["heap"][0] == r["heap"][1], r
     assert r["proxies"][0] == r["proxies"][1], r
+
+
+def test_kernels_run_beside_a_model(page, model):
+    r = page.py("await plan_cases.kernels_beside_a_model(model, backend)")
+    assert r["embed_error"] < 1e-5 and r["kernel_error"] == 0.0, r
+
+
+def test_a_model_freed_while_embedding(page):
+    need("the converted model", (MODEL_DIR / "manifest.json").exists())
+    r = page.py("from pybridge.minilm import MiniLM\n"
+                "await plan_cases.free_while_embedding(lambda: MiniLM.load("
+                "'/models/all-MiniLM-L6-v2/', dtype='float16'), backend)")
+    assert (r["outcome"] == "result" and r["error"] < 1e-5
+            or r["outcome"].startswith("UseAfterFree: embed: the model was freed")), r
+    assert r["works"] and r["left"] == 0, r

@@ -163,3 +163,25 @@ async def test_sentences_of_varied_lengths_share_a_few_plans(backend, monkeypatc
         model.free()
     assert built == [(1, 16), (len(texts), 16)]
     np.testing.assert_allclose(one_by_one, padded, atol=1e-5)
+
+
+async def test_kernels_run_beside_a_model(backend):
+    from tests.cases.plans import kernels_beside_a_model
+
+    need("the converted model", (MODEL_DIR / "manifest.json").exists())
+    model = await MiniLM.load(MODEL_DIR, backend=backend)
+    try:
+        r = await kernels_beside_a_model(model, backend)
+    finally:
+        model.free()
+    assert r["embed_error"] < 1e-5 and r["kernel_error"] == 0.0, r
+
+
+async def test_a_model_freed_while_embedding(backend):
+    from tests.cases.plans import free_while_embedding
+
+    need("the converted model", (MODEL_DIR / "manifest.json").exists())
+    r = await free_while_embedding(lambda: MiniLM.load(MODEL_DIR, backend=backend), backend)
+    assert (r["outcome"] == "result" and r["error"] < 1e-5
+            or r["outcome"].startswith("UseAfterFree: embed: the model was freed")), r
+    assert r["works"] and r["left"] == 0, r
