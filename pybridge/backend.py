@@ -75,6 +75,16 @@ class GpuTensor:
         """Release the GPU memory now (idempotent)."""
         self.backend.free(self)
 
+    def __copy__(self):
+        raise TypeError("a GpuTensor owns its GPU buffer and cannot be copied (a copy would "
+                        "free it when dropped); use the same tensor, or allocate another")
+
+    def __deepcopy__(self, memo):
+        return self.__copy__()
+
+    def __reduce__(self):
+        raise TypeError("a GpuTensor cannot be pickled: read it back with `await t.numpy()`")
+
     def __del__(self) -> None:
         # A tensor dropped without free() takes its GPU memory with it: the backend holds its
         # buffers by id only, so nothing else would ever release it (GPU work already

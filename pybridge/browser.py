@@ -310,6 +310,19 @@ class BrowserBackend(Backend):
                 for i in range(STAGING_SLOTS)
             ]
         n, done = arr.nbytes, 0
+        generation = self.generation
+        _, _, JsException, _, _ = _js()
+
+        def failed(e: Exception, what: str) -> GpuError:
+            """A slot that could not be mapped or filled: the ring goes (made again by the
+            next upload) and the caller gets a pybridge error, never a raw JS one."""
+            if self.generation != generation:
+                return DeviceLost(op, "replaced", "the device was replaced during this upload")
+            self.check_alive(op)
+            if any(x is slot for x in self._staging):
+                self._drop_staging()
+            return GpuError(op, "staging", f"the staging buffer could not be {what}: {e}")
+
         while done < n:
             chunk = min(STAGING_SLOT_BYTES, n - done)
             slot = self._staging[self._staging_next]
@@ -319,14 +332,15 @@ class BrowserBackend(Backend):
                 try:
                     await pending
                 except Exception as e:  # the map failed: a lost device, or a destroyed ring
-                    self.check_alive(op)
-                    if any(x is slot for x in self._staging):
-                        self._drop_staging()  # made again by the next upload
-                    raise GpuError(op, "staging",
-                                   f"the staging buffer could not be mapped: {e}") from e
+                    raise failed(e, "mapped") from e
                 if slot[1] is pending:  # else another upload took the slot meanwhile: wait again
                     slot[1] = None
-            bridge.fillMapped(slot[0], arr, done, chunk)
+            if not any(x is slot for x in self._staging):  # dropped while this upload waited
+                raise failed(RuntimeError("the ring was dropped by a failed upload"), "used")
+            try:
+                bridge.fillMapped(slot[0], arr, done, chunk)
+            except JsException as e:
+                raise failed(e, "filled") from e
             slot[0].unmap()
             encoder = self.device.createCommandEncoder()
             encoder.copyBufferToBuffer(slot[0], 0, dst, offset + done, padded(chunk))
@@ -337,7 +351,9 @@ class BrowserBackend(Backend):
 
     def _drop_staging(self) -> None:
         ring, self._staging, self._staging_next = self._staging, [], 0
-        for buf, _ in ring:
+        for buf, pending in ring:
+            if pending is not None:  # observe its rejection: nobody else may
+                pending.catch(lambda _: None)
             self._destroy_buffer(buf)
 
     def _upload_naive(self, dst: Any, offset: int, arr: np.ndarray) -> None:

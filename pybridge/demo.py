@@ -98,39 +98,68 @@ async def load_model(url: str = "/models/all-MiniLM-L6-v2/", dtype: str = "float
             last[0] = now
             _post({"type": "model-progress", "done": done, "total": total})
 
-    if _model is not None:
-        _model.free()
-        _model = None
-    _model = await MiniLM.load(url, dtype=dtype, progress=progress)
+    model = await MiniLM.load(url, dtype=dtype, progress=progress)
     _loaded_from[:] = [url, dtype]
     t1 = time.perf_counter()
-    await _model.embed(["warm up"])
+    try:
+        await model.embed(["warm up"])
+    except BaseException:
+        model.free()
+        raise
     t2 = time.perf_counter()
+    old, _model = _model, model  # searches keep using the old model until this one is ready
+    if old is not None:
+        old.free()
     return {"dtype": dtype, "loadMs": (t1 - t0) * 1e3, "warmupMs": (t2 - t1) * 1e3,
-            "layers": _model.layers, "hidden": _model.hidden}
+            "layers": model.layers, "hidden": model.hidden}
+
+
+_reloading: Any = None  # the one reload in progress after a lost device (an asyncio.Task)
+
+
+async def _reload_after_loss(lost: Any) -> None:
+    """Load the model again on a new device, once for all the searches that found the device
+    lost: the first starts the reload, the others wait for it. A failed reload raises to each
+    of them, and the next search tries again."""
+    global _reloading
+    import asyncio
+
+    if _model is not lost:  # another search already replaced it
+        return
+    if _reloading is None:
+        _post({"type": "model-recovering"})
+        _reloading = asyncio.ensure_future(load_model(*_loaded_from))
+    task = _reloading
+    try:
+        await asyncio.shield(task)
+    finally:
+        if _reloading is task and task.done():
+            _reloading = None
 
 
 async def search(query: str, sentences: list[str]) -> dict[str, Any]:
     """Rank `sentences` by cosine similarity to `query` (embeddings are unit vectors). If the
     GPU was lost (a driver reset, another tab taking it), the model is loaded again on a new
     device and the search answered; `recovered` then says what happened."""
-    from pybridge.errors import DeviceLost
+    from pybridge.errors import DeviceLost, UseAfterFree
 
     if _model is None:
         raise RuntimeError("the model is not loaded yet")
     texts = [query, *sentences]
     timings: dict[str, float] = {}
     recovered = None
+    model = _model
     t0 = time.perf_counter()
     try:
-        vectors = await _model.embed(texts, batch_size=32, timings=timings)  # (1 + n, 384)
-    except DeviceLost as e:
-        recovered = f"the GPU device was lost ({e}); the model was loaded again on a new one"
-        _post({"type": "model-recovering", "why": str(e)})
-        await load_model(*_loaded_from)  # default_backend() makes the new device
-        timings = {}
+        vectors = await model.embed(texts, batch_size=32, timings=timings)  # (1 + n, 384)
+    except (DeviceLost, UseAfterFree) as e:
+        if isinstance(e, UseAfterFree) and model is _model:
+            raise  # not a model a reload replaced: a real error
+        recovered = "the GPU device was lost; the model was loaded again on a new one"
+        await _reload_after_loss(model)  # default_backend() makes the new device
+        model, timings = _model, {}
         t0 = time.perf_counter()
-        vectors = await _model.embed(texts, batch_size=32, timings=timings)
+        vectors = await model.embed(texts, batch_size=32, timings=timings)
     total = (time.perf_counter() - t0) * 1e3
     scores = vectors[1:] @ vectors[0]  # (n,)
     order = np.argsort(-scores)
@@ -138,6 +167,6 @@ async def search(query: str, sentences: list[str]) -> dict[str, Any]:
         "ranked": [{"text": sentences[i], "score": float(scores[i])} for i in order],
         "timingsMs": {k: round(v, 1) for k, v in timings.items()},
         "totalMs": round(total, 1),
-        "tokens": _model.last_tokens,
+        "tokens": model.last_tokens,
         "recovered": recovered,
     }

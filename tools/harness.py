@@ -68,9 +68,10 @@ def launch(playwright, webgpu: bool = True):
 
 def new_context(browser, **options):
     """A browser context for driving the page. The server sends a Content-Security-Policy
-    without 'unsafe-eval', and Playwright's evaluate() and wait_for_function() evaluate
-    strings in the page, so contexts for tests and benchmarks bypass it;
-    tests/e2e/test_boot.py boots the page with the policy enforced."""
+    without 'unsafe-eval', and Playwright's wait_for_function() with a string evaluates it in
+    the page, so contexts for tests and benchmarks bypass the policy in the page (not in
+    workers: the page's worker keeps it, so Python there loads JS with js.importModule, never
+    eval); tests/e2e/test_boot.py boots the page with the policy enforced."""
     return browser.new_context(bypass_csp=True, **options)
 
 

@@ -173,10 +173,13 @@ booted.then(
 // the DevTools console; its last expression is the result. A PyProxy result is converted
 // (dicts to objects) and destroyed.
 const PY_NAME = /^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$/;
-const CALL = "import importlib\nawait getattr(importlib.import_module(__module), __name)(*__args, **__kwargs)";
+const CALL = `import importlib, inspect
+__result = getattr(importlib.import_module(__module), __name)(*__args, **__kwargs)
+await __result if inspect.isawaitable(__result) else __result`;
 
 async function callPython(pyodide, { module, name, args = [], kwargs = {} }) {
-  if (!PY_NAME.test(module) || !PY_NAME.test(name) || name.includes(".")) {
+  if (typeof module !== "string" || typeof name !== "string" || !PY_NAME.test(module) ||
+      !PY_NAME.test(name) || name.includes(".")) {
     throw new Error(`not a Python module and function name: ${module}.${name}`);
   }
   const globals = pyodide.toPy({ __module: module, __name: name, __args: args, __kwargs: kwargs });

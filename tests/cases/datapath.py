@@ -263,3 +263,35 @@ async def leak_check(backend: Backend, cycles: int, heap_bytes=None) -> dict:
         "buffers": [buffers0, backend.live_buffers()],
         "heap": [heap0, heap_bytes() if heap_bytes else 0],
     }
+
+
+async def staging_ring_broken(backend: Backend, n: int = 12) -> dict:
+    """Uploads through the staging ring while its buffers are destroyed under them (as a
+    failing driver would): each either lands whole or raises a pybridge error (never a raw
+    JS one); the next upload works on a new ring; no tensor is left."""
+    import asyncio
+
+    arrays = [make_array("float32", (1 << 19,), seed=100 * i) for i in range(n)]  # 2 MiB
+    warm = await backend.upload(arrays[0], path="staging")
+    await warm.numpy()
+    warm.free()
+    before = backend.live_buffers() - len(backend._staging)
+    tasks = [asyncio.ensure_future(backend.upload(a, path="staging")) for a in arrays]
+    await asyncio.sleep(0)
+    for buf, _ in list(backend._staging):
+        buf.destroy()  # mapped or pending: both must be survived
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    outcomes, landed = [], 0
+    for r, a in zip(results, arrays):
+        if isinstance(r, BaseException):
+            outcomes.append(type(r).__module__.split(".")[0] + "." + type(r).__name__)
+        else:
+            landed += bool(np.array_equal(await r.numpy(), a))
+            outcomes.append("ok")
+            r.free()
+    again = await backend.upload(arrays[1], path="staging")
+    works = bool(np.array_equal(await again.numpy(), arrays[1]))
+    again.free()
+    return {"outcomes": sorted(set(outcomes)), "landed": landed,
+            "ok": outcomes.count("ok"), "works": works,
+            "left": backend.live_buffers() - len(backend._staging) - before}

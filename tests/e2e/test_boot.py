@@ -125,8 +125,9 @@ def test_a_failed_asset_is_named_on_the_page(fresh_page, server, asset):
 
 def test_the_page_runs_under_its_content_security_policy(browser, server, guard):
     # the policy as sent, enforced: no inline script or style, no eval, only this origin;
-    # the page boots, compiles its wasm and answers the demo search anyway. Driven with
-    # selectors only (evaluate() itself would be eval).
+    # the page boots, compiles its wasm and answers the demo search anyway. Waited for with
+    # selectors (wait_for_function with a string would be eval). Violations in the page show
+    # on its console; one in the worker would stop the boot or the search.
     page = new_page(browser, server, guard, enforce_csp=True)
     violations = []
     page.on("console", lambda m: violations.append(m.text)
@@ -142,3 +143,16 @@ def test_the_page_runs_under_its_content_security_policy(browser, server, guard)
         assert violations == [] and page.errors == []
     finally:
         page.context.close()
+
+
+def test_call_passes_values_to_python_functions(app):
+    # sync and async functions; arguments as values (a list, a dict, text that is not code)
+    r = app.page.evaluate("""async () => [
+        await pybridge.call("builtins", "len", [[1, 2, 3]]),
+        await pybridge.call("json", "dumps", [{a: [1, "x"]}], {sort_keys: true}),
+        await pybridge.call("builtins", "str", ['")); import os; ("']),
+        await pybridge.call("asyncio", "sleep", [0, "done"]),
+    ]""")
+    assert r == [3, '{"a": [1, "x"]}', '")); import os; ("', "done"]
+    with pytest.raises(Exception, match="not a Python module and function name: os; x.y"):
+        app.page.evaluate("pybridge.call('os; x', 'y')")

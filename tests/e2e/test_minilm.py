@@ -108,4 +108,16 @@ b.device.destroy()
     after = fresh_page.evaluate("pybridge.lastSearch")
     assert after["ranked"][0]["text"] == top and "device was lost" in after["recovered"]
     assert "Recovered" in fresh_page.locator("#search-timings").inner_text()
+    # lost again, and two searches at once: one reload serves both (found in review: the
+    # second said "the model is not loaded yet" while the first reloaded)
+    both = fresh_page.evaluate("""async () => {
+        await pybridge.run(`import pybridge
+b = await pybridge.default_backend()
+b.device.destroy()
+(await b.device.lost).reason`);
+        const q = ["computers and programming", "How do I cook pasta?"];
+        const rs = await Promise.all(q.map((x) => pybridge.search(x, ["Boil water.", "Python is a language."])));
+        return rs.map((r) => [r.ranked.length, r.recovered]);
+    }""")
+    assert [n for n, _ in both] == [2, 2] and all("device was lost" in r for _, r in both), both
     assert fresh_page.errors == []

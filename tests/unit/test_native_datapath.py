@@ -54,6 +54,20 @@ async def test_bind_groups_of_freed_buffers_leave_no_trace(backend):
     assert r == {"groups": 0, "stale_keys": 0, "keys_of_w": 0}
 
 
+async def test_a_tensor_cannot_be_copied(backend):
+    # found in review: copy.copy(t) shared t's buffer, and dropping the copy destroyed it
+    # (natively the process aborted at the next submit; in the browser reads were garbage)
+    import copy
+    import pickle
+
+    t = await backend.upload(np.arange(8, dtype=np.float32))
+    for clone in (copy.copy, copy.deepcopy, pickle.dumps):
+        with pytest.raises(TypeError, match="GpuTensor"):
+            clone(t)
+    assert (await t.numpy()).tolist() == list(range(8))
+    t.free()
+
+
 async def test_tensors_dropped_without_free_release_their_buffers(backend):
     # the backend held every buffer by id, so a tensor never freed was never reclaimed
     r = await cases.dropped_tensors(backend, 20)
