@@ -173,9 +173,16 @@ booted.then(
 // the DevTools console; its last expression is the result. A PyProxy result is converted
 // (dicts to objects) and destroyed.
 const PY_NAME = /^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$/;
+// A failed call's error is "Type: message" (what the page shows); the traceback goes to the
+// console.
 const CALL = `import importlib, inspect
-__result = getattr(importlib.import_module(__module), __name)(*__args, **__kwargs)
-await __result if inspect.isawaitable(__result) else __result`;
+try:
+    __result = getattr(importlib.import_module(__module), __name)(*__args, **__kwargs)
+    __result = await __result if inspect.isawaitable(__result) else __result
+except Exception as e:
+    __error = f"{type(e).__name__}: {e}"
+    raise
+__result`;
 
 async function callPython(pyodide, { module, name, args = [], kwargs = {} }) {
   if (typeof module !== "string" || typeof name !== "string" || !PY_NAME.test(module) ||
@@ -185,6 +192,11 @@ async function callPython(pyodide, { module, name, args = [], kwargs = {} }) {
   const globals = pyodide.toPy({ __module: module, __name: name, __args: args, __kwargs: kwargs });
   try {
     return await pyodide.runPythonAsync(CALL, { globals });
+  } catch (err) {
+    const short = globals.get("__error");
+    if (typeof short !== "string") throw err;
+    console.error(err.message);
+    throw new Error(short);
   } finally {
     globals.destroy();
   }

@@ -156,3 +156,6 @@ def test_call_passes_values_to_python_functions(app):
     assert r == [3, '{"a": [1, "x"]}', '")); import os; ("', "done"]
     with pytest.raises(Exception, match="not a Python module and function name: os; x.y"):
         app.page.evaluate("pybridge.call('os; x', 'y')")
+    # a Python error reaches the page as "Type: message", the traceback only in the console
+    err = app.page.evaluate("pybridge.call('builtins', 'int', ['x']).catch((e) => e.message)")
+    assert err == "ValueError: invalid literal for int() with base 10: 'x'"
