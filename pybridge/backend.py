@@ -531,6 +531,20 @@ class Backend(ABC):
         run once per device). `subgroups_note` says why not. A lost device raises DeviceLost."""
         if self._subgroups is not None and self._subgroups[0] == self.generation:
             return self._subgroups[1]
+        probing = self._probing
+        if probing is not None and probing[0] == self.generation:  # another caller's probe
+            return await asyncio.shield(probing[1])
+        task = asyncio.ensure_future(self._probe_subgroups())
+        self._probing = (self.generation, task)
+        try:
+            return await asyncio.shield(task)
+        finally:
+            if self._probing is not None and self._probing[1] is task and task.done():
+                self._probing = None
+
+    _probing: tuple[int, Any] | None = None  # (generation, the probe running now)
+
+    async def _probe_subgroups(self) -> bool:
         generation = self.generation
         if "subgroups" not in self.features:
             usable, why = False, "the device has no `subgroups` feature"
@@ -551,6 +565,7 @@ class Backend(ABC):
                 out.free()
         self._subgroups = (generation, usable, why)
         return usable
+
 
     @property
     def subgroups_note(self) -> str:
@@ -624,7 +639,9 @@ class Backend(ABC):
 
     def _forget_buffer(self, buf: Any) -> None:
         """Drop the bind groups using a buffer about to be destroyed (its id may be reused),
-        and their keys from the index of every other buffer they bound."""
+        and their keys from the index of every other buffer they bound. GpuTensor.__del__
+        reaches here whenever Python collects a tensor: never iterate these dicts across
+        code that may allocate (copy them first)."""
         for key in self._bind_groups_of.pop(id(buf), ()):
             self._bind_groups.pop(key, None)
             for other, _, _ in key[2]:  # (buffer id, offset, size) of each binding

@@ -301,7 +301,7 @@ class BrowserBackend(Backend):
         """Through a ring of pre-mapped MAP_WRITE buffers. Copies the data once (into the
         mapped range); the GPU copies it on with copyBufferToBuffer. Concurrent uploads share
         the ring: a slot is filled only once its map is done and nobody else has taken it."""
-        js, to_js, _, _, bridge = _js()
+        js, to_js, JsException, _, bridge = _js()
         usage = js.GPUBufferUsage
         if not self._staging:
             self._staging = [
@@ -311,7 +311,6 @@ class BrowserBackend(Backend):
             ]
         n, done = arr.nbytes, 0
         generation = self.generation
-        _, _, JsException, _, _ = _js()
 
         def failed(e: Exception, what: str) -> GpuError:
             """A slot that could not be mapped or filled: the ring goes (made again by the

@@ -99,7 +99,6 @@ async def load_model(url: str = "/models/all-MiniLM-L6-v2/", dtype: str = "float
             _post({"type": "model-progress", "done": done, "total": total})
 
     model = await MiniLM.load(url, dtype=dtype, progress=progress)
-    _loaded_from[:] = [url, dtype]
     t1 = time.perf_counter()
     try:
         await model.embed(["warm up"])
@@ -108,6 +107,7 @@ async def load_model(url: str = "/models/all-MiniLM-L6-v2/", dtype: str = "float
         raise
     t2 = time.perf_counter()
     old, _model = _model, model  # searches keep using the old model until this one is ready
+    _loaded_from[:] = [url, dtype]  # what a reload after a lost device loads again
     if old is not None:
         old.free()
     return {"dtype": dtype, "loadMs": (t1 - t0) * 1e3, "warmupMs": (t2 - t1) * 1e3,
@@ -155,7 +155,8 @@ async def search(query: str, sentences: list[str]) -> dict[str, Any]:
     except (DeviceLost, UseAfterFree) as e:
         if isinstance(e, UseAfterFree) and model is _model:
             raise  # not a model a reload replaced: a real error
-        recovered = "the GPU device was lost; the model was loaded again on a new one"
+        if isinstance(e, DeviceLost):
+            recovered = "the GPU device was lost; the model was loaded again on a new one"
         await _reload_after_loss(model)  # default_backend() makes the new device
         model, timings = _model, {}
         t0 = time.perf_counter()

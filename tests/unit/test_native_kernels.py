@@ -212,6 +212,23 @@ async def test_subgroups_are_probed_once_per_device():
         b.close()
 
 
+async def test_concurrent_first_calls_share_one_probe():
+    b = await NativeBackend.create()
+    runs = []
+    dispatch_ = b.dispatch
+
+    async def counting(op, *args, **kwargs):
+        runs.append(op)
+        return await dispatch_(op, *args, **kwargs)
+
+    b.dispatch = counting
+    try:
+        assert await asyncio.gather(*(b.subgroups_usable() for _ in range(3))) == [True] * 3
+        assert runs == ["subgroup_probe"]  # found in review: each first caller probed
+    finally:
+        b.close()
+
+
 @pytest.mark.parametrize("probe, note", [
     # invocations whose partner is not tid ^ d: the pairing the kernels rely on fails
     ("@group(0) @binding(0) var<storage, read_write> out: array<u32>;\n@compute "
