@@ -1,14 +1,35 @@
-"""Copy accounting: every CPU copy our data path makes or causes is counted here.
+"""Copy accounting: every CPU copy our data path makes in the worker is counted here.
 
     pybridge.stats()                  -> {"upload": {"view": {"copies": 2, "bytes": 8192}, ...}, ...}
     with pybridge.count_copies() as c:  -> c.copies("upload"), c.bytes("readback", "naive")
         ...
 
-Directions: "upload" (numpy -> GPU), "readback" (GPU -> numpy), "weights" (file -> GPU), and
-"contiguous" (the extra copy made when a non-contiguous array must be made contiguous).
-Paths: "view", "staging" and "ring" (the zero-copy path: 1 copy), "pad" (the extra copy of
-the 1-3 trailing bytes the "view" path writes as a whole word), "uniform" (kernel
-parameters), "naive" (the labelled baseline), "stream" (weights).
+A copy is bytes moved from one buffer to another by the worker: by writeBuffer (out of its
+source), by JS (`set`, `slice`, a response gathered into one ArrayBuffer), by Pyodide's
+conversions (`to_js`, `to_bytes`) or by numpy (`tobytes`, `copy`, `copyto`). "bytes" is what
+those copies moved: `copies` copies of `nbytes` each. The browser's GPU process copies
+writeBuffer's data again, and reads mapped ranges handed to it by unmap, outside the worker:
+those are not counted here. tests/e2e/test_copies.py checks these numbers against probes of
+the worker's copy primitives and of numpy's copying calls, which know nothing of this module.
+
+Directions: "upload" (numpy -> GPU), "readback" (GPU -> numpy), "weights" (file -> GPU),
+"dispatch" (kernel parameters), and "contiguous" (the extra copy made when a non-contiguous
+array must be made contiguous).
+Paths:
+  "view", "staging", "ring"  the zero-copy paths: 1 copy of each byte
+  "pad"           what writing whole 4-byte words costs beyond that, for a length that is
+                  not a multiple of 4: "view" and plan runs copy the 1-3 trailing bytes into
+                  a zeroed word that writeBuffer copies whole (1 copy of 4 bytes: the trailing
+                  bytes once more, and the zeros); "naive" pads its first copy with zeros,
+                  which to_js and writeBuffer carry (2 copies of the zeros)
+  "uniform"       upload: a kernel's numpy parameters copied into a new UNIFORM buffer
+  "uniform key"   dispatch: the same bytes copied to find the buffer that holds them (each
+                  dispatch, and each step of a plan when it is built)
+  "naive"         the labelled baseline
+  "stream"        weights: each network chunk copied once into mapped GPU memory
+  "header"        weights: the safetensors header, from the response into one ArrayBuffer and
+                  from there into Python bytes (2 copies)
+  "numpy"         "contiguous": np.ascontiguousarray
 """
 
 from __future__ import annotations
@@ -28,7 +49,7 @@ def record(direction: str, path: str, copies: int, nbytes: int) -> None:
 
 
 def stats() -> dict[str, dict[str, dict[str, int]]]:
-    """A snapshot: direction -> path -> {"copies", "bytes"}."""
+    """A snapshot of the copies in the worker so far: direction -> path -> {"copies", "bytes"}."""
     out: dict[str, dict[str, dict[str, int]]] = {}
     for (direction, path), (copies, nbytes) in sorted(_counts.items()):
         out.setdefault(direction, {})[path] = {"copies": copies, "bytes": nbytes}

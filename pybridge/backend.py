@@ -140,11 +140,11 @@ def prepare_upload(arr: Any, copy: bool) -> tuple[np.ndarray, DType]:
 def naive_bytes(arr: np.ndarray) -> bytes | bytearray:
     """The naive baseline's first copy: the array's bytes, padded to whole 4-byte words.
     Exactly one copy: `tobytes()`, or for a length that is not a multiple of 4 one copy into
-    a word-padded bytearray (`tobytes() + padding` would copy twice)."""
+    a zeroed word-padded bytearray (`tobytes() + padding` would copy twice)."""
     if arr.nbytes % 4 == 0 and arr.nbytes:
         return arr.tobytes()
     data = bytearray(padded(arr.nbytes))
-    np.frombuffer(data, dtype=np.uint8)[: arr.nbytes] = arr.reshape(-1).view(np.uint8)
+    np.copyto(np.frombuffer(data, dtype=np.uint8)[: arr.nbytes], arr.reshape(-1).view(np.uint8))
     return data
 
 
@@ -363,7 +363,8 @@ class Backend(ABC):
     async def plan(self, steps: Sequence[Step], *, inputs: Sequence[GpuTensor] = (),
                    outputs: Sequence[GpuTensor] = (), label: str = "plan") -> Plan:
         """Resolve `steps` once: pipelines (compiled once per device), bind groups, and the
-        plan's own uniform buffers (one per distinct numpy binding, 1 CPU copy each). Replay
+        plan's own uniform buffers (one per distinct numpy binding, 1 CPU copy each, after
+        1 copy of each step's binding to find it: "uniform key"). Replay
         with `submit`. Errors: TypeError/ValueError for bad steps or grids; compile and
         binding errors as GpuValidationError naming the plan."""
         steps = [s if isinstance(s, Step) else Step(*s) for s in steps]
@@ -392,6 +393,7 @@ class Backend(ABC):
         def uniform(arr: np.ndarray, op: str) -> Any:
             u, _ = prepare_upload(arr, copy=True)
             key = u.tobytes()
+            accounting.record("dispatch", "uniform key", 1, u.nbytes)
             if key not in uniforms:
                 uniforms[key] = self._new_uniform(u, f"{plan.label}.{op}.params")
                 plan.uniforms.append(uniforms[key])
@@ -652,9 +654,12 @@ class Backend(ABC):
                         del self._bind_groups_of[other]
 
     def _uniform(self, arr: np.ndarray, op: str) -> Any:
-        """A UNIFORM buffer holding arr's bytes, shared by every dispatch with the same bytes."""
+        """A UNIFORM buffer holding arr's bytes, shared by every dispatch with the same bytes.
+        Copies them once to look the buffer up (the key must not change if the caller later
+        writes into `arr`), and once more into a new buffer when none holds them yet."""
         u, _ = prepare_upload(arr, copy=True)
         key = u.tobytes()
+        accounting.record("dispatch", "uniform key", 1, u.nbytes)
         buf = self._uniforms.pop(key, None)
         if buf is None:
             buf = self._new_uniform(u, f"{op}.params")

@@ -1,19 +1,24 @@
 """The browser backend: the data path over Pyodide's FFI to navigator.gpu.
 
-Steps, in the order of this file:
+Steps, in the order of this file (copies: CPU copies in the worker, counted by
+pybridge.accounting; the browser's GPU process copies writeBuffer's data again, outside it):
   view      numpy's wasm-heap bytes, borrowed by web/bridge.js for one synchronous JS call
-  upload    "view":    queue.writeBuffer(gpu, view)                       1 CPU copy
-            "staging": view -> pre-mapped MAP_WRITE ring -> copyBufferToBuffer  1 CPU copy
+  upload    "view":    queue.writeBuffer(gpu, view)                       1 copy
+            "staging": view -> pre-mapped MAP_WRITE ring -> copyBufferToBuffer  1 copy
             "auto":    "view" below 2 MiB, "staging" from 2 MiB (the default, by measurement)
-            "naive":   tobytes -> to_js -> writeBuffer                      3 CPU copies (baseline)
-  dispatch  wgsl/<op>.wgsl with GpuTensors (and small uniforms) bound in order
-  readback  "ring":  copyBufferToBuffer -> reused MAP_READ buffer -> mapAsync -> out   1 CPU copy
-            "naive": to_bytes -> np.frombuffer(...).copy()                  2 CPU copies (baseline)
+            "naive":   tobytes -> to_js -> writeBuffer                      3 copies (baseline)
+            ("view" and "naive" write whole 4-byte words: a length that is not a multiple of
+            4 also copies a zero-padded last word, counted as "pad")
+  dispatch  wgsl/<op>.wgsl with GpuTensors (and small uniforms) bound in order; a numpy
+            uniform's bytes are copied to look up its buffer ("uniform key", each dispatch)
+            and into a new buffer when no buffer holds them yet ("uniform")
+  readback  "ring":  copyBufferToBuffer -> reused MAP_READ buffer -> mapAsync -> out   1 copy
+            "naive": to_bytes -> np.frombuffer(...).copy()                  2 copies (baseline)
   plans     a sequence of dispatches resolved once (pipelines, bind groups, grids, uniforms)
             and run with ONE JS call (web/bridge.js runPlan): each input written from its
-            wasm-heap view (1 CPU copy), every dispatch in one compute pass, the outputs
+            wasm-heap view (1 copy), every dispatch in one compute pass, the outputs
             copied to one MAP_READ buffer, one submit; then one call copies each output into
-            its numpy array (1 CPU copy) and unmaps. Error scopes open and close inside runPlan.
+            its numpy array (1 copy) and unmaps. Error scopes open and close inside runPlan.
 
 The default upload path, "auto", was chosen by tools/bench_datapath.py, which measures the
 paths side by side (see README): in Chrome, writeBuffer costs less per call for small arrays,
@@ -53,6 +58,15 @@ def _js():
     import pybridge_js  # registered by web/worker.js
 
     return js, to_js, JsException, create_proxy, pybridge_js
+
+
+def _record_view(nbytes: int) -> None:
+    """What web/bridge.js writeBuffer/runPlan copy for an array of `nbytes`: each byte once
+    (inside writeBuffer, from the wasm-heap view) and, when the length is not whole 4-byte
+    words, its 1-3 trailing bytes into a zeroed word that writeBuffer copies too (4 bytes)."""
+    accounting.record("upload", "view", 1, nbytes)
+    if nbytes % 4:
+        accounting.record("upload", "pad", 1, 4)
 
 
 class _ErrorScope:
@@ -285,17 +299,12 @@ class BrowserBackend(Backend):
         return dst_tensor
 
     def _upload_view(self, dst: Any, offset: int, arr: np.ndarray) -> None:
-        """queue.writeBuffer from the array's wasm-heap view. Copies the data once."""
+        """queue.writeBuffer from the array's wasm-heap view. Copies the data once; a length
+        that is not whole 4-byte words also copies a padded last word (4 bytes, "pad")."""
         _, _, _, _, bridge = _js()
-        whole = arr.nbytes & ~3
-        if whole:
-            bridge.writeBuffer(self.device.queue, dst, offset, arr, 0, whole)
-        if arr.nbytes != whole:  # 1-3 trailing bytes: WebGPU writes whole 4-byte words
-            tail = np.zeros(4, dtype=np.uint8)
-            tail[: arr.nbytes - whole] = arr.reshape(-1).view(np.uint8)[whole:]  # extra copy
-            bridge.writeBuffer(self.device.queue, dst, offset + whole, tail, 0, 4)
-            accounting.record("upload", "pad", 1, arr.nbytes - whole)
-        accounting.record("upload", "view", 1, arr.nbytes)  # each byte crosses writeBuffer once
+        if arr.nbytes:
+            bridge.writeBuffer(self.device.queue, dst, offset, arr, 0, arr.nbytes)
+        _record_view(arr.nbytes)
 
     async def _upload_staging(self, dst: Any, offset: int, arr: np.ndarray, op: str) -> None:
         """Through a ring of pre-mapped MAP_WRITE buffers. Copies the data once (into the
@@ -356,9 +365,15 @@ class BrowserBackend(Backend):
             self._destroy_buffer(buf)
 
     def _upload_naive(self, dst: Any, offset: int, arr: np.ndarray) -> None:
-        """The baseline: tobytes (copy 1) -> to_js (copy 2) -> writeBuffer (copy 3)."""
+        """The baseline: tobytes (copy 1) -> to_js (copy 2) -> writeBuffer (copy 3). A length
+        that is not whole 4-byte words is padded with zeros, which copies 2 and 3 carry too
+        ("pad"). An empty array writes nothing."""
         _, to_js, _, _, _ = _js()
-        self.device.queue.writeBuffer(dst, offset, to_js(naive_bytes(arr)))
+        if arr.nbytes:
+            data = naive_bytes(arr)
+            self.device.queue.writeBuffer(dst, offset, to_js(data))
+            if len(data) != arr.nbytes:
+                accounting.record("upload", "pad", 2, len(data) - arr.nbytes)
         accounting.record("upload", "naive", 3, arr.nbytes)
 
     # --- dispatch ---------------------------------------------------------------------
@@ -447,15 +462,15 @@ class BrowserBackend(Backend):
                 self._return_read_buffer(buf)
             raise
         for arr in inputs:
-            accounting.record("upload", "view", 1, arr.nbytes)
-            if arr.nbytes % 4:
-                accounting.record("upload", "pad", 1, arr.nbytes % 4)
+            _record_view(arr.nbytes)
         return _Run(self, plan, promise, buf, outputs, op)
 
     async def _profile(self, plan: Plan, inputs: list[np.ndarray], op: str) -> list[float]:
         _, _, JsException, _, bridge = _js()
         async with self.scope(op):
             promise = bridge.profilePlan(self.device, plan.handle, *inputs)
+        for arr in inputs:  # written from their views, like a run's
+            _record_view(arr.nbytes)
         try:
             return [float(t) for t in (await promise).to_py()]
         except JsException as e:

@@ -46,3 +46,8 @@ class UseAfterFree(PybridgeError):
 
 class IntegrityError(PybridgeError):
     """Downloaded bytes did not match the expected sha256; nothing was kept on the GPU."""
+
+
+class DownloadError(PybridgeError):
+    """A file could not be downloaded, even after resuming it with Range requests; the
+    message names the file and how far it got. Nothing made for it stays on the GPU."""

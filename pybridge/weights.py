@@ -6,8 +6,10 @@ The JSON header (a few kB) is fetched with Range requests and parsed in Python. 
 bytes never enter the wasm heap, nor a whole-file ArrayBuffer: the response body streams
 chunk by chunk (web/bridge.js `streamWeights`) into STORAGE buffers created
 `mappedAtCreation`, one per tensor, while an incremental SHA-256 checks the whole file. Peak
-extra memory is one network chunk. A hash mismatch or a broken download destroys every buffer
-made for the file and raises: nothing half-loaded stays on the GPU.
+extra memory is one network chunk. A dropped connection is resumed where it stopped with a
+Range request (a few times in a row without progress; the hash goes on from the same state).
+A hash mismatch or a download that cannot finish destroys every buffer made for the file and
+raises (IntegrityError, DownloadError, naming the file): nothing half-loaded stays on the GPU.
 
 The native backend streams a local file (or http URL) the same way through wgpu-py's
 mapped ranges, checking the hash with hashlib.
@@ -26,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from pybridge import accounting
 from pybridge.backend import Backend, GpuTensor, default_backend
 from pybridge.dtypes import DTYPES, SAFETENSORS_DTYPES, DType, padded
-from pybridge.errors import IntegrityError
+from pybridge.errors import DownloadError, IntegrityError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -167,20 +169,28 @@ async def _fetch_range(url: str, start: int, end: int) -> tuple[bytes, int]:
         raise ValueError(f"{url}: Range request answered HTTP {resp.status} "
                          "(the server must support Range requests)")
     total = int(str(resp.headers.get("Content-Range")).rsplit("/", 1)[1])
-    return (await resp.arrayBuffer()).to_bytes(), total
+    data = (await resp.arrayBuffer()).to_bytes()
+    accounting.record("weights", "header", 2, len(data))  # response -> ArrayBuffer -> bytes
+    return data, total
 
 
 async def read_header_browser(url: str) -> Header:
     first8, size = await _fetch_range(url, 0, 8)
-    n = header_length(first8)
+    try:
+        n = header_length(first8)
+    except ValueError as e:  # a truncated or corrupted file: name it
+        raise ValueError(f"{url}: {e}") from None
     body, _ = await _fetch_range(url, 8, 8 + n)
-    return parse_header(body, size)
+    try:
+        return parse_header(body, size)
+    except ValueError as e:
+        raise ValueError(f"{url}: {e}") from None
 
 
 async def _load_browser(backend: Any, url: str, sha256: str | None,
                         progress: Progress | None) -> dict[str, GpuTensor]:
     import js
-    from pyodide.ffi import create_proxy, to_js
+    from pyodide.ffi import JsException, create_proxy, to_js
 
     import pybridge_js
 
@@ -198,10 +208,16 @@ async def _load_browser(backend: Any, url: str, sha256: str | None,
                 tensors[t.name] = GpuTensor(backend, buf, t.shape, t.dtype, label=t.name)
         plan = [{"buffer": tensors[t.name]._buffer, "begin": t.begin, "end": t.end}
                 for t in header.tensors]
-        result = await pybridge_js.streamWeights(
-            url, to_js(plan, dict_converter=js.Object.fromEntries), header.file_size,
-            bool(sha256), callback)
-        last_stream.update(bytes=int(result.bytes), peakChunk=int(result.peakChunk))
+        try:
+            result = await pybridge_js.streamWeights(
+                url, to_js(plan, dict_converter=js.Object.fromEntries), header.file_size,
+                bool(sha256), callback)
+        except JsException as e:
+            if getattr(e, "name", None) != "DownloadError":
+                raise
+            raise DownloadError(f"{e.message}; no tensor was kept") from None
+        last_stream.update(bytes=int(result.bytes), peakChunk=int(result.peakChunk),
+                           resumes=int(result.resumes))
         digest = str(result.sha256) if sha256 else None
         if sha256 and digest != sha256.lower():
             raise IntegrityError(f"{url}: sha256 {digest} does not match the expected {sha256}; "
@@ -243,10 +259,13 @@ async def _load_native(backend: Any, source: str | Path, sha256: str | None,
         h = hashlib.sha256()
         first8 = stream.read(8)
         h.update(first8)
-        n = header_length(first8)
-        body = stream.read(n)
-        h.update(body)
-        header = parse_header(body, size)
+        try:
+            n = header_length(first8)
+            body = stream.read(n)
+            h.update(body)
+            header = parse_header(body, size)
+        except ValueError as e:  # a truncated or corrupted file: name it
+            raise ValueError(f"{source}: {e}") from None
         usage = wgpu.BufferUsage
         with backend.scope(f"load {source}: allocate {len(header.tensors)} tensors"):
             for t in header.tensors:

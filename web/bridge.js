@@ -18,12 +18,27 @@ function borrow(pyArray) {
   return view;
 }
 
+// bytes [src, src+size) of a view -> GPU buffer at `offset`: the whole 4-byte words straight
+// from the view (1 copy, inside writeBuffer). WebGPU writes whole words only, so 1-3 trailing
+// bytes are copied into a zeroed word first, which writeBuffer copies with its zeros: the
+// "pad" copies of pybridge.accounting (4 bytes beyond the view's one copy).
+function writeWords(queue, gpuBuffer, offset, bytes, src, size) {
+  const whole = size & ~3;
+  if (whole) queue.writeBuffer(gpuBuffer, offset, bytes, src, whole);
+  if (size !== whole) {
+    const tail = new Uint8Array(4);
+    tail.set(bytes.subarray(src + whole, src + size));
+    queue.writeBuffer(gpuBuffer, offset + whole, tail);
+  }
+}
+
 // Upload, "view" path: bytes [src, src+size) of the array -> GPU buffer at `offset`.
-// Copies the data once (inside writeBuffer). `size` is a multiple of 4.
+// Copies the data once (inside writeBuffer); a length that is not whole 4-byte words also
+// copies its padded last word (writeWords).
 export function writeBuffer(queue, gpuBuffer, offset, pyArray, src, size) {
   const view = borrow(pyArray);
   try {
-    queue.writeBuffer(gpuBuffer, offset, view.data, src, size);
+    writeWords(queue, gpuBuffer, offset, view.data, src, size);
   } finally {
     view.release();
   }
@@ -76,14 +91,7 @@ export function runPlan(device, plan, readBuffer, ...arrays) {
     if (arrays.length) plan.inputs.forEach(([buffer, offset, nbytes], i) => {
       const view = borrow(arrays[i]);
       try {
-        const whole = nbytes & ~3;
-        if (whole) queue.writeBuffer(buffer, offset, view.data, 0, whole);
-        if (nbytes !== whole) {
-          // WebGPU writes whole 4-byte words: the 1-3 trailing bytes go through a padded word
-          const tail = new Uint8Array(4);
-          tail.set(view.data.subarray(whole, nbytes));
-          queue.writeBuffer(buffer, offset + whole, tail);
-        }
+        writeWords(queue, buffer, offset, view.data, 0, nbytes); // 1-3 trailing bytes: padded
       } finally {
         view.release();
       }
@@ -258,43 +266,89 @@ export function wasmHeapBytes() {
 // it overlaps and fed to an incremental SHA-256. No chunk is kept: peak extra memory is one
 // chunk, and nothing passes through the wasm heap. Buffers are left mapped: Python checks the
 // hash, then unmaps them (or destroys them all).
-export async function streamWeights(url, plan, totalBytes, wantHash, onProgress) {
-  const resp = await fetch(url);
-  if (!resp.ok) throw new Error(`${url}: HTTP ${resp.status}`);
+//
+// A dropped connection (or a body that ends early) is resumed where it stopped with a Range
+// request (If-Range: the first response's ETag), `retries` times in a row without progress
+// (waiting 0.25, 0.5, 1 s ...); the hash goes on from the same state. A resumed response must
+// be the same file (same ETag and size) from the byte asked for; otherwise the download
+// starts over once. Errors a retry cannot
+// mend (HTTP 4xx/5xx, too many bytes) and running out of retries throw an Error named
+// "DownloadError" whose message names the file and how far it got.
+export async function streamWeights(url, plan, totalBytes, wantHash, onProgress, retries = 4) {
+  const name = new URL(url, self.location.href).pathname.split("/").pop();
+  const fail = (why) => Object.assign(new Error(`${url}: ${why}`), { name: "DownloadError" });
   const ranges = plan.map((p) => ({
     begin: p.begin,
     end: p.end,
     bytes: new Uint8Array(p.buffer.getMappedRange(), 0, p.end - p.begin),
   }));
-  const hash = wantHash ? new Sha256() : null;
-  const reader = resp.body.getReader();
+  let hash = wantHash ? new Sha256() : null;
   let pos = 0;
-  let k = 0;
   let peakChunk = 0;
   let lastReport = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    peakChunk = Math.max(peakChunk, value.byteLength);
-    if (hash) hash.update(value);
-    const end = pos + value.byteLength;
-    while (k < ranges.length && ranges[k].end <= pos) k++;
-    for (let j = k; j < ranges.length && ranges[j].begin < end; j++) {
-      const r = ranges[j];
-      const s = Math.max(r.begin, pos);
-      const e = Math.min(r.end, end);
-      if (e > s) r.bytes.set(value.subarray(s - pos, e - pos), s - r.begin);
-    }
-    pos = end;
-    const now = performance.now();
-    if (onProgress && now - lastReport > 50) {
-      lastReport = now;
-      onProgress(pos, totalBytes);
+  let etag = null;
+  let failures = 0; // in a row, without progress
+  let resumes = 0;
+  let restarted = false;
+  const mb = (n) => `${(n / 1e6).toFixed(1)} MB`;
+  while (pos < totalBytes) {
+    const startPos = pos;
+    try {
+      const resume = etag ? { Range: `bytes=${pos}-`, "If-Range": etag } : { Range: `bytes=${pos}-` };
+      const resp = await fetch(url, pos ? { headers: resume, cache: "no-store" } : {});
+      const range = /^bytes (\d+)-\d+\/(\d+)$/.exec(resp.headers.get("Content-Range") || "");
+      const sameFile = !etag || resp.headers.get("ETag") === etag;
+      if (pos && !(resp.status === 206 && range && +range[1] === pos && +range[2] === totalBytes && sameFile)) {
+        // not the rest of the same file: the file changed, or the server ignores Range
+        if (restarted || !resp.ok) throw fail(`the resumed download answered HTTP ${resp.status} ` +
+          `${resp.headers.get("Content-Range") || ""}; the file may have changed on the server`);
+        await resp.body?.cancel();
+        restarted = true;
+        pos = 0;
+        hash = wantHash ? new Sha256() : null;
+        continue;
+      }
+      if (!resp.ok) throw fail(`HTTP ${resp.status}`);
+      if (!pos) etag = resp.headers.get("ETag");
+      const reader = resp.body.getReader();
+      let k = 0;
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        const end = pos + value.byteLength;
+        if (end > totalBytes) throw fail(`more than the ${totalBytes} bytes its header promised`);
+        peakChunk = Math.max(peakChunk, value.byteLength);
+        if (hash) hash.update(value);
+        while (k < ranges.length && ranges[k].end <= pos) k++;
+        for (let j = k; j < ranges.length && ranges[j].begin < end; j++) {
+          const r = ranges[j];
+          const s = Math.max(r.begin, pos);
+          const e = Math.min(r.end, end);
+          if (e > s) r.bytes.set(value.subarray(s - pos, e - pos), s - r.begin);
+        }
+        pos = end;
+        const now = performance.now();
+        if (onProgress && now - lastReport > 50) {
+          lastReport = now;
+          onProgress(pos, totalBytes);
+        }
+      }
+      if (pos < totalBytes) throw new Error(`the body ended early`);
+    } catch (err) {
+      if (err.name === "DownloadError") throw err;
+      if (err.status) throw fail(`HTTP ${err.status}`); // the worker's fetch: not a dropped line
+      if (pos > startPos) failures = 0;
+      failures += 1;
+      if (failures > retries || resumes >= 100) {
+        throw fail(`the download of ${name} stopped at ${mb(pos)} of ${mb(totalBytes)} ` +
+          `(${err.message || err}); ${failures - 1} retries resuming from there failed`);
+      }
+      resumes += 1;
+      await new Promise((r) => setTimeout(r, 125 * 2 ** failures));
     }
   }
   if (onProgress) onProgress(pos, totalBytes);
-  if (pos !== totalBytes) throw new Error(`${url}: got ${pos} bytes, expected ${totalBytes}`);
-  return { bytes: pos, sha256: hash ? hash.hex() : null, peakChunk };
+  return { bytes: pos, sha256: hash ? hash.hex() : null, peakChunk, resumes };
 }
 
 // SHA-256 of an array's bytes fed in chunks of `chunk` bytes (tests the streaming hash).

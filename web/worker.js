@@ -1,7 +1,8 @@
 // The worker that owns Python and the GPU. The page (main.js) never blocks on either.
 //
 // Boot: config.json -> Pyodide core -> numpy + pybridge wheels -> import -> ready.
-// Every fetch is counted per asset and reported to the page; a failed asset is named.
+// Every fetch is counted per asset, checked against config.json's sha256 where it lists one,
+// and reported to the page; a failed asset is named.
 // Messages to the page: {type: "asset" | "stage" | "ready" | "error" | "result"}.
 // Messages from the page: {type: "run", id, code}: run Python (async), answer with "result".
 
@@ -29,11 +30,20 @@ const assetFailure = new Promise((_, reject) => (failBoot = reject));
 assetFailure.catch(() => {}); // handled by the race in boot(); quiet once boot is over
 const orFailedAsset = (promise) => Promise.race([promise, assetFailure]);
 
-// Count the bytes of every fetch (Pyodide's own included) so the page shows per-asset progress.
+// Every fetch (Pyodide's own included) is counted, so the page shows per-asset progress, and
+// checked: a file config.json lists gets its sha256 as the fetch's `integrity`, so a truncated
+// or corrupted copy fails here, named, instead of somewhere later (or not at all).
 const realFetch = self.fetch.bind(self);
+const siteRoot = new URL("./", self.location.href);
+let integrity = {}; // path below the site root -> "sha256-..." (from config.json)
 self.fetch = async (input, init) => {
   const url = new URL(input instanceof Request ? input.url : String(input), self.location.href);
   const name = url.pathname.split("/").pop();
+  const expected = url.origin === siteRoot.origin && url.pathname.startsWith(siteRoot.pathname)
+    ? integrity[url.pathname.slice(siteRoot.pathname.length)] : undefined;
+  if (expected && !(init && init.integrity) && !(input instanceof Request && input.integrity)) {
+    init = { ...init, integrity: expected };
+  }
   seenByFetch.add(name);
   post({ type: "asset", name, state: "loading", loaded: 0 });
   let resp;
@@ -43,7 +53,7 @@ self.fetch = async (input, init) => {
     throw assetFailed(name, url, await whyFetchFailed(url, init, err));
   }
   if (!resp.ok) {
-    throw assetFailed(name, url, `HTTP ${resp.status}`);
+    throw Object.assign(assetFailed(name, url, `HTTP ${resp.status}`), { status: resp.status });
   }
   if (!resp.body) {
     post({ type: "asset", name, state: "done", loaded: 0 });
@@ -89,7 +99,10 @@ async function whyFetchFailed(url, init, err) {
   try {
     const probe = await realFetch(url, { method: "HEAD", cache: "no-store" });
     if (!probe.ok) return `HTTP ${probe.status}`;
-    if (init && init.integrity) return "its sha256 does not match the lock file (integrity check)";
+    if (init && init.integrity) {
+      return "truncated or corrupted: its sha256 does not match the one in config.json or " +
+        "pyodide-lock.json (integrity check)";
+    }
   } catch {
     /* the server is unreachable: report the original error */
   }
@@ -109,11 +122,24 @@ function stage(name, extra = {}) {
 }
 
 async function boot() {
-  const config = await orFailedAsset(fetch("./config.json").then((r) => r.json()));
+  const config = await orFailedAsset(fetch("./config.json").then(async (r) => {
+    const text = await r.text();
+    try {
+      return JSON.parse(text);
+    } catch (err) {
+      throw assetFailed("config.json", new URL("./config.json", self.location.href),
+        `truncated or corrupted: ${err.message}`);
+    }
+  }));
+  integrity = config.integrity || {};
   post({ type: "config", config });
   stage("config");
 
   const indexURL = new URL(config.indexURL, self.location.href).href;
+  // Module imports bypass fetch and its integrity check: fetch (and check) the two modules
+  // first; the imports then come from the HTTP cache (these files are immutable).
+  await orFailedAsset(Promise.all(["pyodide.mjs", "pyodide.asm.js"].map(
+    (f) => fetch(indexURL + f).then((r) => r.arrayBuffer()))));
   let loadPyodide;
   try {
     ({ loadPyodide } = await orFailedAsset(import(indexURL + "pyodide.mjs")));
