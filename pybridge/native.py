@@ -186,8 +186,9 @@ class NativeBackend(Backend):
         return out
 
     def _write_view(self, dst: Any, offset: int, arr: np.ndarray) -> None:
-        """queue.write_buffer from the array's memory: wgpu-native copies it once (1-3
-        trailing bytes once more, through a padded word). Counted."""
+        """queue.write_buffer from the array's memory: wgpu-native copies it once; 1-3
+        trailing bytes go through a zeroed word written whole ("pad": 1 copy of 4 bytes, as
+        in the browser). Counted."""
         flat = arr.reshape(-1).view(np.uint8)
         whole = arr.nbytes & ~3
         if whole:
@@ -196,7 +197,7 @@ class NativeBackend(Backend):
             tail = np.zeros(4, dtype=np.uint8)
             tail[: arr.nbytes - whole] = flat[whole:]
             self.device.queue.write_buffer(dst, offset + whole, tail)
-            accounting.record("upload", "pad", 1, arr.nbytes - whole)
+            accounting.record("upload", "pad", 1, 4)
         accounting.record("upload", "view", 1, arr.nbytes)
 
     # --- dispatch ---------------------------------------------------------------------
