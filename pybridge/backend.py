@@ -602,7 +602,7 @@ class Backend(ABC):
         """(shape, dtype row, padded bytes, op name) of an allocation, after the checks."""
         shape = normalize_shape(shape)
         row = lookup(dtype)
-        nbytes = padded(int(np.prod(shape, dtype=np.int64)) * row.itemsize)
+        nbytes = padded(math.prod(shape) * row.itemsize)  # Python ints: no overflow
         limit = self.limits["maxBufferSize"]
         if nbytes > limit:
             raise ValueError(f"allocate {row.name}{shape}: {nbytes} bytes exceeds this device's "

@@ -24,8 +24,11 @@ Shapes (B sentences, T tokens, M = B*T rows, C = 384 hidden, 12 heads of 32):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice
 from pathlib import Path
 from typing import Any, Callable
 
@@ -34,8 +37,8 @@ import numpy as np
 from pybridge._env import IN_PYODIDE
 from pybridge.backend import Backend, GpuTensor, Plan, Step, default_backend
 from pybridge.dispatch import grid_1d, matmul_plan, pack_params
-from pybridge.errors import UseAfterFree
-from pybridge.tokenizer import WordPiece
+from pybridge.errors import DownloadError, IntegrityError, UseAfterFree
+from pybridge.tokenizer import WordPiece, check_texts
 from pybridge.weights import load_safetensors
 
 ATTENTION_ROWS = 64  # attention.wgsl's query rows per workgroup
@@ -48,17 +51,31 @@ MAX_BATCH = 65535  # attention's grid holds the batch in one dimension
 DTYPE_FILES = {"float32": "model-f32.safetensors", "float16": "model-f16.safetensors"}
 
 
-async def _read_text(base: str | Path, name: str) -> str:
-    """A small text file of the model: fetched in the browser, read from disk natively."""
+async def _read_text(base: str | Path, name: str, sha256: str | None = None) -> str:
+    """A small text file of the model: fetched in the browser (the worker checks it against
+    config.json's sha256 where listed), read from disk natively; checked against `sha256`
+    when given. Errors name the file."""
     if not IN_PYODIDE:
-        return (Path(base) / name).read_text(encoding="utf-8")
-    import js
+        data = (Path(base) / name).read_bytes()
+    else:
+        import js
+        from pyodide.ffi import JsException
 
-    url = _join(base, name)
-    resp = await js.fetch(url)
-    if not resp.ok:
-        raise FileNotFoundError(f"{url}: HTTP {resp.status}")
-    return str(await resp.text())
+        url = _join(base, name)
+        try:
+            resp = await js.fetch(url)
+            if not resp.ok:
+                raise FileNotFoundError(f"{url}: HTTP {resp.status}")
+            data = (await resp.arrayBuffer()).to_bytes()
+        except JsException as e:  # the worker names the file and what was wrong
+            raise DownloadError(str(e.message)) from None
+    if sha256 and hashlib.sha256(data).hexdigest() != sha256:
+        raise IntegrityError(f"{_join(base, name)}: sha256 {hashlib.sha256(data).hexdigest()} "
+                             f"does not match the manifest's {sha256} (truncated or corrupted)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{_join(base, name)}: not UTF-8 text ({e})") from None
 
 
 def _join(base: str | Path, name: str) -> str | Path:
@@ -95,8 +112,13 @@ class MiniLM:
         if dtype not in DTYPE_FILES:
             raise ValueError(f"dtype {dtype!r} is not available; accepted: {', '.join(DTYPE_FILES)}")
         backend = backend or await default_backend()
-        manifest = json.loads(await _read_text(source, "manifest.json"))
-        tokenizer = WordPiece.from_vocab_text(await _read_text(source, "vocab.txt"))
+        try:
+            manifest = json.loads(await _read_text(source, "manifest.json"))
+            vocab_sha256 = manifest["files"]["vocab.txt"]["sha256"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"{_join(source, 'manifest.json')}: not a model manifest of "
+                             f"tools/convert_model.py ({type(e).__name__}: {e})") from None
+        tokenizer = WordPiece.from_vocab_text(await _read_text(source, "vocab.txt", vocab_sha256))
         name = DTYPE_FILES[dtype]
         weights = await load_safetensors(_join(source, name), backend,
                                          sha256=manifest["files"][name]["sha256"],
@@ -211,8 +233,10 @@ class MiniLM:
         timestamp queries (`backend.profile`; needs `timestamp-query`): {"us": {role: µs summed
         over the layers}, "sum_us": the dispatches timed alone, "whole_us": the pass as
         embed runs it, "kernels": {role: kernel}}."""
-        batch = self.tokenizer.encode_batch(list(sentences), self.max_length)
+        batch = self.tokenizer.encode_batch(sentences, self.max_length, caller="profile")
         B, T = batch.ids.shape
+        if B == 0:
+            raise ValueError("profile takes at least one sentence (one batch to time)")
         shape = await self._shape(B, T)
         try:
             r = await self.backend.profile(shape.plan, [batch.ids.reshape(-1), batch.lengths])
@@ -225,22 +249,51 @@ class MiniLM:
             kernels[role] = op
         return {"us": us, "sum_us": r["sum_us"], "whole_us": r["whole_us"], "kernels": kernels}
 
-    async def embed(self, sentences: list[str], batch_size: int = 32,
+    async def embed(self, sentences: Iterable[str], batch_size: int = 32,
                     timings: dict[str, float] | None = None) -> np.ndarray:
-        """Embeddings (N, 384) float32, L2-normalised. Each batch (at most 65,535 sentences) is
-        padded to its longest sentence rounded up to a multiple of `pad_tokens_to` tokens (16 on
-        a GPU, 1 on a CPU device; at most max_seq_length; padding is masked), run as one
-        submission and read back once,
-        straight into its rows of the result; batch i+1 is tokenized while the GPU runs
+        """Embeddings (N, 384) float32, L2-normalised, one row per sentence, in order.
+
+        sentences: a list, tuple or 1-D numpy array of str, or any other iterable of str (a
+        generator, a file's lines) read `batch_size` at a time. Tokenizing and the GPU work go
+        batch by batch, so memory beyond the (N, 384) result is bounded by the batch (and the
+        tokenizer's bounded caches), not by N. An empty input gives a (0, 384) array and runs
+        nothing on the GPU. Each item must be a str of valid Unicode (a str subclass is read
+        as its plain str value): otherwise TypeError naming `embed`, the item's index and its
+        type, or ValueError naming a lone surrogate (which JavaScript strings can hold and
+        UTF-8 cannot; Hugging Face tokenizers refuses them too). A list, tuple or array is
+        checked whole before any GPU work; other iterables batch by batch, as they are read.
+        A sentence of more than max_seq_length (256) tokens keeps its first 254 word pieces
+        between [CLS] and [SEP], as sentence-transformers truncates; tokenizing it costs its
+        normalization (linear, mostly in C) and the words kept, not every word (1 MB took
+        0.01-1.5 s on a shared 2-core machine; Hugging Face tokenizers took 0.3-20 s).
+
+        Each batch (at most 65,535 sentences) is padded to its longest sentence rounded up to
+        a multiple of `pad_tokens_to` tokens (16 on a GPU, 1 on a CPU device; at most
+        max_seq_length; padding is masked), run as one submission and read back once,
+        straight into its rows of the result (an iterable without len() gets its rows joined
+        at the end: one more copy of the result); batch i+1 is tokenized while the GPU runs
         batch i. `timings` (ms, accumulated): tokenize; prepare (the shape's buffers and plan:
         built on a new shape only); submit (one call: ids and lengths written, 44 dispatches
         recorded, submitted); gpu (waiting for the GPU, after what overlapped it); readback."""
-        if isinstance(sentences, str):
-            raise TypeError("embed takes a list of sentences; wrap a single one: [text]")
+        if isinstance(sentences, (str, bytes)):
+            raise TypeError(f"embed takes a list of str, got {type(sentences).__name__}; wrap "
+                            "a single sentence: [text]")
+        if not isinstance(sentences, Iterable):
+            raise TypeError(f"embed takes a list of str, got {type(sentences).__name__}")
+        if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool):
+            raise TypeError(f"embed: batch_size must be an int, got {type(batch_size).__name__}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        batch_size = min(batch_size, MAX_BATCH)
-        out = np.empty((len(sentences), self.hidden), dtype=np.float32)  # (N, C)
+        batch_size = min(int(batch_size), MAX_BATCH)
+        if isinstance(sentences, np.ndarray) and sentences.ndim != 1:
+            raise TypeError(f"embed takes a 1-D array of str, got a {sentences.ndim}-D array")
+        sized = isinstance(sentences, (Sequence, np.ndarray))
+        if sized:  # every item checked before any GPU work (no copy of the list is made)
+            for i, s in enumerate(sentences):
+                if type(s) is not str or not s.isascii():
+                    check_texts([s], "embed", i)
+            out = np.empty((len(sentences), self.hidden), dtype=np.float32)  # (N, C)
+        parts: list[np.ndarray] = []  # an iterable's rows, batch by batch: (B, C) each
         t = timings if timings is not None else {}
         tokens = 0
         inflight: list[tuple[Any, _Shape]] = []  # runs submitted and not yet finished, in order
@@ -260,14 +313,25 @@ class MiniLM:
             finally:
                 shape.release()
 
+        if sized:
+            batches: Iterator[tuple[int, Any]] = (
+                (start, sentences[start:start + batch_size])
+                for start in range(0, len(sentences), batch_size))
+        else:
+            batches = _batches_of(iter(sentences), batch_size)
         try:
-            for start in range(0, len(sentences), batch_size):
+            for start, texts in batches:
                 if self._freed:  # freed by another task between two batches
                     raise UseAfterFree("embed: the model was freed; load it again")
                 t0 = clock()
-                batch = self.tokenizer.encode_batch(sentences[start:start + batch_size],
-                                                    self.max_length, self.pad_tokens_to)
+                batch = self.tokenizer.encode_batch(texts, self.max_length, self.pad_tokens_to,
+                                                    caller="embed", first_index=start)
                 B, T = batch.ids.shape
+                if sized:
+                    rows = out[start:start + B]  # (B, C) rows of the result
+                else:
+                    rows = np.empty((B, self.hidden), dtype=np.float32)  # (B, C)
+                    parts.append(rows)
                 tokens += int(batch.lengths.sum())
                 t0 = add("tokenize", t0)
                 shape = await self._shape(B, T)
@@ -276,7 +340,7 @@ class MiniLM:
                     if self._freed:  # freed while this batch was tokenized or its shape built
                         raise UseAfterFree("embed: the model was freed; load it again")
                     run = self.backend.submit(shape.plan, [batch.ids.reshape(-1), batch.lengths],
-                                              [out[start:start + B]])  # rows of the result
+                                              [rows])
                 except BaseException:
                     shape.release()
                     raise
@@ -293,7 +357,21 @@ class MiniLM:
                 except Exception:
                     pass  # the error being raised already says what went wrong
         self.last_tokens = tokens
+        if not sized:
+            out = (np.concatenate(parts) if parts  # (N, C): the one more copy
+                   else np.empty((0, self.hidden), dtype=np.float32))
         return out
+
+
+def _batches_of(sentences: Iterator[Any], size: int) -> Iterator[tuple[int, list[Any]]]:
+    """(index of the first, up to `size` items) from an iterator, read as they are needed."""
+    start = 0
+    while True:
+        texts = list(islice(sentences, size))
+        if not texts:
+            return
+        yield start, texts
+        start += len(texts)
 
 
 class _Shape:

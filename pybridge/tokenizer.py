@@ -22,6 +22,15 @@ HF's pipeline, step by step, as this module reproduces it:
 4. WordPiece: greedy longest match first, "##" on continuations; [UNK] for a word of more than
    100 characters or one with no segmentation.
 5. [CLS] ids [SEP], the ids truncated so that the whole fits max_length (HF's truncation).
+   HF tokenizes the whole text first; here nothing past the space-separated chunk where the
+   ids kept run out is read, and no word past them is looked up (each word gives one id or
+   more), so a 1 MB text costs at most its normalization and split, linear and mostly in C,
+   and the words kept: 0.01-1.5 s per MB on a shared 2-core machine, where HF took 0.3-20 s
+   (tests/unit/test_tokenizer.py, 1 MB texts).
+
+Input: str of valid Unicode. A str subclass is read as its plain str value; anything else,
+and a lone surrogate (JavaScript strings can hold them; UTF-8 cannot and HF refuses them), is
+refused with an error naming the function the user called and the item (check_texts).
 
 Unicode versions are HF's dependencies' (unicode_categories 0.1.1: 8.0; unicode-normalization-
 alignments 0.1.12: 9.0; the Rust std it was built with: 17.0), not the interpreter's: CPython
@@ -451,15 +460,27 @@ class WordPiece:
                 cache[word] = "".join(map(chr, self.word_ids(word)))
         return "".join(_values(cache, words))
 
-    def _chunk_chars(self, chunk: str) -> str:
-        """Steps 1 to 4 for one chunk (text without U+0020), ids as characters."""
+    def _chunk_chars(self, chunk: str, limit: int | None = None) -> str:
+        """Steps 1 to 4 for one chunk (text without U+0020), ids as characters; with `limit`,
+        the first `limit` ids or more, not necessarily all. Every word gives at least one id,
+        so the words past the first `limit` are never looked up: a chunk of 1 MB costs its
+        normalization and split (linear, mostly in C) and `limit` words, whatever their
+        length (WordPiece of a word of up to 100 characters tries up to 5,050 pieces)."""
         pieces = self._special.split(chunk) if self._special is not None else [chunk]
         out = []
+        have = 0
         for i, piece in enumerate(pieces):
+            if limit is not None and have >= limit:
+                break
             if i % 2:  # split() puts the matched added tokens at odd positions
-                out.append(chr(self.special_ids[piece]))
+                ids = chr(self.special_ids[piece])
             elif piece:
-                out.append(self._join_words(_words(piece)))
+                words = _words(piece)
+                ids = self._join_words(words if limit is None else words[:limit - have])
+            else:
+                continue
+            out.append(ids)
+            have += len(ids)
         return "".join(out)
 
     def _tokenize_chunks(self, chunks: Collection[str]) -> dict[str, str]:
@@ -505,14 +526,28 @@ class WordPiece:
 
     def _ids(self, chunks: list[str], rest: str | None, limit: int) -> str:
         """The first `limit` ids of a text as characters, without [CLS] and [SEP]; the text
-        comes split by _split(text, limit). Chunks not seen before are tokenized together."""
+        comes split by _split(text, limit). Chunks of up to 100 characters not seen before
+        are tokenized together; longer ones one at a time, in order, each only as far as the
+        ids still missing need (see _chunk_chars), so the work is bounded by `limit` words,
+        not by the length of the text."""
         ids = ""
         take = limit
         while True:
             try:
                 ids += "".join(_values(self._chunks, chunks))
             except KeyError:  # a chunk not seen before
-                ids += "".join(_values(self._tokenize_chunks(set(chunks)), chunks))
+                cache = self._chunks
+                short = {c for c in chunks if len(c) <= 100}.difference(cache)
+                found = self._tokenize_chunks(short) if short else {}
+                for c in chunks:
+                    if len(ids) >= limit:
+                        break
+                    part = found.get(c)
+                    if part is None:
+                        part = cache.get(c)
+                    if part is None:  # a long chunk (or a short one the cache dropped meanwhile)
+                        part = self._chunk_chars(c, limit - len(ids))
+                    ids += part
             if rest is None or len(ids) >= limit:
                 return ids[:limit]
             take *= 2  # there were empty chunks (runs of spaces): split off more this time
@@ -528,27 +563,28 @@ class WordPiece:
             return None
 
     def encode(self, text: str, max_length: int = 256) -> list[int]:
-        """[CLS] + WordPiece ids + [SEP], truncated so the whole fits max_length."""
+        """[CLS] + WordPiece ids + [SEP], truncated so the whole fits max_length. `text` must
+        be a str of valid Unicode (see check_texts)."""
         if not isinstance(text, str):
             raise TypeError(f"encode takes a str, got {type(text).__name__}")
+        text = _checked_text(text, "encode", "the text")
         _check_max_length(max_length)
         limit = max_length - 2
         return [self.cls_id, *map(ord, self._ids(*_split(text, limit), limit)), self.sep_id]
 
-    def encode_batch(self, texts: list[str], max_length: int = 256,
-                     pad_to_multiple_of: int = 1) -> Batch:
+    def encode_batch(self, texts: Iterable[str], max_length: int = 256,
+                     pad_to_multiple_of: int = 1, *, caller: str = "encode_batch",
+                     first_index: int = 0) -> Batch:
         """Encode and right-pad to the longest text of the batch, rounded up to a multiple of
         `pad_to_multiple_of` (never past max_length, unless the longest text is longer).
 
+        texts: a list, tuple, numpy array or any iterable of str (checked by check_texts);
+        `caller` and `first_index` are what its errors name: the function the user called
+        and the index of texts[0] among everything that call was given (MiniLM.embed passes
+        "embed" and the batch's start).
         The ids reach numpy in one UTF-32 encode of the whole batch and one copy.
         """
-        if isinstance(texts, (str, bytes)) or not isinstance(texts, Iterable):
-            raise TypeError(f"encode_batch takes a list of str, got {type(texts).__name__}")
-        texts = list(texts)  # a tuple, a numpy array of str, a generator: fine too
-        for i, t in enumerate(texts):
-            if not isinstance(t, str):
-                raise TypeError(f"encode_batch takes a list of str, item {i} is "
-                                f"{type(t).__name__}")
+        texts = check_texts(texts, caller, first_index)
         _check_max_length(max_length)
         limit = max_length - 2
         parts = [_split(t, limit) for t in texts]
@@ -569,6 +605,56 @@ class WordPiece:
         ids = np.frombuffer(utf32, dtype="<i4").astype(np.int32).reshape(len(rows), width)
         mask = (np.arange(width) < lengths[:, None]).astype(np.int32)  # (B, T)
         return Batch(ids, mask, lengths)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_HINTS = {bytes: " (decode it first: b.decode('utf-8'))",
+          list: " (a nested list? pass one flat list of str)",
+          tuple: " (a nested sequence? pass one flat list of str)"}
+
+
+def check_texts(texts: Iterable[str], caller: str, first_index: int = 0) -> list[str]:
+    """A list of the texts as plain str, or TypeError / ValueError naming `caller`, the index
+    of the bad item (counted from first_index) and what is accepted.
+
+    Accepted: an iterable (list, tuple, numpy array of str, generator) of str, str subclasses
+    read as their str value (so a subclass's methods never run inside the tokenizer). Refused:
+    a str or bytes given for the list; an item that is not a str; a lone surrogate
+    (U+D800..U+DFFF not in a pair: JavaScript strings can hold them, UTF-8 cannot, and Hugging
+    Face tokenizers refuses such a str too), wherever it is in the text, even past max_length.
+    """
+    if isinstance(texts, (str, bytes)) or not isinstance(texts, Iterable):
+        raise TypeError(f"{caller} takes a list of str, got {type(texts).__name__}")
+    try:
+        texts = list(texts)
+    except TypeError:  # e.g. a 0-d numpy array
+        raise TypeError(f"{caller} takes a list of str, got {type(texts).__name__} that cannot "
+                        "be iterated") from None
+    for i, t in enumerate(texts):
+        if type(t) is not str:
+            if not isinstance(t, str):
+                kind = type(t)
+                raise TypeError(f"{caller} takes a list of str, item {first_index + i} is "
+                                f"{kind.__name__}{_HINTS.get(kind, '')}")
+            texts[i] = t = str.__str__(t)  # a str subclass: its plain str value
+        if not t.isascii():
+            _checked_text(t, caller, f"item {first_index + i}")
+    return texts
+
+
+def _checked_text(text: str, caller: str, what: str) -> str:
+    """text as a plain str, or ValueError naming the first lone surrogate in it."""
+    if type(text) is not str:
+        text = str.__str__(text)
+    bad = None if text.isascii() else _SURROGATE.search(text)
+    if bad is not None:
+        raise ValueError(
+            f"{caller}: {what} contains a lone surrogate (U+{ord(bad.group()):04X} at character "
+            f"{bad.start()}): only valid Unicode text is accepted (a str that encodes to "
+            f"UTF-8, as Hugging Face tokenizers requires). JavaScript strings can hold them: "
+            f"replace them first (JavaScript: s.toWellFormed(); Python: "
+            f"s.encode('utf-16', 'surrogatepass').decode('utf-16', 'replace'))")
+    return text
 
 
 def _split(text: str, take: int) -> tuple[list[str], str | None]:

@@ -59,7 +59,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) groups: v
     }
     workgroupBarrier();
   }
-  let scale = 1.0 / max(sqrt(partial[0]), 1e-12);
+  let norm = sqrt(partial[0]);
+  // max() may drop a NaN (WGSL 15.7.2): test the bits, which no finite-math rule folds away,
+  // so that a sentence with a NaN comes out NaN, as numpy's reference gives it
+  let is_nan = (bitcast<u32>(norm) & 0x7fffffffu) > 0x7f800000u;
+  let scale = select(1.0 / max(norm, 1e-12), norm, is_nan);
   for (var i = 0u; i < PER; i++) {
     let col = tid + i * WG;
     if (col < C) {

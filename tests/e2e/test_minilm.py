@@ -121,3 +121,55 @@ b.device.destroy()
     }""")
     assert [n for n, _ in both] == [2, 2] and all("device was lost" in r for _, r in both), both
     assert fresh_page.errors == []
+
+
+def test_embed_refuses_what_javascript_can_send_naming_the_item(app):
+    """What only the browser makes: values from JavaScript through `pybridge.call` (null,
+    numbers, arrays, objects and typed arrays arrive as None, int, list, dict and memoryview),
+    JavaScript strings with a lone surrogate (Pyodide passes them on as they are), and a JS
+    array handed to embed as a JsProxy. Each bad item gets an error naming `embed`, its index
+    and its type (found here: errors named `encode_batch`), a lone surrogate one saying how
+    to replace it (s.toWellFormed(), whose U+FFFD the normalizer drops), and good input works."""
+    app.py(
+        "import sys, types, numpy as np\nfrom pybridge.minilm import MiniLM\n"
+        f"m = await MiniLM.load({URL!r}, dtype='float16')\n"
+        "hostile = types.ModuleType('hostile')\n"
+        "async def embed(texts):\n"
+        "    return (await m.embed(texts)).round(5).tolist()\n"
+        "hostile.embed = embed\n"
+        "sys.modules['hostile'] = hostile\n"
+        "'ready'"
+    )
+    r = app.page.evaluate("""async () => {
+        const outcome = async (texts) => {
+            try { return await pybridge.call("hostile", "embed", [texts]); }
+            catch (e) { return String(e.message); }
+        };
+        const bad = [null, undefined, 3, 2.5, true, ["nested"], {a: 1}, new Uint8Array([104])];
+        const errors = [];
+        for (const item of bad) errors.push(await outcome(["ok", item]));
+        return {
+            errors,
+            surrogate: await outcome(["ok", "fine", "caf\\udce9"]),
+            reversed: await outcome(["\\udc00\\ud800"]),
+            wellFormed: await outcome(["ok", "caf\\udce9".toWellFormed(), "\\ud83d\\ude00"]),
+            plain: await outcome(["ok", "caf", "😀"]),
+            empty: await outcome([]),
+        };
+    }""")
+    kinds = ["NoneType", "NoneType", "int", "float", "bool", "list", "dict", "memoryview"]
+    for error, kind in zip(r["errors"], kinds):
+        assert error.startswith(f"TypeError: embed takes a list of str, item 1 is {kind}"), error
+    assert r["surrogate"].startswith("ValueError: embed: item 2 contains a lone surrogate "
+                                     "(U+DCE9 at character 3)"), r["surrogate"]
+    assert "toWellFormed()" in r["surrogate"]
+    assert r["reversed"].startswith("ValueError: embed: item 0 contains a lone surrogate "
+                                    "(U+DC00 at character 0)"), r["reversed"]
+    assert r["wellFormed"] == r["plain"] and len(r["plain"]) == 3  # U+FFFD dropped, pair joined
+    assert r["empty"] == []
+    same = app.py("import js\n"
+                  "a = await m.embed(js.Array.of('ok', 'caf'))\n"
+                  "b = await m.embed(['ok', 'caf'])\n"
+                  "m.free()\n"
+                  "bool((a == b).all())")
+    assert same is True

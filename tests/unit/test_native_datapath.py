@@ -3,12 +3,14 @@ tests/cases/datapath.py, run in CPython."""
 
 from __future__ import annotations
 
+import re
 import struct
 
 import numpy as np
 import pytest
 
 import pybridge
+from pybridge.dispatch import grid_1d, pack_params
 from pybridge.native import NativeBackend
 from pybridge.weights import load_safetensors, write_safetensors
 from tests.cases import datapath as cases
@@ -158,3 +160,90 @@ async def test_malformed_safetensors_are_refused(backend, tmp_path, mutate, erro
     with pytest.raises(error, match=match):
         await load_safetensors(tmp_path / "bad.safetensors", backend)
     assert backend.live_buffers() == before
+
+
+# --- dtypes and sizes it cannot take ---------------------------------------------------------
+
+ACCEPTED = "float32, float16, int32, uint32, uint8"
+UNSUPPORTED = {  # dtype -> the name the error gives it
+    "float64": "float64", "complex64": "complex64", "complex128": "complex128",
+    "longdouble": "float128", "bool": "bool", "int64": "int64", "uint64": "uint64",
+    "int16": "int16", "uint16": "uint16", "int8": "int8", "object": "object",
+    "datetime64[ns]": "datetime64[ns]", "timedelta64[s]": "timedelta64[s]", "U3": "str96",
+    "S4": "bytes32", "V8": "void64", "[('a', '<f4'), ('b', '<i4')]": "void64",
+}
+
+
+@pytest.mark.parametrize("dtype", UNSUPPORTED)
+async def test_every_unsupported_dtype_is_refused_naming_it(backend, dtype):
+    dt = np.dtype(eval(dtype) if dtype.startswith("[") else dtype)  # a structured dtype
+    a = np.zeros((3, 4), dt)
+    target = await backend.upload(np.zeros((3, 4), np.float32))
+    before = backend.live_buffers()
+    want = f"unsupported dtype {UNSUPPORTED[dtype]}; accepted: {ACCEPTED}"
+    for attempt in (lambda: backend.upload(a), lambda: backend.upload(a, out=target),
+                    lambda: backend.upload(a, path="naive"), lambda: backend.allocate(8, dt)):
+        with pytest.raises(TypeError, match=re.escape(want)):
+            await attempt()
+    assert backend.live_buffers() == before
+    target.free()
+
+
+@pytest.mark.parametrize("dtype", [">f4", ">i4", ">u4", ">f2"])
+async def test_big_endian_dtypes_are_refused(backend, dtype):
+    before = backend.live_buffers()
+    with pytest.raises(TypeError, match=rf"big-endian dtype \{dtype} is not supported; "
+                                        rf"accepted \(little-endian\): {ACCEPTED}"):
+        await backend.upload(np.zeros(4, dtype))
+    assert backend.live_buffers() == before
+
+
+async def test_an_array_over_the_buffer_limit_is_refused_before_it_is_read(backend, tmp_path):
+    """An array one byte past maxBufferSize (2 GiB on lavapipe), mapped from a sparse file so
+    that it takes no memory: refused from its size alone, without reading it or making a
+    buffer."""
+    limit = backend.limits["maxBufferSize"]
+    path = tmp_path / "huge.bin"
+    with open(path, "wb") as f:
+        f.truncate(limit + 1)  # sparse: no disk, no memory
+    a = np.memmap(path, dtype=np.uint8, mode="r", shape=(limit + 1,))
+    before = backend.live_buffers()
+    for upload_path in (None, "naive"):
+        with pytest.raises(ValueError, match=rf"{limit + 1} bytes exceeds this device's "
+                                             rf"maxBufferSize of {limit} bytes"):
+            await backend.upload(a, path=upload_path)
+    assert backend.live_buffers() == before
+    del a
+
+
+@pytest.mark.parametrize("shape", [(1 << 40,), (1 << 20, 1 << 20), (1 << 62, 8), (1 << 63,),
+                                   (1 << 64,), (1 << 31, 1 << 31, 4)])
+async def test_an_allocation_whose_size_overflows_is_refused(backend, shape):
+    """Found here: sizes were multiplied in int64, so (2**62, 8) float32 wrapped to 0 bytes and
+    allocated a 4-byte buffer for a tensor of 2**65 elements; (2**64,) raised numpy's
+    OverflowError."""
+    before = backend.live_buffers()
+    with pytest.raises(ValueError, match=r"exceeds this device's maxBufferSize"):
+        await backend.allocate(shape, np.float32)
+    assert backend.live_buffers() == before
+
+
+async def test_a_binding_over_the_storage_binding_limit_is_a_validation_error(backend):
+    """A tensor may be larger than maxStorageBufferBindingSize (128 MiB on lavapipe and in
+    Chrome by default) but not be bound whole: the dispatch raises GpuValidationError naming
+    the kernel and the limit, and leaves nothing behind."""
+    limit = backend.limits["maxStorageBufferBindingSize"]
+    n = limit // 4 + 64  # float32 elements: 256 bytes past the limit
+    x = await backend.upload(np.zeros(n, np.float32))
+    y, out = await backend.upload(np.ones(64, np.float32)), await backend.allocate(64, np.float32)
+    held = backend.live_buffers() - len(backend._uniforms)
+    try:
+        with pytest.raises(pybridge.errors.GpuValidationError,
+                           match=rf"(?s)^dispatch axpy: .*limit {limit}"):
+            await backend.dispatch("axpy", [x, y, pack_params(64, 2.0), out], grid_1d(64))
+        assert backend.live_buffers() - len(backend._uniforms) == held
+        await backend.dispatch("axpy", [y, y, pack_params(64, 2.0), out], grid_1d(64))
+        assert (await out.numpy()).tolist() == [3.0] * 64  # the device still answers
+    finally:
+        for t in (x, y, out):
+            t.free()

@@ -356,3 +356,50 @@ def test_pad_to_multiple_of_matches_hf(hf, ours, multiple):
         hf.no_truncation()
     with pytest.raises(ValueError, match="pad_to_multiple_of must be a positive int"):
         ours.encode_batch(["a"], 64, pad_to_multiple_of=0)
+
+
+# --- 1 MB texts ---------------------------------------------------------------------------------
+
+def _words_of(length: int, sep: str, size: int = 1_000_000) -> str:
+    """`size` characters of distinct lowercase words of `length` letters joined by `sep`."""
+    rng = random.Random(length)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    count = size // (length + len(sep)) + 1
+    return sep.join("".join(rng.choices(letters, k=length)) for _ in range(count))[:size]
+
+
+MB_TEXTS = {  # name -> (1 MB text, whether HF is given only its first 64 KB: see below)
+    "100-letter words between commas": (_words_of(100, ","), True),
+    "100-letter words between spaces": (_words_of(100, " "), True),
+    "20-letter words between commas": (_words_of(20, ","), True),
+    "accented 100-letter words": (_words_of(100, ",").replace("a", "é"), True),
+    "4,000-character chunks of such words": (" ".join(_words_of(100, ",", 4000)
+                                                      for _ in range(250)), True),
+    "punctuation only": ("!" * 1_000_000, True),
+    "added tokens between words": (("[CLS]" + _words_of(95, ",", 95)) * 10_000, True),
+    "CJK without spaces": ("日本語" * 111_111, False),
+    "marks NFD reorders, between commas": ("x\U0001e94a\u08d4," * 111_111, False),
+    "one word of a million letters": ("a" * 1_000_000, False),
+    "a million spaces, then a word": (" " * 999_995 + "hello", False),
+    "control characters, then words": (("\x01" * 997 + " ab ") * 1000, False),
+}
+
+
+@pytest.mark.parametrize("name", MB_TEXTS)
+def test_a_1mb_text_is_truncated_like_hf_without_reading_it_all(hf, ours, name):
+    """A 1 MB text gives HF's first 254 word pieces, and costs its normalization and split
+    (linear, mostly in C) plus the words it keeps, not every word (found here: 1 MB of
+    100-letter words between commas took 58 s, 10,000 words of up to 5,050 WordPiece look-ups
+    each; HF takes 10-20 s on it, and 0.2-0.5 s is what it takes here now). Where HF itself
+    is slow it gets the first 64 KB only: the ids kept all come from there."""
+    import time
+
+    text, prefix = MB_TEXTS[name]
+    fresh = WordPiece(ours.vocab)  # empty caches
+    t0 = time.perf_counter()
+    got = fresh.encode(text, 256)
+    seconds = time.perf_counter() - t0
+    want = hf_ids(hf, [text[:65536] if prefix else text], 256)[0]
+    assert got == want
+    assert seconds < 5.0, f"{name}: {seconds:.1f} s"
+    assert fresh.encode_batch([text, "short"], 256).ids[0].tolist() == want
