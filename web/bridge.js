@@ -271,11 +271,11 @@ export function wasmHeapBytes() {
 // request (If-Range: the first response's ETag), `retries` times in a row without progress
 // (waiting 0.25, 0.5, 1 s ...); the hash goes on from the same state. A resumed response must
 // be the same file (same ETag and size) from the byte asked for; otherwise the download
-// starts over once. Errors a retry cannot
-// mend (HTTP 4xx/5xx, too many bytes) and running out of retries throw an Error named
-// "DownloadError" whose message names the file and how far it got.
+// starts over once. Errors a retry cannot mend (HTTP 4xx/5xx, too many bytes) and running out
+// of retries throw an Error named "DownloadError" whose message names the file and how far it
+// got. Works in the page's worker and under Node (tools/gpu): no `location` is used.
 export async function streamWeights(url, plan, totalBytes, wantHash, onProgress, retries = 4) {
-  const name = new URL(url, self.location.href).pathname.split("/").pop();
+  const name = String(url).split(/[?#]/)[0].split("/").pop(); // no `location` under Node
   const fail = (why) => Object.assign(new Error(`${url}: ${why}`), { name: "DownloadError" });
   const ranges = plan.map((p) => ({
     begin: p.begin,
@@ -302,36 +302,44 @@ export async function streamWeights(url, plan, totalBytes, wantHash, onProgress,
         // not the rest of the same file: the file changed, or the server ignores Range
         if (restarted || !resp.ok) throw fail(`the resumed download answered HTTP ${resp.status} ` +
           `${resp.headers.get("Content-Range") || ""}; the file may have changed on the server`);
-        await resp.body?.cancel();
+        resp.body?.cancel().catch(() => {});
         restarted = true;
         pos = 0;
         hash = wantHash ? new Sha256() : null;
         continue;
       }
-      if (!resp.ok) throw fail(`HTTP ${resp.status}`);
+      if (!resp.ok) {
+        resp.body?.cancel().catch(() => {});
+        throw fail(`HTTP ${resp.status}`);
+      }
       if (!pos) etag = resp.headers.get("ETag");
       const reader = resp.body.getReader();
-      let k = 0;
-      for (;;) {
-        const { done, value } = await reader.read();
-        if (done) break;
-        const end = pos + value.byteLength;
-        if (end > totalBytes) throw fail(`more than the ${totalBytes} bytes its header promised`);
-        peakChunk = Math.max(peakChunk, value.byteLength);
-        if (hash) hash.update(value);
-        while (k < ranges.length && ranges[k].end <= pos) k++;
-        for (let j = k; j < ranges.length && ranges[j].begin < end; j++) {
-          const r = ranges[j];
-          const s = Math.max(r.begin, pos);
-          const e = Math.min(r.end, end);
-          if (e > s) r.bytes.set(value.subarray(s - pos, e - pos), s - r.begin);
+      try {
+        let k = 0;
+        for (;;) {
+          const { done, value } = await reader.read();
+          if (done) break;
+          const end = pos + value.byteLength;
+          if (end > totalBytes) throw fail(`more than the ${totalBytes} bytes its header promised`);
+          peakChunk = Math.max(peakChunk, value.byteLength);
+          if (hash) hash.update(value);
+          while (k < ranges.length && ranges[k].end <= pos) k++;
+          for (let j = k; j < ranges.length && ranges[j].begin < end; j++) {
+            const r = ranges[j];
+            const s = Math.max(r.begin, pos);
+            const e = Math.min(r.end, end);
+            if (e > s) r.bytes.set(value.subarray(s - pos, e - pos), s - r.begin);
+          }
+          pos = end;
+          const now = performance.now();
+          if (onProgress && now - lastReport > 50) {
+            lastReport = now;
+            onProgress(pos, totalBytes);
+          }
         }
-        pos = end;
-        const now = performance.now();
-        if (onProgress && now - lastReport > 50) {
-          lastReport = now;
-          onProgress(pos, totalBytes);
-        }
+      } catch (err) {
+        reader.cancel().catch(() => {}); // a connection still open stops downloading
+        throw err;
       }
       if (pos < totalBytes) throw new Error(`the body ended early`);
     } catch (err) {

@@ -1,0 +1,89 @@
+// web/bridge.js streamWeights under Node, against a scripted fetch: drops, bodies that end
+// early, servers that ignore Range or whose file changed, HTTP errors. Prints one JSON object
+// per case; tests/unit/test_stream_weights.py checks them against hashlib and the file bytes.
+//
+//   node tests/unit/stream_weights_cases.mjs FILE
+
+import { readFileSync } from "node:fs";
+import { streamWeights } from "../../web/bridge.js";
+
+const file = new Uint8Array(readFileSync(process.argv[2]));
+const total = file.byteLength;
+const CHUNK = 4096;
+
+// "tensors": 3 ranges of the file, one buffer each (a gap before the first, as a header is)
+const cuts = [64, Math.floor(total / 3), Math.floor((2 * total) / 3), total];
+
+function makePlan() {
+  return cuts.slice(0, -1).map((begin, i) => {
+    const mem = new ArrayBuffer(cuts[i + 1] - begin);
+    return { buffer: { getMappedRange: () => mem }, begin, end: cuts[i + 1], mem };
+  });
+}
+
+// One scripted answer: {status, from, upto, etag, fail: "error" | "end" | null, contentRange}
+function respond(a) {
+  const source = a.extraBytes ? Buffer.concat([file, new Uint8Array(100)]) : file;
+  const body = source.subarray(a.from ?? 0, a.upto ?? source.byteLength);
+  let sent = 0;
+  const stream = new ReadableStream({
+    pull(ctl) {
+      if (a.cutAfter !== undefined && sent >= a.cutAfter) {
+        if (a.fail === "error") return ctl.error(new TypeError("network error"));
+        return ctl.close(); // the body ends early, cleanly
+      }
+      if (sent >= body.byteLength) return ctl.close();
+      const n = Math.min(CHUNK, body.byteLength - sent);
+      ctl.enqueue(body.slice(sent, sent + n));
+      sent += n;
+    },
+  });
+  const headers = { ETag: a.etag ?? '"v1"' };
+  if (a.status === 206) {
+    headers["Content-Range"] = a.contentRange ?? `bytes ${a.from}-${(a.upto ?? total) - 1}/${total}`;
+  }
+  return new Response(a.status === 404 ? "not found" : stream, { status: a.status, headers });
+}
+
+// script(request index, range start or null) -> answer
+async function run(name, script, retries = 4) {
+  const requests = [];
+  globalThis.fetch = async (url, init = {}) => {
+    const range = init.headers?.Range ?? null;
+    const start = range ? +/bytes=(\d+)-/.exec(range)[1] : null;
+    requests.push({ range, ifRange: init.headers?.["If-Range"] ?? null });
+    return respond(script(requests.length - 1, start));
+  };
+  const plan = makePlan();
+  let out;
+  try {
+    const r = await streamWeights("/models/x/weights.safetensors", plan, total, true, null, retries);
+    out = { ok: true, sha256: r.sha256, bytes: r.bytes, resumes: r.resumes };
+  } catch (err) {
+    out = { ok: false, name: err.name, message: err.message };
+  }
+  out.case = name;
+  out.requests = requests;
+  out.data = plan.map((p) => Buffer.from(p.mem).toString("base64"));
+  console.log(JSON.stringify(out));
+}
+
+const whole = { status: 200 };
+const rest = (start, extra = {}) => ({ status: 206, from: start, ...extra });
+
+await run("clean", () => whole);
+await run("drop once", (i, s) => (i === 0 ? { ...whole, cutAfter: 100_000, fail: "error" } : rest(s)));
+await run("ends early", (i, s) => (i === 0 ? { ...whole, cutAfter: 50_000, fail: "end" } : rest(s)));
+await run("drops thrice with progress", (i, s) =>
+  i < 3 ? (i === 0 ? { ...whole, cutAfter: 40_000 * (i + 1), fail: "error" }
+    : rest(s, { cutAfter: 40_000, fail: "error" })) : rest(s));
+await run("range ignored", (i) => (i === 0 ? { ...whole, cutAfter: 60_000, fail: "error" } : whole));
+await run("file changed", (i, s) =>
+  i === 0 ? { ...whole, cutAfter: 60_000, fail: "error" } : rest(s, { etag: '"v2"' }));
+await run("wrong offset", (i, s) =>
+  i === 0 ? { ...whole, cutAfter: 60_000, fail: "error" }
+    : rest(s, { contentRange: `bytes ${s + 8}-${total - 1}/${total}` }));
+await run("always drops", (i, s) =>
+  i === 0 ? { ...whole, cutAfter: 60_000, fail: "error" } : rest(s, { cutAfter: 0, fail: "error" }), 2);
+await run("missing", () => ({ status: 404 }));
+await run("too long", () => ({ status: 200, extraBytes: true }));

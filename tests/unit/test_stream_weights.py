@@ -1,0 +1,74 @@
+"""web/bridge.js streamWeights under Node (as tools/gpu runs it), with a scripted fetch:
+a dropped connection resumes with a Range request and If-Range, a body that ends early
+resumes too, a server that ignores Range or whose file changed makes it start over once,
+and what cannot be mended raises a DownloadError naming the file. The bytes that land in the
+"mapped" buffers and the streamed SHA-256 are checked against the file and hashlib."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CASES = ROOT / "tests" / "unit" / "stream_weights_cases.mjs"
+
+pytestmark = pytest.mark.skipif(shutil.which("node") is None, reason="needs Node (set-up installs npm)")
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    path = tmp_path_factory.mktemp("stream") / "weights.bin"
+    data = os.urandom(300_000)
+    path.write_bytes(data)
+    proc = subprocess.run(["node", str(CASES), str(path)], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    return data, {r["case"]: r for r in map(json.loads, proc.stdout.splitlines())}
+
+
+def landed(data: bytes, r: dict) -> bool:
+    """The three "tensors" (file bytes 64.., in thirds) hold exactly the file's bytes."""
+    got = b"".join(base64.b64decode(x) for x in r["data"])
+    return got == data[64:]
+
+
+@pytest.mark.parametrize("case, resumes, ranges", [
+    ("clean", 0, [None]),
+    ("drop once", 1, [None, "bytes=102400-"]),
+    ("ends early", 1, [None, "bytes=53248-"]),
+    ("drops thrice with progress", 3, [None, "bytes=40960-", "bytes=81920-", "bytes=122880-"]),
+    # not the rest of the same file: start over (once), from byte 0, without Range
+    ("range ignored", 1, [None, "bytes=61440-", None]),
+    ("file changed", 1, [None, "bytes=61440-", None]),
+    ("wrong offset", 1, [None, "bytes=61440-", None]),
+])
+def test_the_file_lands_whole(results, case, resumes, ranges):
+    data, rs = results
+    r = rs[case]
+    assert r["ok"], r
+    assert r["sha256"] == hashlib.sha256(data).hexdigest() and r["bytes"] == len(data)
+    assert r["resumes"] == resumes
+    assert [q["range"] for q in r["requests"]] == ranges
+    assert all(q["ifRange"] == '"v1"' for q in r["requests"] if q["range"])  # same version only
+    assert landed(data, r)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("always drops", "the download of weights.safetensors stopped at 0.1 MB of 0.3 MB "
+                     "(network error); 2 retries resuming from there failed"),
+    ("missing", "HTTP 404"),
+    ("too long", "more than the 300000 bytes its header promised"),
+])
+def test_what_cannot_be_mended_is_a_download_error_naming_the_file(results, case, message):
+    r = results[1][case]
+    assert not r["ok"] and r["name"] == "DownloadError"
+    assert r["message"] == f"/models/x/weights.safetensors: {message}"
+    if case != "always drops":
+        assert len(r["requests"]) == 1  # no retry for what a retry cannot mend
