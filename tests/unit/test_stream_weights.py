@@ -19,15 +19,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 CASES = ROOT / "tests" / "unit" / "stream_weights_cases.mjs"
 
-pytestmark = pytest.mark.skipif(shutil.which("node") is None, reason="needs Node (set-up installs npm)")
-
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     path = tmp_path_factory.mktemp("stream") / "weights.bin"
     data = os.urandom(300_000)
     path.write_bytes(data)
-    proc = subprocess.run(["node", str(CASES), str(path)], capture_output=True, text=True,
+    node = shutil.which("node")
+    assert node, "Node is missing: python3 tools/dev.py setup installs it (Debian's npm)"
+    proc = subprocess.run([node, str(CASES), str(path)], capture_output=True, text=True,
                           timeout=120, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     return data, {r["case"]: r for r in map(json.loads, proc.stdout.splitlines())}
