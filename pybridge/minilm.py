@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from itertools import islice
 from pathlib import Path
 from typing import Any, Callable
@@ -67,8 +67,9 @@ async def _read_text(base: str | Path, name: str, sha256: str | None = None) -> 
             if not resp.ok:
                 raise FileNotFoundError(f"{url}: HTTP {resp.status}")
             data = (await resp.arrayBuffer()).to_bytes()
-        except JsException as e:  # the worker names the file and what was wrong
-            raise DownloadError(str(e.message)) from None
+        except JsException as e:  # the worker knows what was wrong (not under Node)
+            why = js.assetError(url) if hasattr(js, "assetError") else None
+            raise DownloadError(f"{url}: {why or e.message}") from None
     if sha256 and hashlib.sha256(data).hexdigest() != sha256:
         raise IntegrityError(f"{_join(base, name)}: sha256 {hashlib.sha256(data).hexdigest()} "
                              f"does not match the manifest's {sha256} (truncated or corrupted)")
@@ -112,18 +113,22 @@ class MiniLM:
         if dtype not in DTYPE_FILES:
             raise ValueError(f"dtype {dtype!r} is not available; accepted: {', '.join(DTYPE_FILES)}")
         backend = backend or await default_backend()
+        name = DTYPE_FILES[dtype]
         try:
             manifest = json.loads(await _read_text(source, "manifest.json"))
             vocab_sha256 = manifest["files"]["vocab.txt"]["sha256"]
+            config = manifest["config"]
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise ValueError(f"{_join(source, 'manifest.json')}: not a model manifest of "
                              f"tools/convert_model.py ({type(e).__name__}: {e})") from None
+        if not isinstance(manifest["files"].get(name), dict) or "sha256" not in manifest["files"][name]:
+            raise ValueError(f"{_join(source, 'manifest.json')} lists no {name}: dtype {dtype!r} "
+                             f"is not in this model; it has {', '.join(manifest['files'])}")
         tokenizer = WordPiece.from_vocab_text(await _read_text(source, "vocab.txt", vocab_sha256))
-        name = DTYPE_FILES[dtype]
         weights = await load_safetensors(_join(source, name), backend,
                                          sha256=manifest["files"][name]["sha256"],
                                          progress=progress)
-        model = cls(backend, manifest["config"], weights, tokenizer, dtype)
+        model = cls(backend, config, weights, tokenizer, dtype)
         model.subgroups = await backend.subgroups_usable()
         return model
 
@@ -287,7 +292,8 @@ class MiniLM:
         batch_size = min(int(batch_size), MAX_BATCH)
         if isinstance(sentences, np.ndarray) and sentences.ndim != 1:
             raise TypeError(f"embed takes a 1-D array of str, got a {sentences.ndim}-D array")
-        sized = isinstance(sentences, (Sequence, np.ndarray))
+        sized = isinstance(sentences, (list, tuple, np.ndarray))  # sliced below; others
+        # (a deque, a generator, any iterable) are read a batch at a time
         if sized:  # every item checked before any GPU work (no copy of the list is made)
             for i, s in enumerate(sentences):
                 if type(s) is not str or not s.isascii():

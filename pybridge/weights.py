@@ -163,13 +163,19 @@ async def _fetch_range(url: str, start: int, end: int) -> tuple[bytes, int]:
     import js
     from pyodide.ffi import to_js
 
-    resp = await js.fetch(url, to_js({"headers": {"Range": f"bytes={start}-{end - 1}"}},
-                                     dict_converter=js.Object.fromEntries))
-    if resp.status != 206:
-        raise ValueError(f"{url}: Range request answered HTTP {resp.status} "
-                         "(the server must support Range requests)")
-    total = int(str(resp.headers.get("Content-Range")).rsplit("/", 1)[1])
-    data = (await resp.arrayBuffer()).to_bytes()
+    from pyodide.ffi import JsException
+
+    try:
+        resp = await js.fetch(url, to_js({"headers": {"Range": f"bytes={start}-{end - 1}"}},
+                                         dict_converter=js.Object.fromEntries))
+        if resp.status != 206:
+            raise ValueError(f"{url}: Range request answered HTTP {resp.status} "
+                             "(the server must support Range requests)")
+        total = int(str(resp.headers.get("Content-Range")).rsplit("/", 1)[1])
+        data = (await resp.arrayBuffer()).to_bytes()
+    except JsException as e:  # the network, or the worker's fetch naming an HTTP error
+        message = str(e.message)
+        raise DownloadError(message if url in message else f"{url}: {message}") from None
     accounting.record("weights", "header", 2, len(data))  # response -> ArrayBuffer -> bytes
     return data, total
 

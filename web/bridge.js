@@ -268,15 +268,21 @@ export function wasmHeapBytes() {
 // hash, then unmaps them (or destroys them all).
 //
 // A dropped connection (or a body that ends early) is resumed where it stopped with a Range
-// request (If-Range: the first response's ETag), `retries` times in a row without progress
-// (waiting 0.25, 0.5, 1 s ...); the hash goes on from the same state. A resumed response must
-// be the same file (same ETag and size) from the byte asked for; otherwise the download
-// starts over once. Errors a retry cannot mend (HTTP 4xx/5xx, too many bytes) and running out
+// request (If-Range: the first response's ETag, when strong), `retries` times in a row
+// without progress (waiting 0.25, 0.5, 1 s ...); the hash goes on from the same state. A
+// resumed response must be the same file (same ETag and size) from the byte asked for; a
+// whole file (200) instead is read from its start, and anything else makes the download
+// start over, once. Only the network's failures are retried. Errors a retry cannot mend (HTTP 4xx/5xx, too many bytes) and running out
 // of retries throw an Error named "DownloadError" whose message names the file and how far it
 // got. Works in the page's worker and under Node (tools/gpu): no `location` is used.
 export async function streamWeights(url, plan, totalBytes, wantHash, onProgress, retries = 4) {
   const name = String(url).split(/[?#]/)[0].split("/").pop(); // no `location` under Node
   const fail = (why) => Object.assign(new Error(`${url}: ${why}`), { name: "DownloadError" });
+  // only the network's own failures are retried: a refused write into a buffer (a lost
+  // device, a load cancelled from Python) or a progress callback that raises goes up as is
+  const network = (p) => p.catch((err) => {
+    throw Object.assign(err instanceof Error ? err : new Error(String(err)), { network: true });
+  });
   const ranges = plan.map((p) => ({
     begin: p.begin,
     end: p.end,
@@ -293,58 +299,64 @@ export async function streamWeights(url, plan, totalBytes, wantHash, onProgress,
   const mb = (n) => `${(n / 1e6).toFixed(1)} MB`;
   while (pos < totalBytes) {
     const startPos = pos;
+    let reader = null;
     try {
-      const resume = etag ? { Range: `bytes=${pos}-`, "If-Range": etag } : { Range: `bytes=${pos}-` };
-      const resp = await fetch(url, pos ? { headers: resume, cache: "no-store" } : {});
-      const range = /^bytes (\d+)-\d+\/(\d+)$/.exec(resp.headers.get("Content-Range") || "");
-      const sameFile = !etag || resp.headers.get("ETag") === etag;
-      if (pos && !(resp.status === 206 && range && +range[1] === pos && +range[2] === totalBytes && sameFile)) {
-        // not the rest of the same file: the file changed, or the server ignores Range
-        if (restarted || !resp.ok) throw fail(`the resumed download answered HTTP ${resp.status} ` +
-          `${resp.headers.get("Content-Range") || ""}; the file may have changed on the server`);
-        resp.body?.cancel().catch(() => {});
-        restarted = true;
-        pos = 0;
-        hash = wantHash ? new Sha256() : null;
-        continue;
-      }
+      const headers = { Range: `bytes=${pos}-` };
+      if (etag && !etag.startsWith("W/")) headers["If-Range"] = etag; // strong tags only
+      const resp = await network(fetch(url, pos ? { headers, cache: "no-store" } : {}));
       if (!resp.ok) {
         resp.body?.cancel().catch(() => {});
         throw fail(`HTTP ${resp.status}`);
       }
-      if (!pos) etag = resp.headers.get("ETag");
-      const reader = resp.body.getReader();
-      try {
-        let k = 0;
-        for (;;) {
-          const { done, value } = await reader.read();
-          if (done) break;
-          const end = pos + value.byteLength;
-          if (end > totalBytes) throw fail(`more than the ${totalBytes} bytes its header promised`);
-          peakChunk = Math.max(peakChunk, value.byteLength);
-          if (hash) hash.update(value);
-          while (k < ranges.length && ranges[k].end <= pos) k++;
-          for (let j = k; j < ranges.length && ranges[j].begin < end; j++) {
-            const r = ranges[j];
-            const s = Math.max(r.begin, pos);
-            const e = Math.min(r.end, end);
-            if (e > s) r.bytes.set(value.subarray(s - pos, e - pos), s - r.begin);
-          }
-          pos = end;
-          const now = performance.now();
-          if (onProgress && now - lastReport > 50) {
-            lastReport = now;
-            onProgress(pos, totalBytes);
-          }
+      const range = /^bytes (\d+)-\d+\/(\d+)$/.exec(resp.headers.get("Content-Range") || "");
+      const sameFile = !etag || resp.headers.get("ETag") === etag;
+      if (pos && !(resp.status === 206 && range && +range[1] === pos && +range[2] === totalBytes && sameFile)) {
+        // not the rest of the same file: the file changed, or the server ignores Range. A
+        // whole file (200) is read from its start, once; anything else is an error
+        if (restarted) {
+          resp.body?.cancel().catch(() => {});
+          throw fail(`the resumed download answered HTTP ${resp.status} ` +
+            `${resp.headers.get("Content-Range") || ""}; the file may have changed on the server`);
         }
-      } catch (err) {
-        reader.cancel().catch(() => {}); // a connection still open stops downloading
-        throw err;
+        restarted = true;
+        pos = 0;
+        hash = wantHash ? new Sha256() : null;
+        if (resp.status !== 200) { // another version's bytes, or the wrong ones: start over
+          resp.body?.cancel().catch(() => {});
+          continue;
+        }
       }
-      if (pos < totalBytes) throw new Error(`the body ended early`);
+      if (!pos) etag = resp.headers.get("ETag");
+      reader = resp.body.getReader();
+      let k = 0;
+      for (;;) {
+        const { done, value } = await network(reader.read());
+        if (done) break;
+        const end = pos + value.byteLength;
+        if (end > totalBytes) throw fail(`more than the ${totalBytes} bytes its header promised`);
+        peakChunk = Math.max(peakChunk, value.byteLength);
+        while (k < ranges.length && ranges[k].end <= pos) k++;
+        for (let j = k; j < ranges.length && ranges[j].begin < end; j++) {
+          const r = ranges[j];
+          const s = Math.max(r.begin, pos);
+          const e = Math.min(r.end, end);
+          if (e > s) r.bytes.set(value.subarray(s - pos, e - pos), s - r.begin);
+        }
+        if (hash) hash.update(value); // after the bytes landed: the hash covers what was written
+        pos = end;
+        const now = performance.now();
+        if (onProgress && now - lastReport > 50) {
+          lastReport = now;
+          onProgress(pos, totalBytes);
+        }
+      }
+      if (pos < totalBytes) {
+        throw Object.assign(new Error("the body ended early"), { network: true });
+      }
     } catch (err) {
-      if (err.name === "DownloadError") throw err;
-      if (err.status) throw fail(`HTTP ${err.status}`); // the worker's fetch: not a dropped line
+      reader?.cancel().catch(() => {}); // a connection still open stops downloading
+      if (!err.network) throw err;
+      if (err.status) throw fail(`HTTP ${err.status}`); // the worker's fetch: an HTTP answer
       if (pos > startPos) failures = 0;
       failures += 1;
       if (failures > retries || resumes >= 100) {

@@ -7,6 +7,7 @@
 // Messages from the page: {type: "run", id, code}: run Python (async), answer with "result".
 
 import * as bridge from "./bridge.js";
+import { Sha256 } from "./sha256.js";
 
 const post = (msg) => self.postMessage(msg);
 
@@ -31,19 +32,21 @@ assetFailure.catch(() => {}); // handled by the race in boot(); quiet once boot 
 const orFailedAsset = (promise) => Promise.race([promise, assetFailure]);
 
 // Every fetch (Pyodide's own included) is counted, so the page shows per-asset progress, and
-// checked: a file config.json lists gets its sha256 as the fetch's `integrity`, so a truncated
-// or corrupted copy fails here, named, instead of somewhere later (or not at all).
+// checked: a file config.json lists is hashed while it streams (a fetch `integrity` would
+// hold the whole body back until it is checked: no progress, no streaming wasm compile), and
+// a truncated or corrupted copy errors the stream at its end, named, instead of failing
+// somewhere later (or not at all).
 const realFetch = self.fetch.bind(self);
 const siteRoot = new URL("./", self.location.href);
-let integrity = {}; // path below the site root -> "sha256-..." (from config.json)
+let integrity = {}; // path below the site root -> "sha256-<base64>" (from config.json)
+const sri = (hex) => "sha256-" + btoa(String.fromCharCode(...hex.match(/../g).map((h) => parseInt(h, 16))));
 self.fetch = async (input, init) => {
   const url = new URL(input instanceof Request ? input.url : String(input), self.location.href);
   const name = url.pathname.split("/").pop();
-  const expected = url.origin === siteRoot.origin && url.pathname.startsWith(siteRoot.pathname)
+  const whole = !new Headers(init?.headers || (input instanceof Request ? input.headers : {})).has("Range");
+  const expected = whole && url.origin === siteRoot.origin &&
+    url.pathname.startsWith(siteRoot.pathname)
     ? integrity[url.pathname.slice(siteRoot.pathname.length)] : undefined;
-  if (expected && !(init && init.integrity) && !(input instanceof Request && input.integrity)) {
-    init = { ...init, integrity: expected };
-  }
   seenByFetch.add(name);
   post({ type: "asset", name, state: "loading", loaded: 0 });
   let resp;
@@ -61,8 +64,10 @@ self.fetch = async (input, init) => {
   }
   let loaded = 0;
   let lastPost = 0;
+  const hash = expected ? new Sha256() : null;
   const counter = new TransformStream({
     transform(chunk, ctl) {
+      if (hash) hash.update(chunk);
       loaded += chunk.byteLength;
       const now = performance.now();
       if (now - lastPost > 50) {
@@ -71,7 +76,13 @@ self.fetch = async (input, init) => {
       }
       ctl.enqueue(chunk);
     },
-    flush() {
+    flush(ctl) {
+      if (hash && sri(hash.hex()) !== expected) {
+        ctl.error(assetFailed(name, url, `truncated or corrupted: ${loaded} bytes whose sha256 ` +
+          "does not match the one config.json lists"));
+        return;
+      }
+      assetErrors.delete(url.pathname);
       post({ type: "asset", name, state: "done", loaded });
     },
   });
@@ -100,8 +111,7 @@ async function whyFetchFailed(url, init, err) {
     const probe = await realFetch(url, { method: "HEAD", cache: "no-store" });
     if (!probe.ok) return `HTTP ${probe.status}`;
     if (init && init.integrity) {
-      return "truncated or corrupted: its sha256 does not match the one in config.json or " +
-        "pyodide-lock.json (integrity check)";
+      return "truncated or corrupted: its sha256 does not match pyodide-lock.json's (integrity check)";
     }
   } catch {
     /* the server is unreachable: report the original error */
@@ -109,7 +119,13 @@ async function whyFetchFailed(url, init, err) {
   return String(err.message || err);
 }
 
+// Why a file failed, by path: a body that errors reaches its reader only as "Failed to
+// fetch", so Python asks here (js.assetError(url)) to name what was wrong.
+const assetErrors = new Map();
+self.assetError = (url) => assetErrors.get(new URL(url, self.location.href).pathname) ?? null;
+
 function assetFailed(name, url, why) {
+  assetErrors.set(url.pathname, why);
   failedAssets.push(name);
   post({ type: "asset", name, state: "failed", error: why });
   const err = new AssetError(name, url.pathname, why);

@@ -5,8 +5,8 @@ at /<path> with a fault:
     drop-once-N     the first response of each file that is longer than N bytes stops after
                     N bytes (connection reset); later requests are served normally (Range
                     included, by aiohttp's FileResponse, as the dev server does)
-    drop-always-N   every response longer than N bytes stops after N bytes, and every Range
-                    request from byte N on (a resume) is reset before any byte
+    drop-always-N   every response longer than N bytes stops after N bytes, and every
+                    open-ended Range request past byte 0 (a resume) is reset before any byte
     die-N           the whole server process exits after sending N bytes of a response
 
 GET /faulty-log answers the requests seen under /faulty/ as JSON: [{path, range, sent}], so a
@@ -45,7 +45,7 @@ async def faulty(request: web.Request) -> web.StreamResponse:
     size = path.stat().st_size
     rng = request.headers.get("Range", "")
     start = int(rng[6:].split("-")[0]) if rng.startswith("bytes=") and rng[6:7].isdigit() else 0
-    if kind == "drop-always" and rng and start >= cut:
+    if kind == "drop-always" and rng.startswith("bytes=") and rng.endswith("-") and start > 0:
         entry["sent"] = 0
         request.transport.abort()
         raise asyncio.CancelledError

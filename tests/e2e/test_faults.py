@@ -157,7 +157,9 @@ def test_a_dropped_connection_resumes_with_a_range_request(app):
             and e["range"] != f"bytes=8-{7 + header_length(WEIGHTS.read_bytes()[:8])}"]
     assert [e["sent"] for e in body] == [cut, "whole"], body
     start = int(body[1]["range"].removeprefix("bytes=").rstrip("-"))
-    assert cut // 2 < start <= cut  # resumed near the cut, not from 0
+    # resumed from what had arrived, not from 0 (a reset discards what the browser had not
+    # read yet, so under load that can be well short of the cut)
+    assert 0 < start <= cut
     assert r["leaked"] == 0
 
 

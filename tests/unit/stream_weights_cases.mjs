@@ -46,25 +46,26 @@ function respond(a) {
 }
 
 // script(request index, range start or null) -> answer
-async function run(name, script, retries = 4) {
+async function run(name, script, retries = 4, { onProgress = null, detach = false } = {}) {
   const requests = [];
+  const plan = makePlan();
   globalThis.fetch = async (url, init = {}) => {
     const range = init.headers?.Range ?? null;
     const start = range ? +/bytes=(\d+)-/.exec(range)[1] : null;
     requests.push({ range, ifRange: init.headers?.["If-Range"] ?? null });
+    if (detach) structuredClone(plan[0].mem, { transfer: [plan[0].mem] }); // after the views
     return respond(script(requests.length - 1, start));
   };
-  const plan = makePlan();
   let out;
   try {
-    const r = await streamWeights("/models/x/weights.safetensors", plan, total, true, null, retries);
+    const r = await streamWeights("/models/x/weights.safetensors", plan, total, true, onProgress, retries);
     out = { ok: true, sha256: r.sha256, bytes: r.bytes, resumes: r.resumes };
   } catch (err) {
     out = { ok: false, name: err.name, message: err.message };
   }
   out.case = name;
   out.requests = requests;
-  out.data = plan.map((p) => Buffer.from(p.mem).toString("base64"));
+  out.data = detach ? [] : plan.map((p) => Buffer.from(p.mem).toString("base64"));
   console.log(JSON.stringify(out));
 }
 
@@ -87,3 +88,5 @@ await run("always drops", (i, s) =>
   i === 0 ? { ...whole, cutAfter: 60_000, fail: "error" } : rest(s, { cutAfter: 0, fail: "error" }), 2);
 await run("missing", () => ({ status: 404 }));
 await run("too long", () => ({ status: 200, extraBytes: true }));
+await run("progress raises", () => whole, 4, { onProgress: () => { throw new Error("callback"); } });
+await run("buffer detached", () => whole, 4, { detach: true }); // a lost device, a cancelled load

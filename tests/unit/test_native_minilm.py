@@ -4,6 +4,9 @@ sentence-transformers run natively: cosine similarity per sentence, batching inv
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
+from collections import deque
 
 import numpy as np
 import pytest
@@ -62,8 +65,24 @@ async def test_bad_arguments(backend):
         with pytest.raises(ValueError, match="batch_size must be at least 1"):
             await model.embed(["x"], batch_size=0)
         assert (await model.embed([])).shape == (0, 384)
+        # found in review: a deque (a Sequence that cannot be sliced) raised a raw TypeError
+        texts = ["a cat", "two dogs", "three birds"]
+        np.testing.assert_array_equal(await model.embed(deque(texts), batch_size=2),
+                                      await model.embed(texts, batch_size=2))
     finally:
         model.free()
+
+
+async def test_a_manifest_without_the_dtype_is_named(backend, tmp_path):
+    # found in review: a bare KeyError: 'model-f16.safetensors'
+    need("the converted model", (MODEL_DIR / "manifest.json").exists())
+    manifest = json.loads((MODEL_DIR / "manifest.json").read_text())
+    del manifest["files"]["model-f16.safetensors"]
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    shutil.copy(MODEL_DIR / "vocab.txt", tmp_path / "vocab.txt")
+    with pytest.raises(ValueError, match=r"manifest.json lists no model-f16.safetensors: dtype "
+                                         r"'float16' is not in this model; it has model-f32"):
+        await MiniLM.load(tmp_path, dtype="float16", backend=backend)
 
 
 async def test_concurrent_embeds_each_get_their_own_rows(backend):
@@ -334,7 +353,8 @@ async def test_a_1mb_sentence_is_truncated_as_sentence_transformers_does(model, 
     t0 = time.perf_counter()
     batch = model.tokenizer.encode_batch([text], model.max_length)
     tokenize_s = time.perf_counter() - t0
-    assert batch.ids.shape == (1, 256) and tokenize_s < 2.0, tokenize_s
+    # a guard against the quadratic cost found (36-58 s), far above what it takes (< 0.5 s)
+    assert batch.ids.shape == (1, 256) and tokenize_s < 15, tokenize_s
     assert batch.ids[0].tolist() == hf_ids(hf, [text[:20_000]], 256)[0]  # cut well past 256
     got = await model.embed([text])
     assert cosine(got, st_embeddings(st_dir, [text]))[0] >= MIN_COSINE["float32"]
@@ -395,4 +415,4 @@ async def test_memory_is_bounded_by_the_batch_not_by_the_number_of_sentences(bac
     texts = sentences(100_000)
     t0 = time.perf_counter()
     out = await model.embed(texts, batch_size=32)
-    assert out.shape == (100_000, 384) and time.perf_counter() - t0 < 60
+    assert out.shape == (100_000, 384) and time.perf_counter() - t0 < 300  # not quadratic

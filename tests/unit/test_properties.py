@@ -23,7 +23,7 @@ from hypothesis.extra import numpy as hnp
 from pybridge.native import NativeBackend
 from pybridge.tokenizer import WordPiece, normalize, pre_tokenize
 from tests.cases.datapath import DTYPES
-from tests.unit.test_tokenizer import NO_LIMIT, RANDOM_PIECES, RANDOM_POOLS, hf, hf_ids, hf_words
+from tests.unit.test_tokenizer import NO_LIMIT, RANDOM_PIECES, RANDOM_POOLS, hf, hf_ids, hf_words  # noqa: F401
 from tests.unit.test_tokenizer import model_files, ours  # noqa: F401  (fixtures)
 
 

@@ -44,8 +44,9 @@ def landed(data: bytes, r: dict) -> bool:
     ("drop once", 1, [None, "bytes=102400-"]),
     ("ends early", 1, [None, "bytes=53248-"]),
     ("drops thrice with progress", 3, [None, "bytes=40960-", "bytes=81920-", "bytes=122880-"]),
+    # a whole file instead of the rest: read from its start (once)
+    ("range ignored", 1, [None, "bytes=61440-"]),
     # not the rest of the same file: start over (once), from byte 0, without Range
-    ("range ignored", 1, [None, "bytes=61440-", None]),
     ("file changed", 1, [None, "bytes=61440-", None]),
     ("wrong offset", 1, [None, "bytes=61440-", None]),
 ])
@@ -72,3 +73,16 @@ def test_what_cannot_be_mended_is_a_download_error_naming_the_file(results, case
     assert r["message"] == f"/models/x/weights.safetensors: {message}"
     if case != "always drops":
         assert len(r["requests"]) == 1  # no retry for what a retry cannot mend
+
+
+@pytest.mark.parametrize("case, error", [
+    ("progress raises", "Error: callback"),
+    ("buffer detached", "TypeError: "),
+])
+def test_what_is_not_the_network_is_not_retried(results, case, error):
+    # found in review: a progress callback that raised, or a mapped buffer gone (a lost
+    # device), counted as a dropped connection: a Range request per chunk, then a
+    # DownloadError hiding the real error
+    r = results[1][case]
+    assert not r["ok"] and f"{r['name']}: {r['message']}".startswith(error), r
+    assert len(r["requests"]) == 1

@@ -401,5 +401,5 @@ def test_a_1mb_text_is_truncated_like_hf_without_reading_it_all(hf, ours, name):
     seconds = time.perf_counter() - t0
     want = hf_ids(hf, [text[:65536] if prefix else text], 256)[0]
     assert got == want
-    assert seconds < 5.0, f"{name}: {seconds:.1f} s"
+    assert seconds < 15, f"{name}: {seconds:.1f} s"  # a guard against the 36-58 s found
     assert fresh.encode_batch([text, "short"], 256).ids[0].tolist() == want
