@@ -303,12 +303,12 @@ def summarize(samples: list[dict], warm: int) -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
-    lines = [f"  {'metric':<20}{'boot':>11}{'start':>11}{'end':>11}{'slope /1k':>12}{'± se':>11}"
+    lines = [f"  {'metric':<20}{'boot':>11}{'start':>11}{'end':>11}{'slope /1k':>13}{'± se':>11}"
              f"{'last half':>12}{'flat below':>11}  verdict"]
     for r in rows:
         u = r["unit"]
         lines.append(f"  {r['label']:<20}{fmt(r['boot'], u):>11}{fmt(r['start'], u):>11}"
-                     f"{fmt(r['end'], u):>11}{fmt(r['slope_per_1000'], u):>12}"
+                     f"{fmt(r['end'], u):>11}{fmt(r['slope_per_1000'], u):>13}"
                      f"{fmt(r['slope_se'], u):>11}{fmt(r['last_half_slope'], u):>12}"
                      f"{fmt(r['flat_below'], u):>11}  {r['verdict']}")
     return "\n".join(lines)

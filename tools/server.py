@@ -153,8 +153,9 @@ def range_answer(request: web.BaseRequest, path: Path) -> str:
     Ignored, as RFC 9110 allows (14.2) or requires (13.1.5, and an unknown unit): anything
     but one byte range, `bytes=5-1`, and an If-Range naming another version. aiohttp reads
     If-Range only as a date and served the range for any entity tag, splicing two versions;
-    here a tag must equal the file's strong ETag, and a file with a precompressed sibling
-    (whose ETag differs) is resumed only by date; a value that is neither never matches."""
+    here a tag must equal the file's strong ETag, and where the request accepts the
+    encoding of a precompressed sibling (whose ETag differs) the file is resumed only by
+    date; a value that is neither never matches."""
     spec = request.headers.get("Range")
     if spec is None:
         return "none"
@@ -172,7 +173,9 @@ def range_answer(request: web.BaseRequest, path: Path) -> str:
     if if_range.startswith(('"', "W/")):  # an entity tag: compared strongly
         st = path.stat()
         etag = f'"{st.st_mtime_ns:x}-{st.st_size:x}"'  # aiohttp's ETag of the plain file
-        compressed = any(path.with_name(path.name + e).exists() for e in (".gz", ".br"))
+        accepted = request.headers.get("Accept-Encoding", "").lower()
+        compressed = any(path.with_name(path.name + e).exists() and coding in accepted
+                         for e, coding in ((".gz", "gzip"), (".br", "br")))
         return "serve" if if_range == etag and not compressed else "ignore"
     return "serve" if request.if_range is not None else "ignore"  # a date aiohttp compares
 

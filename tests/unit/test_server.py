@@ -316,6 +316,23 @@ async def test_if_range_resumes_only_the_same_version(client, roots):
         assert r.status == 200 and await r.read() == b"\1" * 32, other
 
 
+async def test_a_file_with_a_gzip_sibling_resumes_when_gzip_is_not_asked_for(client, roots):
+    """Found in review: a Range with the file's own ETag in If-Range got the whole 10 MB
+    pyodide.asm.wasm because a .gz sibling exists, though the request (Accept-Encoding:
+    identity, as a resume sends) could only get the plain file, whose ETag it names."""
+    url = "/pyodide/0.27.7/pyodide.asm.wasm"
+    plain = (roots[2].directory / "pyodide" / "0.27.7" / "pyodide.asm.wasm").read_bytes()
+    first = await client.get(url, headers={"Accept-Encoding": "identity"})
+    etag = first.headers["ETag"]
+    resumed = await client.get(url, headers={"Range": "bytes=100-", "If-Range": etag,
+                                             "Accept-Encoding": "identity"})
+    assert resumed.status == 206 and await resumed.read() == plain[100:]
+    # asking for gzip could select the sibling, whose tag differs: the whole file, as before
+    gz = await client.get(url, headers={"Range": "bytes=100-", "If-Range": etag,
+                                        "Accept-Encoding": "gzip"})
+    assert gz.status == 200
+
+
 @pytest.mark.parametrize("path", [
     "/%2e%2e/secret/key.txt", "/%2E%2E/%2E%2E/%2E%2E/etc/passwd", "/%252e%252e/secret/key.txt",
     "/..%252fsecret%252fkey.txt", "/main.js%00", "/main.js%00.html", "/%00/../secret/key.txt",
