@@ -12,7 +12,6 @@ bench-results/boot.json.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -22,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tools.harness import launch, new_context, start_server  # noqa: E402
+from tools.harness import launch, new_context, start_server, write_result  # noqa: E402
 
 READY = "window.pybridge && ['python-ready', 'ready', 'error', 'no-webgpu'].includes(pybridge.state)"
 MEASURE = """() => {
@@ -94,9 +93,7 @@ def main() -> int:
         print(f"  {name:<8}{row['pythonReadyMs'] / 1000:>9.2f}s{row['transferBytes'] / 1e6:>12.2f}MB"
               f"{row['decodedBytes'] / 1e6:>10.2f}MB{row['requests']:>10.0f}")
     print(f"  cached/first time ratio: {result['cachedOverFirst']:.2f}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
-    print(f"  wrote {args.out}")
+    write_result(args.out, result)
     return 0
 
 

@@ -10,7 +10,6 @@ of one run, not absolute speeds). Prints GB/s and ratios; writes bench-results/d
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import tempfile
@@ -23,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from pybridge.weights import write_safetensors  # noqa: E402
-from tools.harness import launch, open_app, start_server  # noqa: E402
+from tools.harness import launch, open_app, start_server, write_result  # noqa: E402
 
 
 def parse_size(s: str) -> int:
@@ -97,9 +96,7 @@ def main() -> int:
     result = {"date": time.strftime("%Y-%m-%d"), "browser": f"Chromium {version} headless, SwiftShader",
               "machine": f"{platform.machine()} ({__import__('os').cpu_count()} cores)",
               "transfer": rows, "weights": w}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
-    print(f"  wrote {args.out}")
+    write_result(args.out, result)
     return 0
 
 

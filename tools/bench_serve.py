@@ -63,6 +63,7 @@ sys.path.insert(0, str(ROOT))
 import aiohttp  # noqa: E402
 
 from pybridge.minilm import DTYPE_FILES  # noqa: E402
+from tools.harness import write_result  # noqa: E402
 
 SITE = ROOT / "build" / "site"
 PACKAGES = ("numpy", "pybridge")  # web/worker.js: pyodide.loadPackage(["numpy", "pybridge"])
@@ -517,9 +518,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         result = asyncio.run(run(args, Path(tmp)))
     print_table(result)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
-    print(f"  wrote {args.out}")
+    write_result(args.out, result)
     return 0
 
 

@@ -6,6 +6,7 @@ Never `playwright install`: Chromium is launched by its executable path.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -124,3 +125,10 @@ def open_app(browser, server: Server, timeout_ms: int = 900_000) -> App:
     if wait_final(page) != "ready":
         raise SystemExit(f"page failed: {page.evaluate('pybridge.error')}")
     return App(page)
+
+
+def write_result(out: Path, result: dict) -> None:
+    """A benchmark's JSON, next to its printed table (bench-results/ by default)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    print(f"  wrote {out}")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from tests.reference import MODEL_DIR, need
 from tools.harness import App, launch, new_context, start_server, wait_final
 
 
@@ -101,3 +102,13 @@ def fresh_page(browser, server, guard):
     page = new_page(browser, server, guard)
     yield page
     page.context.close()
+
+
+@pytest.fixture(scope="module")
+def model(page):
+    """`model` in the module's `page` (its own fixture): MiniLM float16, freed at the end."""
+    need("the converted model", (MODEL_DIR / "manifest.json").exists())
+    page.py("from pybridge.minilm import MiniLM\n"
+            "model = await MiniLM.load('/models/all-MiniLM-L6-v2/', dtype='float16')")
+    yield
+    page.py("model.free()")

@@ -31,7 +31,6 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
-from tests.reference import MODEL_DIR, need
 from tests.unit.test_native_datapath import SIZES, weight_set
 from pybridge.weights import write_safetensors
 
@@ -257,15 +256,6 @@ def test_weights_load_copies_match_the_stats(page, test_data):
         "load")
     problem = mismatch("load_safetensors", r)
     assert problem is None, problem
-
-
-@pytest.fixture(scope="module")
-def model(page):
-    need("the converted model", (MODEL_DIR / "manifest.json").exists())
-    page.py("from pybridge.minilm import MiniLM\n"
-            "model = await MiniLM.load('/models/all-MiniLM-L6-v2/', dtype='float16')")
-    yield
-    page.py("model.free()")
 
 
 def test_a_forward_pass_copies_match_the_stats(page, model):

@@ -57,15 +57,6 @@ COUNT_GPU_CALLS = """{
 export {};"""
 
 
-@pytest.fixture(scope="module")
-def model(page):
-    need("the converted model", (MODEL_DIR / "manifest.json").exists())
-    page.py("from pybridge.minilm import MiniLM\n"
-            "model = await MiniLM.load('/models/all-MiniLM-L6-v2/', dtype='float16')")
-    yield
-    page.py("model.free()")
-
-
 def test_a_forward_pass_is_one_submission_recorded_in_one_js_call(page, model, test_data):
     """Per batch, after the shape's plan is built: 1 submit, 1 command encoder, 2 small
     writes (ids, lengths), 44 dispatches, 1 map, and no bind group made; three batches of
