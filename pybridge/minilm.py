@@ -49,6 +49,8 @@ PAD_TOKENS_TO = 16  # on a GPU, batches are padded to a multiple of this many to
                     # padded rows cost their full compute (8 x 12 tokens ran 1.15x slower)
 MAX_BATCH = 65535  # attention's grid holds the batch in one dimension
 DTYPE_FILES = {"float32": "model-f32.safetensors", "float16": "model-f16.safetensors"}
+CONFIG_KEYS = ("hidden_size", "num_heads", "num_layers", "intermediate_size", "max_seq_length",
+               "layer_norm_eps")  # what MiniLM reads of its manifest's config
 
 
 async def _read_text(base: str | Path, name: str, sha256: str | None = None) -> str:
@@ -118,6 +120,8 @@ class MiniLM:
             manifest = json.loads(await _read_text(source, "manifest.json"))
             vocab_sha256 = manifest["files"]["vocab.txt"]["sha256"]
             config = manifest["config"]
+            for key in CONFIG_KEYS:  # checked before any weight is streamed
+                config[key]
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise ValueError(f"{_join(source, 'manifest.json')}: not a model manifest of "
                              f"tools/convert_model.py ({type(e).__name__}: {e})") from None

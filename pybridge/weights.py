@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,10 +169,14 @@ async def _fetch_range(url: str, start: int, end: int) -> tuple[bytes, int]:
     try:
         resp = await js.fetch(url, to_js({"headers": {"Range": f"bytes={start}-{end - 1}"}},
                                          dict_converter=js.Object.fromEntries))
-        if resp.status != 206:
-            raise ValueError(f"{url}: Range request answered HTTP {resp.status} "
-                             "(the server must support Range requests)")
-        total = int(str(resp.headers.get("Content-Range")).rsplit("/", 1)[1])
+        content_range = re.fullmatch(r"bytes \d+-\d+/(\d+)", str(resp.headers.get("Content-Range")))
+        if resp.status != 206 or content_range is None:
+            if resp.body:
+                resp.body.cancel()  # not the range asked for: stop the rest of the file
+            raise DownloadError(f"{url}: Range request answered HTTP {resp.status} (Content-Range "
+                                f"{resp.headers.get('Content-Range')}); the server must support "
+                                "Range requests")
+        total = int(content_range[1])
         data = (await resp.arrayBuffer()).to_bytes()
     except JsException as e:  # the network, or the worker's fetch naming an HTTP error
         message = str(e.message)

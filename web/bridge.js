@@ -293,6 +293,7 @@ export async function streamWeights(url, plan, totalBytes, wantHash, onProgress,
   let peakChunk = 0;
   let lastReport = 0;
   let etag = null;
+  let modified = null;
   let failures = 0; // in a row, without progress
   let resumes = 0;
   let restarted = false;
@@ -309,7 +310,10 @@ export async function streamWeights(url, plan, totalBytes, wantHash, onProgress,
         throw fail(`HTTP ${resp.status}`);
       }
       const range = /^bytes (\d+)-\d+\/(\d+)$/.exec(resp.headers.get("Content-Range") || "");
-      const sameFile = !etag || resp.headers.get("ETag") === etag;
+      // the same version: its ETag, or (a server without one) its Last-Modified; neither: no
+      // resume, the download starts over
+      const sameFile = etag ? resp.headers.get("ETag") === etag
+        : !!modified && resp.headers.get("Last-Modified") === modified;
       if (pos && !(resp.status === 206 && range && +range[1] === pos && +range[2] === totalBytes && sameFile)) {
         // not the rest of the same file: the file changed, or the server ignores Range. A
         // whole file (200) is read from its start, once; anything else is an error
@@ -326,7 +330,10 @@ export async function streamWeights(url, plan, totalBytes, wantHash, onProgress,
           continue;
         }
       }
-      if (!pos) etag = resp.headers.get("ETag");
+      if (!pos) {
+        etag = resp.headers.get("ETag");
+        modified = resp.headers.get("Last-Modified");
+      }
       reader = resp.body.getReader();
       let k = 0;
       for (;;) {

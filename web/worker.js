@@ -48,6 +48,7 @@ self.fetch = async (input, init) => {
     url.pathname.startsWith(siteRoot.pathname)
     ? integrity[url.pathname.slice(siteRoot.pathname.length)] : undefined;
   seenByFetch.add(name);
+  assetErrors.delete(url.pathname); // a reason is this fetch's own, never an earlier one's
   post({ type: "asset", name, state: "loading", loaded: 0 });
   let resp;
   try {

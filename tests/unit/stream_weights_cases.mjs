@@ -38,7 +38,7 @@ function respond(a) {
       sent += n;
     },
   });
-  const headers = { ETag: a.etag ?? '"v1"' };
+  const headers = a.etag === null ? {} : { ETag: a.etag ?? '"v1"' };
   if (a.status === 206) {
     headers["Content-Range"] = a.contentRange ?? `bytes ${a.from}-${(a.upto ?? total) - 1}/${total}`;
   }
@@ -46,15 +46,18 @@ function respond(a) {
 }
 
 // script(request index, range start or null) -> answer
-async function run(name, script, retries = 4, { onProgress = null, detach = false } = {}) {
+async function run(name, script, retries = 4, { onProgress = null, detach = false, thrower = false } = {}) {
   const requests = [];
   const plan = makePlan();
   globalThis.fetch = async (url, init = {}) => {
     const range = init.headers?.Range ?? null;
     const start = range ? +/bytes=(\d+)-/.exec(range)[1] : null;
     requests.push({ range, ifRange: init.headers?.["If-Range"] ?? null });
+    const answer = script(requests.length - 1, start);
+    // the page's worker: its fetch throws an HTTP error, tagged with the status
+    if (thrower && answer.status >= 400) throw Object.assign(new Error("x"), { status: answer.status });
     if (detach) structuredClone(plan[0].mem, { transfer: [plan[0].mem] }); // after the views
-    return respond(script(requests.length - 1, start));
+    return respond(answer);
   };
   let out;
   try {
@@ -90,3 +93,6 @@ await run("missing", () => ({ status: 404 }));
 await run("too long", () => ({ status: 200, extraBytes: true }));
 await run("progress raises", () => whole, 4, { onProgress: () => { throw new Error("callback"); } });
 await run("buffer detached", () => whole, 4, { detach: true }); // a lost device, a cancelled load
+await run("missing, from the worker's fetch", () => ({ status: 404 }), 4, { thrower: true });
+await run("no validator", (i, s) =>
+  i === 0 ? { ...whole, etag: null, cutAfter: 60_000, fail: "error" } : rest(s, { etag: null }));

@@ -83,6 +83,13 @@ async def test_a_manifest_without_the_dtype_is_named(backend, tmp_path):
     with pytest.raises(ValueError, match=r"manifest.json lists no model-f16.safetensors: dtype "
                                          r"'float16' is not in this model; it has model-f32"):
         await MiniLM.load(tmp_path, dtype="float16", backend=backend)
+    # found in review: a config without its keys streamed every weight, then a bare KeyError
+    manifest["config"] = {}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    before = backend.live_buffers()
+    with pytest.raises(ValueError, match=r"manifest.json: not a model manifest .*hidden_size"):
+        await MiniLM.load(tmp_path, dtype="float32", backend=backend)
+    assert backend.live_buffers() == before
 
 
 async def test_concurrent_embeds_each_get_their_own_rows(backend):
