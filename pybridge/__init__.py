@@ -14,6 +14,7 @@ Modules, in the order data flows through them:
     browser     steps 2-5 in the browser: upload (view | staging | naive), dispatch,
                 readback (MAP_READ ring -> numpy out=, one copy)
     native      the same interface over wgpu-py in CPython (lavapipe, Metal, Vulkan)
+    cpu         the same interface with every kernel run by numpy (no WebGPU, ?gpu=none)
     weights     safetensors streamed from the server into mapped GPU buffers
     _unicode_data  Unicode tables the tokenizer needs, frozen at HF's versions (generated)
     tokenizer   BERT WordPiece in pure Python (the same ids as Hugging Face tokenizers)
@@ -26,9 +27,9 @@ so its logic is unit-tested without a browser and its kernels run on the native 
 """
 
 from pybridge._env import IN_PYODIDE
-from pybridge.backend import GpuTensor, default_backend, set_default_paths
+from pybridge.backend import GpuTensor, default_backend, set_default_device, set_default_paths
 from pybridge.accounting import count_copies, reset_stats, stats
 
 __all__ = ["IN_PYODIDE", "GpuTensor", "count_copies", "default_backend", "reset_stats",
-           "set_default_paths", "stats"]
+           "set_default_device", "set_default_paths", "stats"]
 __version__ = "0.1.0"

@@ -716,20 +716,43 @@ class Backend(ABC):
 
 
 _backend: Backend | None = None
+_device: list[str] = ["gpu", ""]  # what default_backend() makes: "gpu" or "cpu", and why
+
+
+def set_default_device(device: str, reason: str = "") -> None:
+    """"gpu" (the default: WebGPU in the browser, wgpu-py in CPython) or "cpu" (every kernel
+    run by numpy in this process: pybridge.cpu), for the backend default_backend() makes next;
+    `reason` is shown in the backend's description (e.g. "this browser has no WebGPU"). The
+    backend already made, if any, is kept until this changes the kind."""
+    global _backend
+    if device not in ("gpu", "cpu"):
+        raise ValueError(f"device must be 'gpu' or 'cpu', got {device!r}")
+    if _backend is not None and (_backend.name == "cpu") != (device == "cpu"):
+        _backend = None  # the next default_backend() makes the other kind
+    _device[:] = [device, reason]
 
 
 async def default_backend() -> Backend:
-    """The session's backend: the browser's in Pyodide, wgpu-py's in CPython. Created on first
-    use; a lost device is replaced by a new one here."""
+    """The session's backend: the browser's in Pyodide, wgpu-py's in CPython, numpy's after
+    set_default_device("cpu"). Created on first use; a lost device is replaced by a new one
+    here."""
     global _backend
     if _backend is None:
         from pybridge._env import IN_PYODIDE
 
-        if IN_PYODIDE:
-            from pybridge.browser import BrowserBackend as Impl
+        if _device[0] == "cpu":
+            from pybridge.cpu import CpuBackend
+
+            backend: Backend = await CpuBackend.create(_device[1])
+        elif IN_PYODIDE:
+            from pybridge.browser import BrowserBackend
+
+            backend = await BrowserBackend.create()
         else:
-            from pybridge.native import NativeBackend as Impl  # type: ignore[assignment]
-        _backend = await Impl.create()
+            from pybridge.native import NativeBackend
+
+            backend = await NativeBackend.create()
+        _backend = backend
     elif _backend.lost is not None:
         await _backend.recover()
     return _backend

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from pybridge import accounting
+from pybridge._env import IN_PYODIDE
 from pybridge.backend import Backend, GpuTensor, default_backend
 from pybridge.dtypes import DTYPES, SAFETENSORS_DTYPES, DType, padded
 from pybridge.errors import DownloadError, IntegrityError
@@ -120,7 +121,7 @@ async def load_safetensors(source: str | Path, backend: Backend | None = None, *
     Copies the tensor bytes once (network chunk -> mapped GPU memory); 0 bytes pass through
     the wasm heap. `sha256` (hex) is checked over the whole file while it streams."""
     backend = backend or await default_backend()
-    if backend.name == "browser":
+    if backend.name == "browser" or (backend.name == "cpu" and IN_PYODIDE):
         return await _load_browser(backend, str(source), sha256, progress)
     return await _load_native(backend, source, sha256, progress)
 
@@ -206,18 +207,19 @@ async def _load_browser(backend: Any, url: str, sha256: str | None,
     import pybridge_js
 
     header = await read_header_browser(url)
-    usage = js.GPUBufferUsage
+    cpu = backend.name == "cpu"  # no GPU: the bytes stream into JS memory, then into numpy's
+    usage = None if cpu else js.GPUBufferUsage.STORAGE | js.GPUBufferUsage.COPY_SRC | js.GPUBufferUsage.COPY_DST
     tensors: dict[str, GpuTensor] = {}
     callback = create_proxy(progress) if progress else None
     ok = False
     try:
         async with backend.scope(f"load {url}: allocate {len(header.tensors)} tensors"):
             for t in header.tensors:
-                buf = backend._create_buffer(padded(t.end - t.begin),
-                                             usage.STORAGE | usage.COPY_SRC | usage.COPY_DST,
-                                             t.name, mapped=True)
+                buf = backend._create_buffer(padded(t.end - t.begin), usage, t.name, mapped=True)
                 tensors[t.name] = GpuTensor(backend, buf, t.shape, t.dtype, label=t.name)
-        plan = [{"buffer": tensors[t.name]._buffer, "begin": t.begin, "end": t.end}
+        targets = {t.name: pybridge_js.hostBuffer(t.end - t.begin) if cpu
+                   else tensors[t.name]._buffer for t in header.tensors}
+        plan = [{"buffer": targets[t.name], "begin": t.begin, "end": t.end}
                 for t in header.tensors]
         try:
             result = await pybridge_js.streamWeights(
@@ -233,8 +235,12 @@ async def _load_browser(backend: Any, url: str, sha256: str | None,
         if sha256 and digest != sha256.lower():
             raise IntegrityError(f"{url}: sha256 {digest} does not match the expected {sha256}; "
                                  "no tensor was kept")
-        for t in tensors.values():
+        for name, t in tensors.items():
+            if cpu:  # JS memory -> the tensor's numpy memory: the second copy
+                targets[name].bytes.assign_to(t._buffer.view(0, t.nbytes, "u1"))
             t._buffer.unmap()
+        if cpu:
+            accounting.record("weights", "host", 1, sum(t.nbytes for t in tensors.values()))
         ok = True
     finally:
         if callback is not None:
@@ -261,8 +267,6 @@ def _open(source: str | Path):
 
 async def _load_native(backend: Any, source: str | Path, sha256: str | None,
                        progress: Progress | None) -> dict[str, GpuTensor]:
-    import wgpu
-
     stream, size = _open(source)
     tensors: dict[str, GpuTensor] = {}
     ok = False
@@ -277,12 +281,14 @@ async def _load_native(backend: Any, source: str | Path, sha256: str | None,
             header = parse_header(body, size)
         except ValueError as e:  # a truncated or corrupted file: name it
             raise ValueError(f"{source}: {e}") from None
-        usage = wgpu.BufferUsage
+        usage = None  # the CPU backend's buffers have none
+        if backend.name != "cpu":
+            import wgpu
+
+            usage = wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_SRC | wgpu.BufferUsage.COPY_DST
         with backend.scope(f"load {source}: allocate {len(header.tensors)} tensors"):
             for t in header.tensors:
-                buf = backend._create_buffer(padded(t.end - t.begin),
-                                             usage.STORAGE | usage.COPY_SRC | usage.COPY_DST,
-                                             t.name, mapped=True)
+                buf = backend._create_buffer(padded(t.end - t.begin), usage, t.name, mapped=True)
                 tensors[t.name] = GpuTensor(backend, buf, t.shape, t.dtype, label=t.name)
         views = [(t, tensors[t.name]._buffer._experimental_get_mapped_range())
                  for t in header.tensors]

@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from tools.harness import launch, new_context, start_server, write_result  # noqa: E402
 
-READY = "window.pybridge && ['python-ready', 'ready', 'error', 'no-webgpu'].includes(pybridge.state)"
+READY = "window.pybridge && ['python-ready', 'ready', 'error'].includes(pybridge.state)"
 MEASURE = """() => {
   const nav = performance.getEntriesByType('navigation')[0];
   const page = [nav, ...performance.getEntriesByType('resource')];

@@ -28,7 +28,7 @@ CHROMIUM_FLAGS = [
 ]
 WEBGPU_FLAGS = ["--enable-unsafe-webgpu"]
 BOOT_TIMEOUT_MS = 180_000
-FINAL_STATES = "['ready', 'error', 'no-webgpu']"
+FINAL_STATES = "['ready', 'error']"
 
 
 @dataclass

@@ -261,6 +261,13 @@ export function wasmHeapBytes() {
   return self.pyodide._module.HEAPU8.buffer.byteLength;
 }
 
+// Weights without a GPU (pybridge.cpu): a stand-in for a buffer created mappedAtCreation,
+// which streamWeights fills like one; Python then copies `bytes` into numpy memory.
+export function hostBuffer(n) {
+  const bytes = new Uint8Array(n);
+  return { bytes, getMappedRange: () => bytes.buffer };
+}
+
 // Weights: stream `url` into buffers created mappedAtCreation. `plan` lists {buffer, begin,
 // end} in file order (file offsets); each network chunk is copied once into the mapped ranges
 // it overlaps and fed to an incremental SHA-256. No chunk is kept: peak extra memory is one

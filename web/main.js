@@ -2,7 +2,10 @@
 // device facts and the kernel result. It never blocks: all work happens in worker.js.
 //
 // For tests and tools the page exposes `window.pybridge`:
-//   state      "checking" | "booting" | "python-ready" | "ready" | "no-webgpu" | "error"
+//   state      "checking" | "booting" | "python-ready" | "ready" | "error"
+//   device     "gpu" | "cpu": where the kernels run. Without WebGPU (or with ?gpu=none) the
+//              page still boots and answers: every kernel runs on numpy in the worker
+//              (pybridge.cpu), and `noWebGPU` says why
 //   model      "off" | "loading" | "ready" | "error": the demo model, loaded once "ready"
 //              (the URL parameter ?model=none skips it; ?dtype=float32 picks the weights)
 //   run(code)  run Python in the worker (async); resolves with its last expression's value
@@ -21,6 +24,8 @@ const app = {
   stages: {},
   timings: {},
   gpu: null,
+  device: "gpu",
+  noWebGPU: null,
   result: null,
   error: null,
   sizes: {},
@@ -38,6 +43,13 @@ function setState(state, text) {
   app.state = state;
   document.body.dataset.state = state;
   $("#state").textContent = text;
+}
+
+// Not an error: the page goes on without a GPU, and says so.
+function showNotice(title, message) {
+  $("#notice-title").textContent = title;
+  $("#notice-message").textContent = message;
+  $("#notice").hidden = false;
 }
 
 function showError(title, message) {
@@ -147,6 +159,7 @@ function renderGpu(gpu) {
 function renderResult(r) {
   const fmt = (xs) => xs.map((v) => v.toFixed(4)).join(", ");
   $("#result-gpu").textContent = `[${fmt(r.head)}, …]`;
+  $("#result-where").textContent = app.device === "cpu" ? "CPU (numpy)" : "GPU";
   $("#result-numpy").textContent = `[${fmt(r.expectedHead)}, …]`;
   $("#result-err").textContent = r.maxAbsError.toExponential(2);
   $("#result-verdict").textContent = r.ok ? "matches numpy" : "DIFFERS from numpy";
@@ -208,6 +221,7 @@ function onWorkerMessage(ev) {
 
 async function runDemo() {
   try {
+    if (app.device === "cpu") await call("pybridge", "set_default_device", ["cpu", app.noWebGPU]);
     const r = await call("pybridge.demo", "run_axpy");
     app.result = r;
     app.gpu = r.gpu;
@@ -234,7 +248,7 @@ async function loadModel(dtype) {
     $("#model-loading").hidden = true;
     $("#search-form").hidden = false;
     $("#model-panel small").textContent =
-      `all-MiniLM-L6-v2 (${info.dtype}) on your GPU, from Python · loaded in ${fmtMs(info.loadMs)}, ` +
+      `all-MiniLM-L6-v2 (${info.dtype}) on ${WHERE[app.device]}, from Python · loaded in ${fmtMs(info.loadMs)}, ` +
       `kernels ready in ${fmtMs(info.warmupMs)}`;
     await doSearch();
   } catch (err) {
@@ -285,14 +299,22 @@ async function doSearch(ev) {
 
 $("#search-form").addEventListener("submit", doSearch);
 
+const WHERE = { gpu: "your GPU", cpu: "the CPU (numpy, no WebGPU)" };
+
 async function main() {
-  const problem = await checkWebGPU();
+  const problem = params.get("gpu") === "none"
+    ? "WebGPU is switched off by ?gpu=none."
+    : await checkWebGPU();
   if (problem) {
-    setState("no-webgpu", "WebGPU unavailable");
-    showError("This browser cannot run pybridge", problem);
-    return;
+    app.device = "cpu";
+    app.noWebGPU = problem;
+    document.body.dataset.device = "cpu";
+    showNotice("No WebGPU here: running on the CPU instead",
+      `${problem} Every kernel and the model run on numpy in this page instead: the same ` +
+      "answers, more slowly.");
+    for (const el of document.querySelectorAll(".where")) el.textContent = WHERE.cpu;
   }
-  setState("booting", "Loading Python…");
+  setState("booting", problem ? "Loading Python (CPU mode)…" : "Loading Python…");
   worker = new Worker("./worker.js", { type: "module" });
   worker.onmessage = onWorkerMessage;
   worker.onerror = (ev) => {

@@ -91,26 +91,51 @@ def test_axpy_kernel_equals_numpy(app, n):
     np.testing.assert_allclose(got, alpha * x + y, rtol=1e-6, atol=1e-6)
 
 
-def test_no_webgpu_shows_what_is_needed(playwright_instance, server, guard):
+def test_without_webgpu_the_page_says_why_and_answers_on_the_cpu(playwright_instance, server,
+                                                                   guard):
+    """Chromium without an adapter: the page says what is missing and what would have it,
+    then boots Python anyway and runs the kernel self-check and the demo model on numpy
+    (pybridge.cpu), labelled as such, with the answer a GPU gives (the model's own tests
+    check it against sentence-transformers)."""
     browser = launch(playwright_instance, webgpu=False)  # Chromium on Linux: no adapter
     try:
         page = new_page(browser, server, guard)
         page.goto(server.url)
-        assert wait_final(page) == "no-webgpu"
-        assert page.locator("#error").is_visible()
-        text = page.locator("#error").inner_text()
+        notice = page.locator("#notice")
+        notice.wait_for()
+        text = notice.inner_text()
         assert "no usable GPU adapter" in text and "--enable-unsafe-webgpu" in text
-        assert "Safari" in text
-        assert page.evaluate("Object.keys(pybridge.assets).length") == 0  # nothing downloaded
+        assert "Safari" in text and "CPU" in text
+        assert wait_final(page) == "ready"
+        assert page.evaluate("pybridge.device") == "cpu"
+        assert page.evaluate("pybridge.result.ok") is True
+        assert page.evaluate("pybridge.gpu.backend") == "cpu"
+        assert "no usable GPU adapter" in page.evaluate("pybridge.gpu.adapter.description")
+        assert not page.locator("#error").is_visible()
+        page.wait_for_function("pybridge.lastSearch || pybridge.error", timeout=300_000)
+        assert page.evaluate("pybridge.error") is None
+        ranked = page.evaluate("pybridge.lastSearch.ranked")
+        assert ranked[0]["text"].startswith("Boil water")  # "How do I cook pasta?"
+        assert "the CPU (numpy, no WebGPU)" in page.locator("#model-panel").inner_text()
     finally:
         browser.close()
 
 
 def test_browser_without_navigator_gpu(fresh_page, server):
     fresh_page.add_init_script("delete Navigator.prototype.gpu")
-    fresh_page.goto(server.url)
-    assert wait_final(fresh_page) == "no-webgpu"
-    assert "navigator.gpu is missing" in fresh_page.locator("#error-message").inner_text()
+    fresh_page.goto(server.url + "?model=none")
+    assert wait_final(fresh_page) == "ready"
+    assert "navigator.gpu is missing" in fresh_page.locator("#notice-message").inner_text()
+    assert fresh_page.evaluate("pybridge.result.ok") is True
+
+
+def test_gpu_none_runs_on_the_cpu_where_webgpu_works(fresh_page, server):
+    fresh_page.goto(server.url + "?gpu=none&model=none")
+    assert wait_final(fresh_page) == "ready"
+    assert fresh_page.evaluate("pybridge.device") == "cpu"
+    assert "?gpu=none" in fresh_page.locator("#notice-message").inner_text()
+    assert fresh_page.evaluate("pybridge.gpu.backend") == "cpu"
+    assert fresh_page.evaluate("pybridge.run('import pybridge; (await pybridge.default_backend()).name')") == "cpu"
 
 
 @pytest.mark.parametrize("asset", ["pyodide.asm.wasm", "numpy-2.0.2-cp312-cp312-pyodide_2024_0_wasm32.whl"])

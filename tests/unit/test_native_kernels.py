@@ -1,5 +1,6 @@
-"""Every kernel of wgsl/ against its numpy reference on the native backend (wgpu-py: Naga
-compiler, lavapipe in CI), across shapes that are not multiples of the tiles."""
+"""Every kernel of wgsl/ against its numpy reference in CPython, on the native backend (wgpu-py:
+Naga compiler, lavapipe in CI) and on the CPU backend (the kernels' numpy twins), across
+shapes that are not multiples of the tiles (`backend`: tests/unit/conftest.py)."""
 
 from __future__ import annotations
 
@@ -24,13 +25,6 @@ from tests.conftest import IN_CI
 MATMUL_SHAPES = [(1, 1, 1), (5, 7, 3), (64, 64, 16), (65, 63, 17), (13, 1152, 384),
                  (130, 384, 1536), (7, 200, 96), (129, 131, 12), (3, 5, 6), (200, 129, 40),
                  (32, 384, 1536), (33, 260, 24), (1100, 1152, 384)]
-
-
-@pytest.fixture(scope="module")
-def backend():
-    b = asyncio.run(NativeBackend.create())
-    yield b
-    b.close()
 
 
 # float16 weights are stored in pairs along K, so their cases have even K
@@ -64,6 +58,8 @@ def require_features(features, op: str) -> None:
     lavapipe and SwiftShader have it, so CI runs them (SwiftShader's subgroups of 4 take the
     kernel's path without shuffles; test_matmul_splitk_sg_at_every_subgroup_size covers the
     sizes no CI device has)."""
+    if features is None:  # the CPU backend: numpy's twin of the kernel needs no feature
+        return
     missing = dispatch.variant_features(op) - features
     if missing:
         why = f"{op} needs {', '.join(sorted(missing))}, which this device lacks"
@@ -74,7 +70,7 @@ def require_features(features, op: str) -> None:
 
 @pytest.mark.parametrize("op, M, N, K, gelu, f16", MATMUL_VARIANT_CASES)
 async def test_matmul_variant(backend, op, M, N, K, gelu, f16):
-    require_features(backend.features, op)
+    require_features(None if backend.name == "cpu" else backend.features, op)
     got = await kernels.matmul(backend, M, N, K, gelu, f16, op=op)
     np.testing.assert_allclose(got, references.matmul(M, N, K, gelu, f16), rtol=1e-4, atol=1e-4)
 
@@ -192,7 +188,8 @@ def emulated_subgroups(S: int) -> str:
 @pytest.mark.parametrize("M, N, K, f16", [(69, 200, 40, False), (35, 131, 24, True),
                                           (5, 1, 8, False), (33, 17, 1536, True),
                                           (100, 13, 12, False)])
-async def test_matmul_splitk_sg_at_every_subgroup_size(backend, monkeypatch, S, M, N, K, f16):
+async def test_matmul_splitk_sg_at_every_subgroup_size(native_backend, monkeypatch, S, M, N, K, f16):
+    backend = native_backend
     op = f"matmul_splitk_sg_emulated_{S}"  # pipelines are cached by op name
     monkeypatch.setitem(native.__dict__, "shader_source",
                         lambda name: emulated_subgroups(S) if name == op else shader_source(name))
@@ -330,7 +327,7 @@ def assert_unaffected(got: np.ndarray, want: np.ndarray, affected: np.ndarray,
 
 def held(backend) -> int:
     """Buffers held beyond the backend's caches (kernel parameters, the readback pool)."""
-    return backend.live_buffers() - len(backend._uniforms) - len(backend._read_pool)
+    return backend.live_buffers() - len(backend._uniforms) - len(getattr(backend, "_read_pool", ()))
 
 
 async def assert_device_answers(backend, held_before: int) -> None:
@@ -348,7 +345,7 @@ MATMUL_KERNELS = [*MATMUL_VARIANTS, "matmul_generic"]
 @pytest.mark.parametrize("special", SPECIALS)
 @pytest.mark.parametrize("op", MATMUL_KERNELS)
 async def test_matmul_keeps_nan_and_inf_to_their_row_and_columns(backend, op, special):
-    require_features(backend.features, op)
+    require_features(None if backend.name == "cpu" else backend.features, op)
     live = held(backend)
     M, N, K = 70, 131, 40  # past a tile of rows and of columns; K % 8 == 0 (float16 pairs)
     for gelu in (False, True):

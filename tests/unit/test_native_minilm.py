@@ -1,5 +1,6 @@
-"""all-MiniLM-L6-v2 on the native backend (wgpu-py, lavapipe in CI) against
-sentence-transformers run natively: cosine similarity per sentence, batching invariance."""
+"""all-MiniLM-L6-v2 on the native backend (wgpu-py, lavapipe in CI) and the CPU backend (numpy)
+against sentence-transformers run natively: cosine similarity per sentence, batching
+invariance."""
 
 from __future__ import annotations
 
@@ -12,19 +13,11 @@ import numpy as np
 import pytest
 
 from pybridge.minilm import MiniLM
-from pybridge.native import NativeBackend
 from tests.cases.corpus import MODEL_SENTENCES
 from tests.reference import MODEL_DIR, cosine, need, st_embeddings
 from tests.unit.test_tokenizer import hf, hf_ids, model_files  # noqa: F401  (fixtures)
 
 MIN_COSINE = {"float32": 0.9999, "float16": 0.999}
-
-
-@pytest.fixture(scope="module")
-def backend():
-    b = asyncio.run(NativeBackend.create())
-    yield b
-    b.close()
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +121,8 @@ def test_a_forward_pass_of_257_x_256_tokens_stays_within_grid_limits():
     assert all(x * y >= 257 * 256 and x <= 65535 for x, y, _ in rows)
 
 
-async def test_profile_names_every_kernel_role(backend):
+async def test_profile_names_every_kernel_role(native_backend):
+    backend = native_backend  # timestamp-query: a GPU's
     need("the converted model", (MODEL_DIR / "manifest.json").exists())
     model = await MiniLM.load(MODEL_DIR, backend=backend)
     try:
@@ -140,9 +134,10 @@ async def test_profile_names_every_kernel_role(backend):
     assert all(t > 0 for t in r["us"].values()) and r["whole_us"] > 0, r
 
 
-async def test_an_error_finishing_one_batch_still_ends_the_next_run(backend, monkeypatch):
+async def test_an_error_finishing_one_batch_still_ends_the_next_run(native_backend, monkeypatch):
     """Found in review: when finishing batch i raised, the run of batch i+1 (already submitted)
     was never waited for: its shape stayed in use forever and its read buffer stayed mapped."""
+    backend = native_backend  # it patches the native run's wait
     from pybridge.native import _NativeRun
 
     need("the converted model", (MODEL_DIR / "manifest.json").exists())
@@ -314,7 +309,7 @@ async def test_an_iterable_is_read_batch_by_batch_and_errors_count_from_its_star
     with pytest.raises(TypeError, match="^embed takes a list of str, item 3 is NoneType"):
         await model.embed(bad, batch_size=2)  # the first batch runs, the second has item 3
     assert all(v.users == 0 for v in model._shapes.values())
-    assert all(b.map_state == "unmapped" for b in backend._read_pool)
+    assert all(b.map_state == "unmapped" for b in getattr(backend, "_read_pool", ()))
 
 
 async def test_str_subclasses_and_numpy_strings_are_read_as_plain_str(model):
