@@ -1,16 +1,32 @@
 """Soak benchmark: many searches in the demo page, and whether memory and handles stay flat.
 
     python3 tools/dev.py bench soak [--searches 10000] [--every N] [--every-s S] [--minutes M]
-                                    [--sentences K] [--out FILE]
+                                    [--sentences K] [--dtype D] [--out FILE]
+    python3 tools/bench_soak.py --dawn .gpu/pack [--searches 10000] ...   on a real GPU
 
-Boots the demo page as a visitor gets it (all-MiniLM-L6-v2, float16), waits for its first
-search, then runs `--searches` searches through `window.pybridge.search(query, sentences)`,
-the call the page's search box makes. Queries rotate through a pool of 15 and the sentences
-through four sets (the page's seven, one removed, one longer added, reordered), changing every
-5 searches; the whole mix repeats every 30 searches. That makes five (batch, tokens) shapes,
-so the model's two-shape plan cache builds and frees a plan in about one search in six, and
-the tokenizer's cache sees the same bounded vocabulary. Every answer is checked: all sentences
-ranked, scores finite, and equal (1e-4) to the first answer to the same query and set.
+Two modes run the same searches, checks, samples and summary:
+
+- Chromium (default): boots the demo page as a visitor gets it (all-MiniLM-L6-v2, float16) in
+  headless Debian Chromium, WebGPU on SwiftShader, waits for its first search, then searches
+  through `window.pybridge.search(query, sentences)`, the call the page's search box makes
+  (the worker converts each answer with `toJs` and destroys its PyProxy).
+- Dawn (`--dawn PACKDIR`, a pack from `python3 tools/dev.py bench gpu --pack DIR`; `--dawn`
+  alone: this checkout's build/site/): the page's own stack (Pyodide, the pybridge wheel,
+  web/bridge.js) under Node on Dawn, Chrome's WebGPU engine, on the machine's GPU
+  (tools/gpu/runner.mjs). `pybridge.demo.load_model` loads the model as the page does (the
+  weights a pack carries: random values in the real layout unless staged, see
+  tools/bench_gpu.py), and each run of searches between two samples is one Python coroutine
+  calling `pybridge.demo.search`, converting each answer to a JS object with `to_js(...,
+  dict_converter=Object.fromEntries)` as the worker's call path does and reading it back
+  from JS as the page does. Needs Python 3.12 and numpy only (no Playwright).
+
+Queries rotate through a pool of 15 and the sentences through four sets (the page's seven, one
+removed, one longer added, reordered), changing every 5 searches; the whole mix repeats every
+30 searches. That makes five (batch, tokens) shapes (on SwiftShader padded to the longest text,
+on a GPU to a multiple of 16 tokens), so the model's two-shape plan cache builds and frees a
+plan in about one search in six, and the tokenizer's cache sees the same bounded vocabulary.
+Every answer is checked: all sentences ranked, scores finite, and equal (1e-4) to the first
+answer to the same query and set.
 
 Every `--every` searches (default: 100 samples in the run) or `--every-s` seconds (default 60),
 whichever comes first, after a full garbage collection in Python (`gc.collect()`) and in the
@@ -26,11 +42,27 @@ page's and the worker's JS (`--js-flags=--expose-gc`):
   the leak tests do; the map keeps each live proxy's creation stack, for finding a leak;
 - JS refs (JS objects Python holds: JsProxies and Pyodide's temporaries):
   `pyodide._module._hiwire_num_refs()`, the count Pyodide's own tests check for leaks;
+
+Chromium only:
 - worker JS heap: `performance.measureUserAgentSpecificMemory()`, its DedicatedWorkerGlobalScope
   share (the page is cross-origin isolated; `ForceEagerMeasureMemory` answers at once);
 - page JS heap: CDP `Performance.getMetrics` JSHeapUsedSize of the page;
 - renderer RSS: VmRSS of the tab's renderer process (page, worker, wasm heap, V8 heaps);
 - GPU process RSS: VmRSS of the GPU process (on SwiftShader the GPU buffers live there).
+
+Dawn only (Node runs with `--expose-gc`; the worker-side counters above are read in the
+runner's global scope, where Pyodide lives):
+- Node JS heap: `process.memoryUsage().heapUsed` after `gc()`;
+- Node external: `process.memoryUsage().external`, memory outside the JS heap that JS objects
+  own (ArrayBuffers, such as mapped GPU ranges, and what dawn.node reports to V8);
+- Node RSS: `process.memoryUsage().rss`: Pyodide, the wasm heap, Dawn and the Vulkan driver
+  (what Chrome splits between the renderer and the GPU process); and its anonymous part
+  (RssAnon of /proc/PID/status: allocated memory, not the mapped code of Node, Dawn and the
+  driver, which RSS counts as it is paged in);
+- GPU memory: `nvidia-smi --query-gpu=memory.used`, the whole device's (where nvidia-smi
+  answers; MiB steps), where the GPU buffers live.
+
+A metric a mode lacks is left out of its table and JSON.
 
 Per metric: the value at the first sample after the warm-up (the first 10% of searches, at
 least one pass through every query and set), the last value, and the least-squares slope per
@@ -41,27 +73,32 @@ standard errors is still above that ("GROWS, slowing" when the slope over the la
 those samples is under half the slope over the first half: a cache or pool filling up, which a
 longer run tells from a leak); otherwise "unclear" (too few searches or samples to tell).
 
-Headless Debian Chromium, WebGPU on SwiftShader: a search takes seconds here, so `--minutes`
-stops early and reports the count reached. Prints a compact table; writes
-bench-results/soak.json.
+On SwiftShader a search takes seconds, so `--minutes` stops early and reports the count
+reached. Prints a header naming the mode, a line per sample and a compact table; writes
+bench-results/soak.json (Dawn: soak-dawn.json, Node's log beside it).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
+import shutil
 import statistics
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tools.harness import (  # noqa: E402
+from tools.harness import (  # noqa: E402 (Playwright itself is imported by chromium() only)
     CHROMIUM,
     CHROMIUM_FLAGS,
     WEBGPU_FLAGS,
@@ -69,6 +106,7 @@ from tools.harness import (  # noqa: E402
     new_context,
     start_server,
     wait_final,
+    write_result,
 )
 
 # Measuring flags: gc() in every isolate (the page's and the worker's), and
@@ -170,18 +208,64 @@ SEARCHES = """async ([jobs, seconds]) => {
   return out;
 }"""
 
-METRICS = [  # (key, label, unit): unit "B" prints MiB, "" a count
+# Dawn: the same run of searches as one coroutine in the runner's Python (one request to the
+# runner per run). Each answer goes through the worker's call path: converted to a JS object by
+# to_js (worker.js: toJs with dict_converter Object.fromEntries; every value converts, so no
+# PyProxy is made and none is left to destroy) and read back from JS as SEARCHES reads it; the
+# JsProxy is dropped with the loop's next turn, releasing the JS object.
+PY_SEARCHES = """\
+import time as _time
+import js as _js
+from pyodide.ffi import to_js as _to_js
+
+
+async def _soak_searches(jobs, seconds):
+    import pybridge.demo as demo
+
+    out, start = [], _time.perf_counter()
+    for q, s, sentences in jobs:
+        if out and _time.perf_counter() - start > seconds:
+            break
+        t0 = _time.perf_counter()
+        try:
+            r = _to_js(await demo.search(q, sentences), dict_converter=_js.Object.fromEntries)
+            out.append({"ms": (_time.perf_counter() - t0) * 1e3,
+                        "ranked": [[x.text, x.score] for x in r.ranked]})
+        except Exception as e:  # as worker.js reports a failed call: "Type: message"
+            out.append({"ms": (_time.perf_counter() - t0) * 1e3,
+                        "error": f"{type(e).__name__}: {e}"})
+        r = None
+    return out
+"""
+
+# Dawn: Node's own memory, after a full JS GC (node --expose-gc).
+NODE_MEMORY = """() => {
+  gc();
+  const m = process.memoryUsage();
+  return {nodeJsBytes: m.heapUsed, nodeExternalBytes: m.external, nodeRss: m.rss};
+}"""
+
+METRICS = [  # (key, label, unit): unit "B" prints MiB, "" a count; a mode samples a subset
     ("heapBytes", "wasm heap", "B"),
     ("mallocBytes", "malloc in use", "B"),
     ("pyObjects", "Python objects", ""),
     ("gpuBuffers", "live GPU buffers", ""),
     ("pyProxies", "live PyProxies", ""),
     ("jsRefs", "JS refs (JsProxies)", ""),
-    ("workerJsBytes", "worker JS heap", "B"),
+    ("workerJsBytes", "worker JS heap", "B"),  # Chromium
     ("pageJsBytes", "page JS heap", "B"),
     ("rendererRss", "renderer RSS", "B"),
     ("gpuProcessRss", "GPU process RSS", "B"),
+    ("nodeJsBytes", "Node JS heap", "B"),  # Dawn
+    ("nodeExternalBytes", "Node external", "B"),
+    ("nodeRss", "Node RSS", "B"),
+    ("nodeRssAnon", "Node RSS anonymous", "B"),
+    ("gpuMemory", "GPU memory", "B"),
 ]
+PROGRESS = {"heapBytes": "heap", "mallocBytes": "malloc", "gpuBuffers": "buffers",
+            "pyProxies": "proxies", "jsRefs": "refs", "rendererRss": "renderer",
+            "gpuProcessRss": "gpu", "nodeRss": "node", "nodeRssAnon": "anon",
+            "gpuMemory": "vram"}  # a sample's line
 
 
 def warmup(n: int) -> int:
@@ -197,19 +281,38 @@ def job(i: int, keep: int = 0) -> tuple[str, int, list[str]]:
     return QUERIES[i % len(QUERIES)], s, SENTENCE_SETS[s][-keep:] if keep else SENTENCE_SETS[s]
 
 
-def shapes(n: int, keep: int = 0) -> dict[str, int]:
-    """How many of the first n searches run each (batch, tokens) shape (the CPython tokenizer;
-    on a CPU device the page pads to the longest text, not to a multiple of 16)."""
+def shapes(n: int, keep: int, vocab: Path, max_length: int, pad: int) -> dict[str, int]:
+    """How many of the first n searches run each (batch, tokens) shape, as the model pads them
+    (`pad`: its pad_tokens_to, 16 on a GPU, 1 on a CPU device such as SwiftShader)."""
     from pybridge.tokenizer import WordPiece
 
-    vocab = ROOT / "build" / "site" / "models" / "all-MiniLM-L6-v2" / "vocab.txt"
     tokenizer = WordPiece.from_vocab_text(vocab.read_text())
     count: dict[str, int] = {}
     for i in range(n):
         q, _, sentences = job(i, keep)
-        key = f"{len(sentences) + 1} x {max(len(tokenizer.encode(t)) for t in [q, *sentences])}"
-        count[key] = count.get(key, 0) + 1
+        B, T = tokenizer.encode_batch([q, *sentences], max_length, pad).ids.shape
+        count[f"{B} x {T}"] = count.get(f"{B} x {T}", 0) + 1
     return count
+
+
+class Target(Protocol):
+    """Where the searches run: the page in Chromium, or its stack under Node on Dawn."""
+
+    def js(self, fn: str) -> Any: ...  # call a JS function (source) where Pyodide lives
+    def py(self, code: str) -> Any: ...  # run Python there; the last expression's value
+    def memory(self) -> dict[str, int]: ...  # the mode's own metrics
+    def searches(self, jobs: list, seconds: float) -> list[dict]: ...
+
+
+@dataclass
+class Run:
+    """A booted target and what the report says about it."""
+
+    target: Target
+    mode: str  # "chromium" | "dawn"
+    runtime: str  # one line: engine, version, GPU
+    vocab: Path  # the model's vocab.txt, for shapes()
+    about: dict[str, Any] = field(default_factory=dict)  # extra JSON fields
 
 
 def descendants(pid: int) -> list[int]:
@@ -250,15 +353,149 @@ def chromium_rss() -> dict[str, int]:
     return rss
 
 
-def sample(app: App, worker, cdp, done: int, elapsed: float) -> dict:
+class PageTarget:
+    """The demo page in headless Chromium (Playwright): its worker, its search box's call."""
+
+    def __init__(self, page, worker, cdp) -> None:
+        self.page, self.worker, self.cdp, self.app = page, worker, cdp, App(page)
+
+    def js(self, fn: str) -> Any:
+        return self.worker.evaluate(fn)
+
+    def py(self, code: str) -> Any:
+        return self.app.py(code)
+
+    def memory(self) -> dict[str, int]:
+        s = self.page.evaluate(PAGE_MEMORY)
+        metrics = self.cdp.send("Performance.getMetrics")["metrics"]
+        s["pageJsBytes"] = int(next(m["value"] for m in metrics if m["name"] == "JSHeapUsedSize"))
+        s.update(chromium_rss())
+        return s
+
+    def searches(self, jobs: list, seconds: float) -> list[dict]:
+        return self.page.evaluate(SEARCHES, [[list(j) for j in jobs], seconds])
+
+
+def gpu_memory() -> dict[str, int]:
+    """{"gpuMemory": bytes in use on the first GPU} from nvidia-smi, or {} where it does not
+    answer."""
+    if shutil.which("nvidia-smi") is None:
+        return {}
+    proc = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,"
+                           "nounits"], capture_output=True, text=True)
+    try:
+        return {"gpuMemory": int(proc.stdout.split()[0]) << 20}  # MiB
+    except (IndexError, ValueError):
+        return {}
+
+
+class NodeTarget:
+    """The page's stack under Node (tools/gpu/runner.mjs, a NodeApp started with
+    --expose-gc): Python through the runner's requests, JS in its global scope."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.nvidia = bool(gpu_memory())  # asked once: a run samples the same metrics throughout
+
+    def js(self, fn: str) -> Any:
+        return self.app.js(fn)
+
+    def py(self, code: str) -> Any:
+        return self.app.py(code)
+
+    def memory(self) -> dict[str, int]:
+        status = Path(f"/proc/{self.app.proc.pid}/status").read_text()
+        anon = next(int(line.split()[1]) for line in status.splitlines()
+                    if line.startswith("RssAnon:"))
+        return {**self.js(NODE_MEMORY), "nodeRssAnon": anon * 1024,
+                **(gpu_memory() if self.nvidia else {})}
+
+    def searches(self, jobs: list, seconds: float) -> list[dict]:
+        return self.app.py(f"await _soak_searches({[list(j) for j in jobs]!r}, {seconds!r})")
+
+
+@contextmanager
+def chromium(dtype: str) -> Iterator[Run]:
+    """The demo page in headless Chromium, WebGPU on SwiftShader, after its first search."""
+    from playwright.sync_api import sync_playwright
+
+    server = start_server()
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                        args=CHROMIUM_FLAGS + WEBGPU_FLAGS + SOAK_FLAGS)
+            page = new_context(browser).new_page()
+            page.set_default_timeout(900_000)
+            page.goto(server.url + (f"?dtype={dtype}" if dtype else ""))
+            if wait_final(page) != "ready":
+                raise SystemExit(f"page failed: {page.evaluate('pybridge.error')}")
+            page.wait_for_function("pybridge.error || pybridge.lastSearch", timeout=900_000)
+            if page.evaluate("pybridge.error"):
+                raise SystemExit(f"the model failed: {page.evaluate('pybridge.error')}")
+            cdp = page.context.new_cdp_session(page)
+            cdp.send("Performance.enable")
+            info = page.evaluate("pybridge.modelInfo")
+            yield Run(PageTarget(page, page.workers[0], cdp), "chromium",
+                      f"Chromium {browser.version} headless, WebGPU via SwiftShader",
+                      ROOT / "build" / "site" / "models" / "all-MiniLM-L6-v2" / "vocab.txt",
+                      {"dtype": info["dtype"]})
+            browser.close()
+    finally:
+        server.stop()
+
+
+@contextmanager
+def dawn(packdir: str, dtype: str, log: Path) -> Iterator[Run]:
+    """The page's stack under Node on Dawn, from a pack (or this checkout: "checkout"), with
+    the demo's model loaded as the page loads it."""
+    from tools.gpu import pack
+    from tools.gpu.model_files import model_folder, prepare_model
+    from tools.gpu.node_app import NoAdapter, NodeApp
+
+    runtime = pack.local_runtime() if packdir == "checkout" else pack.unpack(Path(packdir))
+    env, vulkan = pack.vulkan_env(runtime)
+    weights = prepare_model(runtime.model)  # real where carried, else random in their layout
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("")
+    try:
+        app = NodeApp(runtime.node, runtime.webgpu, runtime.pyodide, runtime.web,
+                      {"/models/all-MiniLM-L6-v2/": model_folder()}, log=log, env=env,
+                      node_flags=("--expose-gc",))
+    except NoAdapter as e:
+        print(f"bench soak: no WebGPU adapter: {e}. {vulkan}; log: {log}")
+        raise SystemExit(3) from None
+    with app:
+        dtype = dtype or "float16"  # the page's default
+        info = app.py("import pybridge.demo as demo\n"
+                      f"await demo.load_model({app.origin + '/models/all-MiniLM-L6-v2/'!r}, "
+                      f"{dtype!r})")
+        a = app.adapter["info"]
+        gpu = " / ".join(str(a[k]) for k in ("vendor", "architecture", "device", "description")
+                         if a.get(k))
+        yield Run(NodeTarget(app), "dawn",
+                  f"Dawn ({runtime.about['webgpu_package']}) under Node {app.ready['node']}, "
+                  f"Pyodide {app.ready['pyodide']}, adapter {gpu}",
+                  runtime.model / "vocab.txt",
+                  {"dtype": dtype, "weights": weights[dtype], "load_ms": info["loadMs"],
+                   "adapter": app.adapter, "vulkan": vulkan, "pack": runtime.about,
+                   "versions": {k: app.ready[k] for k in ("node", "pyodide", "python",
+                                                           "numpy", "pybridge")}})
+
+
+def sample(target: Target, done: int, elapsed: float) -> dict:
+    """One sample, after full GCs: the worker-side counters, then Python's, then the mode's."""
     s = {"searches": done, "seconds": round(elapsed, 1)}
-    s.update(worker.evaluate(WORKER_SAMPLE))
-    s.update(app.py(PY_SAMPLE))
-    s.update(app.page.evaluate(PAGE_MEMORY))
-    metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
-    s["pageJsBytes"] = int(metrics["JSHeapUsedSize"])
-    s.update(chromium_rss())
+    s.update(target.js(WORKER_SAMPLE))
+    s.update(target.py(PY_SAMPLE))
+    s.update(target.memory())
     return s
+
+
+def progress(s: dict, problems: int) -> str:
+    units = {key: unit for key, _, unit in METRICS}
+    parts = [f"{name} {fmt(s[key], units[key])}" for key, name in PROGRESS.items() if key in s]
+    return (f"  {s['searches']:>6} searches {s['seconds']:>7.0f} s  " + "  ".join(parts)
+            + (f"  {problems} problems" if problems else ""))
 
 
 def fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
@@ -274,11 +511,15 @@ def fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
 
 
 def summarize(samples: list[dict], warm: int) -> list[dict]:
+    """Per metric every sample has (a mode samples its own subset of METRICS): start, end,
+    slope per 1,000 searches after the warm-up, verdict."""
     after = [s for s in samples if s["searches"] >= warm] or samples[-1:]
     xs = [s["searches"] / 1000 for s in after]
     half = len(after) // 2
     rows = []
     for key, label, unit in METRICS:
+        if not all(key in s for s in samples):
+            continue
         ys = [float(s[key]) for s in after]
         slope, se = fit(xs, ys)  # per 1,000 searches
         early, _ = fit(xs[: half + 1], ys[: half + 1])
@@ -338,8 +579,11 @@ def check(answers: list[dict], first: dict, jobs: list) -> list[str]:
     return bad
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--dawn", nargs="?", const="checkout", metavar="PACKDIR",
+                    help="run the page's stack under Node on Dawn (a real GPU) from a pack "
+                         "(tools/bench_gpu.py --pack), or alone: from this checkout")
     ap.add_argument("--searches", type=int, default=10_000)
     ap.add_argument("--every", type=int, default=0, help="searches between samples (default: "
                     "searches / 100)")
@@ -347,69 +591,53 @@ def main() -> int:
     ap.add_argument("--minutes", type=float, default=0, help="stop after this long (0: never)")
     ap.add_argument("--sentences", type=int, default=0, help="keep this many sentences of each "
                     "set (default: all, 6 to 8; fewer make each search faster on SwiftShader)")
-    ap.add_argument("--dtype", default="", help="?dtype= for the page (default: the page's)")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench-results" / "soak.json")
-    args = ap.parse_args()
+    ap.add_argument("--dtype", default="", help="the model's weights (default: the page's)")
+    ap.add_argument("--out", type=Path, help="default bench-results/soak.json (Dawn: "
+                    "soak-dawn.json)")
+    args = ap.parse_args(argv)
+    args.out = args.out or ROOT / "bench-results" / ("soak-dawn.json" if args.dawn else "soak.json")
     every = args.every or max(1, args.searches // 100)
 
-    from playwright.sync_api import sync_playwright
-
-    server = start_server()
     samples, times, problems = [], [], []
     first: dict = {}
     stopped = "done"
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                        args=CHROMIUM_FLAGS + WEBGPU_FLAGS + SOAK_FLAGS)
-            version = browser.version
-            page = new_context(browser).new_page()
-            page.set_default_timeout(900_000)
-            page.goto(server.url + (f"?dtype={args.dtype}" if args.dtype else ""))
-            if wait_final(page) != "ready":
-                raise SystemExit(f"page failed: {page.evaluate('pybridge.error')}")
-            page.wait_for_function("pybridge.error || pybridge.lastSearch", timeout=900_000)
-            if page.evaluate("pybridge.error"):
-                raise SystemExit(f"the model failed: {page.evaluate('pybridge.error')}")
-            app, worker = App(page), page.workers[0]
-            cdp = page.context.new_cdp_session(page)
-            cdp.send("Performance.enable")
-            app.py(PY_SETUP)
-            info = page.evaluate("pybridge.modelInfo")
-            print(f"soak: {args.searches:,} searches through pybridge.search, all-MiniLM-L6-v2 "
-                  f"({info['dtype']}) in Chromium {version} headless, WebGPU via SwiftShader; "
-                  f"{platform.machine()}, {os.cpu_count()} cores; "
-                  f"{args.sentences or 'all'} sentences a set; sample every {every} searches "
-                  f"or {args.every_s:g} s")
-            t0 = time.perf_counter()
-            samples.append(sample(app, worker, cdp, 0, 0.0))
-            done = 0
-            while done < args.searches:
-                end = min(done + every, args.searches)
-                jobs = [job(i, args.sentences) for i in range(done, end)]
-                try:
-                    answers = page.evaluate(SEARCHES, [[list(j) for j in jobs], args.every_s])
-                except Exception as e:  # the tab crashed or hung: report what was measured
-                    stopped = f"page failed after {done} searches: {e}"
-                    break
-                times += [a["ms"] for a in answers]
-                problems += check(answers, first, jobs)
-                done += len(answers)
-                elapsed = time.perf_counter() - t0
-                samples.append(sample(app, worker, cdp, done, elapsed))
-                s = samples[-1]
-                print(f"  {done:>6} searches {elapsed:>7.0f} s  heap {s['heapBytes'] >> 20} MiB  "
-                      f"malloc {s['mallocBytes'] / (1 << 20):.1f} MiB  buffers {s['gpuBuffers']}  "
-                      f"proxies {s['pyProxies']}  refs {s['jsRefs']}  "
-                      f"renderer {s['rendererRss'] >> 20} MiB  gpu {s['gpuProcessRss'] >> 20} MiB"
-                      f"{'  ' + str(len(problems)) + ' problems' if problems else ''}", flush=True)
-                if args.minutes and elapsed > args.minutes * 60:
-                    stopped = f"stopped by --minutes {args.minutes:g} after {done} searches"
-                    break
-            wall = time.perf_counter() - t0
-            browser.close()
-    finally:
-        server.stop()
+    boot = (dawn(args.dawn, args.dtype, args.out.with_name(args.out.stem + "-node.log"))
+            if args.dawn else chromium(args.dtype))
+    with boot as run:
+        target = run.target
+        target.py(PY_SETUP)
+        if run.mode == "dawn":
+            target.py(PY_SEARCHES)
+        max_length, pad = target.py("import pybridge.demo as demo\n"
+                                    "[demo._model.max_length, demo._model.pad_tokens_to]")
+        via = "window.pybridge.search" if run.mode == "chromium" else "pybridge.demo.search"
+        print(f"soak ({run.mode}): {args.searches:,} searches through {via}, "
+              f"all-MiniLM-L6-v2 ({run.about['dtype']}"
+              f"{', ' + run.about['weights'] + ' weights' if 'weights' in run.about else ''}) in "
+              f"{run.runtime}; {platform.machine()}, {os.cpu_count()} cores; "
+              f"{args.sentences or 'all'} sentences a set; sample every {every} searches "
+              f"or {args.every_s:g} s", flush=True)
+        t0 = time.perf_counter()
+        samples.append(sample(target, 0, 0.0))
+        done = 0
+        while done < args.searches:
+            end = min(done + every, args.searches)
+            jobs = [job(i, args.sentences) for i in range(done, end)]
+            try:
+                answers = target.searches(jobs, args.every_s)
+            except Exception as e:  # the tab or runner crashed or hung: report what was measured
+                stopped = f"{run.mode} failed after {done} searches: {str(e)[-2000:]}"
+                break
+            times += [a["ms"] for a in answers]
+            problems += check(answers, first, jobs)
+            done += len(answers)
+            elapsed = time.perf_counter() - t0
+            samples.append(sample(target, done, elapsed))
+            print(progress(samples[-1], len(problems)), flush=True)
+            if args.minutes and elapsed > args.minutes * 60:
+                stopped = f"stopped by --minutes {args.minutes:g} after {done} searches"
+                break
+        wall = time.perf_counter() - t0
 
     done = samples[-1]["searches"]
     warm = warmup(done)
@@ -417,27 +645,26 @@ def main() -> int:
     rate = done / wall if wall else 0.0
     times = times or [0.0]
     print(f"\n  {done:,} searches in {wall / 60:.1f} min: {rate:.3f} searches/s, median "
-          f"{statistics.median(times) / 1e3:.2f} s, slowest {max(times) / 1e3:.2f} s; "
+          f"{statistics.median(times):.1f} ms, slowest {max(times):.1f} ms; "
           f"{len(problems)} wrong or failed answers; slopes after {warm} warm-up searches")
     print(table(rows))
     for line in problems[:10]:
         print(f"  problem: {line}")
     if stopped != "done":
         print(f"  {stopped}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
+    write_result(args.out, {
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()} {platform.node()} ({os.cpu_count()} cores)",
-        "browser": f"Chromium {version} headless, WebGPU via SwiftShader",
-        "dtype": info["dtype"], "searches": done, "asked": args.searches, "every": every,
+        "mode": run.mode, "runtime": run.runtime, **run.about,
+        "searches": done, "asked": args.searches, "every": every,
         "warmup_searches": warm, "wall_s": wall, "searches_per_s": rate,
         "search_ms": {"median": statistics.median(times), "max": max(times),
                       "p95": sorted(times)[int(0.95 * (len(times) - 1))]},
-        "sentences": args.sentences or "all", "shapes": shapes(done, args.sentences),
+        "sentences": args.sentences or "all",
+        "shapes": shapes(done, args.sentences, run.vocab, max_length, pad),
         "problems": problems, "stopped": stopped, "metrics": rows, "samples": samples,
-    }, indent=1))
-    print(f"  wrote {args.out}")
-    return 1 if problems or stopped.startswith("page failed") else 0
+    })
+    return 1 if problems or " failed after " in stopped else 0
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """The page's Python, run under Node with Dawn as navigator.gpu: tools/gpu/runner.mjs driven
 from CPython. `NodeApp` answers `py(code)` and `load_module(name, path)` like the browser's
 `tools.harness.App`, so the in-page halves of the benchmarks (tools/bench_*_page.py) run
-unchanged in both.
+unchanged in both; `js(fn)` calls a JS function where Pyodide lives, as Playwright's
+`worker.evaluate(fn)` does in the page's worker (tools/bench_soak.py reads the same counters
+both ways).
 """
 
 from __future__ import annotations
@@ -31,9 +33,11 @@ class NodeApp(App):
     def __init__(self, node: Path, webgpu: Path, pyodide: Path, web: Path,
                  mounts: dict[str, Path], dawn_flags: tuple[str, ...] = (),
                  log: Path | None = None, gpu: bool = True,
-                 env: dict[str, str] | None = None) -> None:
-        cmd = [str(node), "--experimental-detect-module", str(RUNNER), "--webgpu", str(webgpu),
-               "--pyodide", str(pyodide), "--web", str(web)]
+                 env: dict[str, str] | None = None,
+                 node_flags: tuple[str, ...] = ()) -> None:
+        """`node_flags` go to Node itself (e.g. --expose-gc, which makes `gc()` global)."""
+        cmd = [str(node), "--experimental-detect-module", *node_flags, str(RUNNER),
+               "--webgpu", str(webgpu), "--pyodide", str(pyodide), "--web", str(web)]
         for prefix, folder in mounts.items():
             cmd += ["--mount", f"{prefix}={folder}"]
         for flag in dawn_flags:
@@ -82,15 +86,23 @@ class NodeApp(App):
     def py(self, code: str) -> Any:
         """Run Python (async allowed) in the runner's Pyodide; the last expression's value,
         JSON-converted. A Python error raises RuntimeError with its traceback."""
+        return self._request({"code": code}, "Python")
+
+    def js(self, fn: str) -> Any:
+        """Call the JS function whose source is `fn` (no arguments; async allowed) in the
+        runner's global scope, where `self.pyodide` is; its JSON-able value."""
+        return self._request({"js": fn}, "JS")
+
+    def _request(self, request: dict[str, str], what: str) -> Any:
         assert self.proc.stdin is not None
         self._next_id += 1
-        self.proc.stdin.write(json.dumps({"id": self._next_id, "code": code}) + "\n")
+        self.proc.stdin.write(json.dumps({"id": self._next_id, **request}) + "\n")
         self.proc.stdin.flush()
         msg = self._message()
         if msg.get("id") != self._next_id:
             raise RuntimeError(f"runner.mjs answered {msg!r} to request {self._next_id}")
         if not msg["ok"]:
-            raise RuntimeError(f"Python in runner.mjs failed:\n{msg['error']}")
+            raise RuntimeError(f"{what} in runner.mjs failed:\n{msg['error']}")
         return msg["value"]
 
     def close(self) -> None:

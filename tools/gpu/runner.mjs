@@ -11,7 +11,9 @@
 // Protocol: every message to the driver is one stdout line "@@pybridge <json>" (other output
 // goes to stderr): {type: "adapter" | "no-adapter" | "ready" | "result" | "fatal", ...}.
 // Requests are stdin lines {"id", "code"}: run Python (async); the last expression is the
-// result, converted like worker.js converts it. End of stdin ends the process.
+// result, converted like worker.js converts it. Or {"id", "js"}: call the JS function whose
+// source that is (tools/bench_soak.py's counters, as Playwright's worker.evaluate calls them in
+// the page); its value is the result. End of stdin ends the process.
 
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
@@ -105,6 +107,9 @@ const pyodide = await loadPyodide({
   indexURL: pyodideDir + "/", fullStdLib: false, stdout: toStderr, stderr: toStderr,
 });
 globalThis.self = globalThis; // bridge.js and pybridge.browser read self.pyodide
+// pybridge.demo.load_model posts its progress to the page with the worker's postMessage; Node
+// has no page to post to, so the messages are dropped.
+globalThis.postMessage = () => {};
 self.pyodide = pyodide;
 const loadErrors = [];
 await pyodide.loadPackage(["numpy", "pybridge"], {
@@ -129,9 +134,10 @@ send({
 // --- requests: run Python, answer with the result (converted as worker.js converts it) -------
 for await (const line of createInterface({ input: process.stdin })) {
   if (!line.trim()) continue;
-  const { id, code } = JSON.parse(line);
+  const { id, code, js } = JSON.parse(line);
   try {
-    let value = await pyodide.runPythonAsync(code);
+    let value = js !== undefined ? await (0, eval)(`(${js})`)()
+      : await pyodide.runPythonAsync(code);
     if (value && typeof value.toJs === "function") {
       const proxy = value;
       value = proxy.toJs({ dict_converter: Object.fromEntries, create_pyproxies: false });
