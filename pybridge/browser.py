@@ -248,6 +248,7 @@ class BrowserBackend(Backend):
 
     def close(self) -> None:
         """Free everything and destroy the device."""
+        self._drop_staging()  # its pending maps settle before their buffers go
         for buf in list(self._live.values()):
             buf.destroy()
         self._live.clear()
@@ -358,11 +359,17 @@ class BrowserBackend(Backend):
         accounting.record("upload", "staging", 1, n)
 
     def _drop_staging(self) -> None:
+        """Destroy the ring; a slot whose map is pending once that map settles (a buffer is
+        never destroyed while its mapAsync is pending: Safari)."""
+        _, _, _, _, bridge = _js()
         ring, self._staging, self._staging_next = self._staging, [], 0
         for buf, pending in ring:
-            if pending is not None:  # observe its rejection: nobody else may
-                pending.catch(lambda _: None)
-            self._destroy_buffer(buf)
+            if pending is None:
+                self._destroy_buffer(buf)
+            else:  # observe its rejection (nobody else may), then destroy
+                self._live.pop(id(buf), None)
+                self._forget_buffer(buf)
+                bridge.destroyWhenSettled(pending.catch(lambda _: None), buf)
 
     def _upload_naive(self, dst: Any, offset: int, arr: np.ndarray) -> None:
         """The baseline: tobytes (copy 1) -> to_js (copy 2) -> writeBuffer (copy 3). A length
@@ -518,11 +525,18 @@ class BrowserBackend(Backend):
             encoder = self.device.createCommandEncoder()
             encoder.copyBufferToBuffer(src, tensor.offset, staging, 0, size)
             self.device.queue.submit(to_js([encoder.finish()]))
+            mapping = staging.mapAsync(js.GPUMapMode.READ, 0, size)
             try:
-                await staging.mapAsync(js.GPUMapMode.READ, 0, size)
+                await mapping
             except JsException as e:
                 self.check_alive(op)
                 raise GpuError(op, "mapAsync", str(e)) from e
+            except BaseException:  # cancelled while the map is pending: the buffer is never
+                # reused, unmapped or destroyed before its map settles (Safari), so not pooled
+                self._forget_read_buffer(staging)
+                bridge.destroyWhenSettled(mapping.catch(lambda _: None), staging)
+                staging = None
+                raise
             try:
                 mapped = staging.getMappedRange(0, size)
                 if path == "ring":
@@ -539,5 +553,6 @@ class BrowserBackend(Backend):
             finally:
                 staging.unmap()
         finally:
-            self._return_read_buffer(staging)
+            if staging is not None:
+                self._return_read_buffer(staging)
         return result

@@ -26,7 +26,8 @@ import numpy as np
 from pybridge import accounting
 from pybridge.backend import (Backend, GpuTensor, Plan, Step, Submission,
                               check_grid, naive_bytes, prepare_out)
-from pybridge.device import OPTIONAL_FEATURES
+from pybridge.device import OPTIONAL_FEATURES, profile_features, required_limits
+from pybridge.device import limits_profile as chosen_limits_profile
 from pybridge.dispatch import shader_source
 from pybridge.dtypes import padded
 from pybridge.errors import (DeviceLost, GpuError, GpuOutOfMemory, GpuValidationError,
@@ -47,9 +48,6 @@ _LIMITS = {
     "minStorageBufferOffsetAlignment": "min-storage-buffer-offset-alignment",
     "maxUniformBufferBindingSize": "max-uniform-buffer-binding-size",
 }
-_RAISED = ("max-buffer-size", "max-storage-buffer-binding-size",
-           "max-compute-workgroup-storage-size", "max-compute-invocations-per-workgroup",
-           "max-compute-workgroup-size-x", "max-storage-buffers-per-shader-stage")
 
 # WebGPU feature names that wgpu-native spells otherwise
 _NATIVE_NAMES = {"subgroups": "subgroup"}
@@ -74,11 +72,16 @@ class NativeBackend(Backend):
     readback_paths = ("ring", "naive")
 
     @classmethod
-    async def create(cls, power_preference: str = "high-performance") -> "NativeBackend":
-        return cls(power_preference)
+    async def create(cls, power_preference: str = "high-performance",
+                     limits_profile: str | None = None) -> "NativeBackend":
+        return cls(power_preference, limits_profile)
 
-    def __init__(self, power_preference: str = "high-performance") -> None:
+    def __init__(self, power_preference: str = "high-performance",
+                 limits_profile: str | None = None) -> None:
+        """`limits_profile`: which limits the device asks for (pybridge.device.LIMITS_PROFILES;
+        None: the one pybridge.device.set_limits_profile chose)."""
         self.power_preference = power_preference
+        self.limits_profile = limits_profile or chosen_limits_profile()
         self._live: dict[int, Any] = {}
         self._attach()
 
@@ -88,11 +91,12 @@ class NativeBackend(Backend):
         if adapter is None:
             raise WebGPUUnavailable("wgpu found no GPU adapter (Vulkan/Metal); on Debian install "
                                     "mesa-vulkan-drivers for the CPU driver lavapipe")
-        features = [_NATIVE_NAMES.get(f, f) for f in OPTIONAL_FEATURES
-                    if _NATIVE_NAMES.get(f, f) in adapter.features]
+        have = [f for f in OPTIONAL_FEATURES if _NATIVE_NAMES.get(f, f) in adapter.features]
+        features = [_NATIVE_NAMES.get(f, f) for f in profile_features(self.limits_profile, have)]
+        limits = required_limits(self.limits_profile, lambda name: adapter.limits[_LIMITS[name]])
         self.device = adapter.request_device_sync(
             required_features=features,
-            required_limits={k: adapter.limits[k] for k in _RAISED},
+            required_limits={_LIMITS[name]: value for name, value in limits.items()},
         )
         self.adapter = adapter
         self.generation += 1
@@ -153,6 +157,7 @@ class NativeBackend(Backend):
                                                           "description", "backend_type")},
             "features": sorted(self.features),
             "limits": {camel: int(self.device.limits[dash]) for camel, dash in _LIMITS.items()},
+            "limits_profile": self.limits_profile,
         }
 
     @property

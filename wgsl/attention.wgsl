@@ -13,7 +13,10 @@
 // | 3       | out     | read_write | storage, array<f32>, (B x T) x H                       |
 //
 // override: HEAD_DIM (D = H / heads, even, <= 64). workgroup 64: one invocation per query row;
-// keys and values staged 32 rows at a time in workgroup memory (16 KiB, within Apple's 32 KiB);
+// keys and values staged 32 rows at a time in workgroup memory: 2 x 32 x 64 f32 = 16,384 bytes,
+// exactly WebGPU's default maxComputeWorkgroupStorageSize (Apple: 32 KiB), and nothing else
+// there (lengths[b] is read by every invocation: a read-only storage load at the workgroup's
+// own index is uniform, so the loop around the barriers needs no workgroup copy of it).
 // online softmax (running max and sum), so any T works. dispatch (ceil(T / 64), heads, B).
 
 override HEAD_DIM: u32 = 32u;
@@ -35,7 +38,6 @@ const KEYS: u32 = 32u;  // key/value rows staged at a time
 
 var<workgroup> k_tile: array<array<f32, 64>, 32>;  // [key][d]
 var<workgroup> v_tile: array<array<f32, 64>, 32>;
-var<workgroup> length_shared: i32;
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
@@ -44,10 +46,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
   let b = wg.z;
   let h = wg.y;
   let i = wg.x * ROWS + tid;  // this invocation's query row
-  if (tid == 0u) {
-    length_shared = lengths[b];
-  }
-  let n = u32(max(workgroupUniformLoad(&length_shared), 0));  // uniform: barriers below
+  let n = u32(max(lengths[b], 0));  // uniform (read-only, b = workgroup_id.z): barriers below
   let stride = 3u * H;
   let qi = min(i, T - 1u);
 

@@ -86,15 +86,22 @@ def new_page(browser, server, guard, enforce_csp: bool = False):
     return page
 
 
+def boot(browser, server, guard, query: str = "?model=none") -> App:
+    """A new page booted with `query` (e.g. "?model=none&limits=safari"), Python ready and the
+    demo kernel run; close it with `app.page.context.close()`."""
+    page = new_page(browser, server, guard)
+    page.goto(server.url + query)
+    state = wait_final(page)
+    assert state == "ready", f"page ended in state {state!r}: {page.evaluate('pybridge.error')}"
+    return App(page)
+
+
 @pytest.fixture(scope="module")
 def app(browser, server, guard):
     """The page booted without the demo model (?model=none), so tests own the GPU."""
-    page = new_page(browser, server, guard)
-    page.goto(server.url + "?model=none")
-    state = wait_final(page)
-    assert state == "ready", f"page ended in state {state!r}: {page.evaluate('pybridge.error')}"
-    yield App(page)
-    page.context.close()
+    booted = boot(browser, server, guard)
+    yield booted
+    booted.page.context.close()
 
 
 @pytest.fixture

@@ -39,26 +39,31 @@ def test_matmul_variant(page, op, M, N, K, gelu, f16):
     np.testing.assert_allclose(got, references.matmul(M, N, K, gelu, f16), rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("B, T, V, C, f16", [(2, 7, 100, 384, False), (3, 33, 1000, 96, True)])
+EMBED_CASES = [(2, 7, 100, 384, False), (3, 33, 1000, 96, True)]
+LAYERNORM_CASES = [(3, 384), (17, 1000)]
+ATTENTION_CASES = [(2, 9, 12, 32, [9, 4]), (3, 70, 2, 64, [70, 1, 65])]
+POOL_CASES = [(3, 10, 384, [10, 1, 5])]
+
+
+@pytest.mark.parametrize("B, T, V, C, f16", EMBED_CASES)
 def test_embed(page, B, T, V, C, f16):
     got = run(page, f"embed(backend, {B}, {T}, {V}, {C}, {f16})")
     np.testing.assert_allclose(got, references.embed(B, T, V, C, f16), rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("R, C", [(3, 384), (17, 1000)])
+@pytest.mark.parametrize("R, C", LAYERNORM_CASES)
 def test_layernorm(page, R, C):
     np.testing.assert_allclose(run(page, f"layernorm(backend, {R}, {C})"),
                                references.layernorm(R, C), rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("B, T, heads, D, lengths", [(2, 9, 12, 32, [9, 4]),
-                                                     (3, 70, 2, 64, [70, 1, 65])])
+@pytest.mark.parametrize("B, T, heads, D, lengths", ATTENTION_CASES)
 def test_attention(page, B, T, heads, D, lengths):
     np.testing.assert_allclose(run(page, f"attention(backend, {B}, {T}, {heads}, {D}, {lengths})"),
                                references.attention(B, T, heads, D, lengths), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("B, T, C, lengths", [(3, 10, 384, [10, 1, 5])])
+@pytest.mark.parametrize("B, T, C, lengths", POOL_CASES)
 def test_pool(page, B, T, C, lengths):
     np.testing.assert_allclose(run(page, f"pool(backend, {B}, {T}, {C}, {lengths})"),
                                references.pool(B, T, C, lengths), rtol=1e-5, atol=1e-6)
