@@ -21,6 +21,8 @@ Modules, in the order data flows through them:
     minilm      all-MiniLM-L6-v2: load, then embed (one JS call and one readback per batch,
                 a plan per batch shape)
     demo        what the page runs: a kernel self-check, then semantic search with MiniLM
+    checks      the self-test (/selftest): kernel cases, float64 references, the data path's
+                copies, the model against stored embeddings; the tests use the same cases
 
 In plain CPython the package imports (browser-only parts raise a clear error when called),
 so its logic is unit-tested without a browser and its kernels run on the native backend.

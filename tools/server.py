@@ -4,7 +4,8 @@
 
 URL layout (first matching root wins):
     /wgsl/<op>.wgsl   wgsl/          the kernels, readable in the browser
-    /<path>           web/           the page, the worker, the JS helpers
+    /<path>           web/           the page, the worker, the JS helpers; /selftest is
+                                     web/selftest.html (PAGES)
     /<path>           build/site/    vendored assets (tools/assets.py): config.json, pyodide/<ver>/...
 
 Every response carries the cross-origin isolation headers (COOP same-origin, COEP
@@ -97,6 +98,8 @@ def default_mounts(root: Path = ROOT) -> list[Mount]:
 
 
 MOUNTS_KEY = web.AppKey("mounts", list[Mount])
+# pages answered at a URL without their file's name
+PAGES = {"/selftest": "/selftest.html"}
 
 
 def cache_control(url_path: str) -> str:
@@ -209,7 +212,7 @@ async def headers_middleware(request: web.Request, handler):
 
 
 async def serve_file(request: web.Request) -> web.StreamResponse:
-    path = resolve(request.app[MOUNTS_KEY], request.path)
+    path = resolve(request.app[MOUNTS_KEY], PAGES.get(request.path, request.path))
     if path is None:
         raise web.HTTPNotFound(text=f"404: {request.path} not found\n")
     headers = {

@@ -7,17 +7,22 @@
 //              page still boots and answers: every kernel runs on numpy in the worker
 //              (pybridge.cpu), and `noWebGPU` says why
 //   model      "off" | "loading" | "ready" | "error": the demo model, loaded once "ready"
-//              (the URL parameter ?model=none skips it; ?dtype=float32 picks the weights)
+//              (the URL parameter ?model=none skips it; ?dtype=float32 picks the weights;
+//              ?limits=safari|default asks the device for Safari's or WebGPU's default limits)
 //   run(code)  run Python in the worker (async); resolves with its last expression's value
 //   call(module, name, args, kwargs)  call a Python function with values (async)
 //   search(query, sentences)  rank sentences by similarity to the query (the demo)
 //   assets, stages, timings, gpu, result, error, modelInfo, lastSearch   what the page shows
+
+import { checkWebGPU, pythonWorker } from "./client.js";
 
 const $ = (sel) => document.querySelector(sel);
 const fmtBytes = (n) =>
   n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB` : n >= 1e3 ? `${(n / 1e3).toFixed(0)} kB` : `${n} B`;
 const fmtMs = (ms) => (ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(0)} ms`);
 
+const python = pythonWorker(() => app.state); // the worker: client.js
+const { run, call } = python;
 const app = {
   state: "checking",
   assets: {},
@@ -57,52 +62,6 @@ function showError(title, message) {
   $("#error-title").textContent = title;
   $("#error-message").textContent = message;
   $("#error").hidden = false;
-}
-
-// --- WebGPU check (before downloading anything) ----------------------------------------------
-const NO_WEBGPU_HELP =
-  "Use Chrome or Edge 113+ (macOS, Windows, ChromeOS; on Linux start it with " +
-  "--enable-unsafe-webgpu or turn on chrome://flags/#enable-unsafe-webgpu), Safari 26+ " +
-  "on macOS or iOS, or Firefox 141+ on Windows. The page must be served over https:// or " +
-  "from http://localhost.";
-
-async function checkWebGPU() {
-  if (!("gpu" in navigator) || !navigator.gpu) {
-    return `This browser has no WebGPU (navigator.gpu is missing). ${NO_WEBGPU_HELP}`;
-  }
-  try {
-    const adapter = await navigator.gpu.requestAdapter();
-    if (!adapter) {
-      return `WebGPU is present but found no usable GPU adapter (it may be blocklisted or disabled). ${NO_WEBGPU_HELP}`;
-    }
-  } catch (err) {
-    return `WebGPU failed to start: ${err.message}. ${NO_WEBGPU_HELP}`;
-  }
-  return null;
-}
-
-// --- the worker ------------------------------------------------------------------------------
-let worker = null;
-let nextId = 1;
-const pending = new Map();
-
-function send(message) {
-  if (!worker) return Promise.reject(new Error(`Python is not running (state: ${app.state})`));
-  const id = nextId++;
-  return new Promise((resolve, reject) => {
-    pending.set(id, { resolve, reject });
-    worker.postMessage({ ...message, id });
-  });
-}
-
-// Python source text (tests, the DevTools console)
-function run(code) {
-  return send({ type: "run", code });
-}
-
-// module.name(*args, **kwargs) with the arguments passed as values, never as source text
-function call(module, name, args = [], kwargs = {}) {
-  return send({ type: "call", module, name, args, kwargs });
 }
 
 const assetRows = new Map();
@@ -210,17 +169,13 @@ function onWorkerMessage(ev) {
     case "model-recovering":
       $("#search-timings").textContent = "The GPU was reset: loading the model again on a new device…";
       break;
-    case "result": {
-      const p = pending.get(msg.id);
-      pending.delete(msg.id);
-      if (p) msg.ok ? p.resolve(msg.value) : p.reject(new Error(msg.error));
-      break;
-    }
   }
 }
 
 async function runDemo() {
   try {
+    // ?limits=safari|default: the limits the device asks for, before it is made
+    if (params.has("limits")) await call("pybridge.device", "set_limits_profile", [params.get("limits")]);
     if (app.device === "cpu") await call("pybridge", "set_default_device", ["cpu", app.noWebGPU]);
     const r = await call("pybridge.demo", "run_axpy");
     app.result = r;
@@ -315,8 +270,7 @@ async function main() {
     for (const el of document.querySelectorAll(".where")) el.textContent = WHERE.cpu;
   }
   setState("booting", problem ? "Loading Python (CPU mode)…" : "Loading Python…");
-  worker = new Worker("./worker.js", { type: "module" });
-  worker.onmessage = onWorkerMessage;
+  const worker = python.start("./worker.js", onWorkerMessage);
   worker.onerror = (ev) => {
     setState("error", "Failed");
     showError("The worker failed to start", ev.message || "worker.js could not be loaded");

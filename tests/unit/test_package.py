@@ -18,13 +18,15 @@ from pybridge.backend import prepare_upload
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPECTED_MODULES = ["_env", "dtypes", "accounting", "errors", "device", "backend", "view", "dispatch",
-                    "browser", "native", "weights", "_unicode_data", "tokenizer", "minilm", "demo"]
+                    "browser", "native", "cpu", "weights", "_unicode_data", "tokenizer", "minilm",
+                    "demo", "checks"]
 
 
 def test_package_docstring_lists_modules_in_data_path_order():
     listed = re.findall(r"^    (\w+)\s{2,}", pybridge.__doc__, flags=re.M)
     assert listed == EXPECTED_MODULES
     files = {p.stem for p in (ROOT / "pybridge").glob("*.py") if p.stem != "__init__"}
+    files |= {p.parent.name for p in (ROOT / "pybridge").glob("*/__init__.py")}  # subpackages
     assert set(listed) == files  # every module listed, none missing
 
 

@@ -1,0 +1,64 @@
+// The pages' side of worker.js, shared by the demo page (main.js) and the self-test
+// (selftest.js): the WebGPU check made before anything downloads, and the worker that owns
+// Python, asked for things by message:
+//   run(code)                          run Python source text; resolves with its last value
+//   call(module, name, args, kwargs)   module.name(*args, **kwargs), arguments as values
+
+export const NO_WEBGPU_HELP =
+  "Use Chrome or Edge 113+ (macOS, Windows, ChromeOS; on Linux start it with " +
+  "--enable-unsafe-webgpu or turn on chrome://flags/#enable-unsafe-webgpu), Safari 26+ " +
+  "on macOS or iOS, or Firefox 141+ on Windows. The page must be served over https:// or " +
+  "from http://localhost.";
+
+// Why this browser cannot run WebGPU here, or null.
+export async function checkWebGPU() {
+  if (!("gpu" in navigator) || !navigator.gpu) {
+    return `This browser has no WebGPU (navigator.gpu is missing). ${NO_WEBGPU_HELP}`;
+  }
+  try {
+    const adapter = await navigator.gpu.requestAdapter();
+    if (!adapter) {
+      return `WebGPU is present but found no usable GPU adapter (it may be blocklisted or disabled). ${NO_WEBGPU_HELP}`;
+    }
+  } catch (err) {
+    return `WebGPU failed to start: ${err.message}. ${NO_WEBGPU_HELP}`;
+  }
+  return null;
+}
+
+// The worker and its pending answers. `state()` names the page's state for the error a call
+// made before start() gets. start(url, onMessage) passes every message but the answers to
+// onMessage, and returns the Worker (for its onerror).
+export function pythonWorker(state = () => "not started") {
+  let worker = null;
+  let nextId = 1;
+  const pending = new Map();
+
+  function send(message) {
+    if (!worker) return Promise.reject(new Error(`Python is not running (state: ${state()})`));
+    const id = nextId++;
+    return new Promise((resolve, reject) => {
+      pending.set(id, { resolve, reject });
+      worker.postMessage({ ...message, id });
+    });
+  }
+
+  function settle(msg) {
+    const p = pending.get(msg.id);
+    pending.delete(msg.id);
+    if (p) msg.ok ? p.resolve(msg.value) : p.reject(new Error(msg.error));
+  }
+
+  return {
+    start(url, onMessage) {
+      worker = new Worker(url, { type: "module" });
+      worker.onmessage = (ev) => (ev.data.type === "result" ? settle(ev.data) : onMessage(ev));
+      return worker;
+    },
+    // Python source text (tests, the DevTools console)
+    run: (code) => send({ type: "run", code }),
+    // module.name(*args, **kwargs) with the arguments passed as values, never as source text
+    call: (module, name, args = [], kwargs = {}) =>
+      send({ type: "call", module, name, args, kwargs }),
+  };
+}
