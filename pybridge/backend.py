@@ -1,8 +1,9 @@
 """The backend interface (allocate, upload, dispatch, readback, free) and GpuTensor.
 
-Two backends implement it: `browser.BrowserBackend` (Pyodide FFI to navigator.gpu, the
-product) and `native.NativeBackend` (wgpu-py in CPython: lavapipe in CI, Metal, Vulkan on
-real GPUs). Model and kernel code talks to this interface only.
+Three backends implement it: `browser.BrowserBackend` (Pyodide FFI to navigator.gpu, the
+product), `native.NativeBackend` (wgpu-py in CPython: lavapipe in CI, Metal, Vulkan on real
+GPUs) and `cpu.CpuBackend` (each kernel's numpy twin, where there is no WebGPU). Model and
+kernel code talks to this interface only.
 
 The checks every backend shares live here, so both raise the same errors:
 unsupported dtype -> TypeError; bad shape, non-contiguous input with copy=False, an `out=`

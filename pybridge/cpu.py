@@ -33,20 +33,11 @@ import numpy as np
 from pybridge import accounting
 from pybridge.backend import Backend, GpuTensor, Plan, Step, Submission, check_grid, prepare_out
 from pybridge.dispatch import shader_source
-from pybridge.errors import DeviceLost, GpuValidationError
+from pybridge.device import DEFAULT_LIMITS
+from pybridge.errors import DeviceLost, GpuOutOfMemory, GpuValidationError
 
-# Limits as a WebGPU adapter reports them. # WebGPU's defaults for the sizes, so what runs here runs on any WebGPU device too.
-LIMITS = {
-    "maxBufferSize": 256 << 20,
-    "maxStorageBufferBindingSize": 128 << 20,
-    "maxComputeWorkgroupStorageSize": 32768,
-    "maxComputeInvocationsPerWorkgroup": 1024,
-    "maxComputeWorkgroupSizeX": 1024,
-    "maxStorageBuffersPerShaderStage": 16,
-    "maxComputeWorkgroupsPerDimension": 65535,
-    "minStorageBufferOffsetAlignment": 4,
-    "maxUniformBufferBindingSize": 65536,
-}
+# WebGPU's default limits (pybridge.device.DEFAULT_LIMITS): what runs here fits any device.
+LIMITS = dict(DEFAULT_LIMITS)
 
 
 class CpuBuffer:
@@ -214,6 +205,42 @@ def pool(b: list[Entry], grid: tuple[int, int, int], c: dict[str, float]) -> Non
         out[i] = m / max(float(np.sqrt(np.dot(m, m))), 1e-12)
 
 
+def _rows(grid: tuple[int, int, int]) -> int:
+    return grid[0] * grid[1]  # workgroups of a grid_1d grid, folded into y
+
+
+def covers(op: str, b: list[Entry], grid: tuple[int, int, int]) -> str | None:
+    """Why `grid` covers less than the kernel's whole output, or None. The numpy twins compute
+    whole outputs; a GPU computes only what the grid covers, so a grid that covers less would
+    make the two differ: refused instead."""
+    from pybridge.dispatch import matmul_tile
+
+    if op == "axpy":
+        n = _params(b[2])[0]
+        return None if _rows(grid) * 256 >= n else f"{_rows(grid) * 256} of {n} elements"
+    if op == "embed":
+        n = b[0][2] // 4
+        return None if _rows(grid) >= n else f"{_rows(grid)} of {n} tokens"
+    if op == "layernorm":
+        n = _params(b[4])[0]
+        return None if _rows(grid) >= n else f"{_rows(grid)} of {n} rows"
+    if op == "pool":
+        n = b[1][2] // 4
+        return None if _rows(grid) >= n else f"{_rows(grid)} of {n} sentences"
+    if op == "attention":
+        T, _, heads = _params(b[2])[:3]
+        if grid[0] * 64 < T or grid[1] < heads or grid[2] > b[1][2] // 4:
+            return f"grid {grid} for T={T}, {heads} heads, {b[1][2] // 4} lengths"
+        return None
+    M, N = _params(b[3])[:2]  # a matmul
+    cols, rows = matmul_tile(op) if op not in ("matmul_splitk", "matmul_splitk_sg") else (0, 0)
+    if op.startswith("matmul_splitk"):
+        return None if grid[0] * grid[1] > 0 else "an empty grid"  # its own layout: any covers
+    if grid[0] * cols < N or grid[1] * rows < M:
+        return f"{grid[0] * cols} x {grid[1] * rows} of C's {N} x {M} (columns x rows)"
+    return None
+
+
 KERNELS: dict[str, Callable[[list[Entry], tuple[int, int, int], dict[str, float]], None]] = {
     "axpy": axpy, "embed": embed, "layernorm": layernorm, "attention": attention, "pool": pool,
     **{op: matmul for op in ("matmul", "matmul_cpu", "matmul_m64", "matmul_rows",
@@ -253,6 +280,13 @@ class CpuBackend(Backend):
 
     async def recover(self) -> None:
         self.lost = None
+
+    def close(self) -> None:
+        """Free every buffer; the backend then reports itself lost, as the others do."""
+        for buf in list(self._live.values()):
+            buf.destroy()
+        self._live.clear()
+        self.lost = ("destroyed", "the backend was closed")
 
     @property
     def features(self) -> frozenset[str]:
@@ -354,6 +388,10 @@ class CpuBackend(Backend):
         op, _, _, wanted = pipeline
         if len(entries) != wanted:
             raise _Invalid(f"{op} takes {wanted} bindings, got {len(entries)}")
+        out = entries[-1][0]  # every kernel's last binding is its read_write output
+        if any(buf is out for buf, _, _ in entries[:-1]):
+            raise _Invalid(f"the output of {op} is bound as an input too (a GPU refuses a buffer "
+                           "that one dispatch both reads and writes)")
         limit = LIMITS["maxStorageBufferBindingSize"]
         for i, (_, _, size) in enumerate(entries):
             if size > limit:
@@ -366,8 +404,18 @@ class CpuBackend(Backend):
         for buf, _, _ in entries:
             if buf.data is None:
                 raise DeviceLost(op, "destroyed", f"a buffer bound to {name} was destroyed")
-        with np.errstate(all="ignore"):  # NaN and infinities flow as on a GPU, unannounced
-            kernel(entries, grid, constants)
+        short = covers(name, entries, grid)
+        if short is not None:
+            raise GpuValidationError(op, "validation", f"{name}'s grid covers {short}: the CPU "
+                                     "backend runs whole kernels only")
+        try:
+            with np.errstate(all="ignore"):  # NaN and infinities flow as on a GPU, unannounced
+                kernel(entries, grid, constants)
+        except MemoryError:
+            raise GpuOutOfMemory(op, "out-of-memory", f"numpy ran out of memory in {name}") from None
+        except (ValueError, IndexError, ZeroDivisionError) as e:  # Params that the bindings
+            raise GpuValidationError(op, "validation",  # do not hold, a grid past `lengths`
+                                     f"{name}'s bindings do not fit its Params or grid: {e}") from None
         entries[-1][0].wrote()  # every kernel writes its last binding
 
     async def dispatch(self, op: str, bindings: Sequence[GpuTensor | np.ndarray],

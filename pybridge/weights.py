@@ -13,6 +13,12 @@ raises (IntegrityError, DownloadError, naming the file): nothing half-loaded sta
 
 The native backend streams a local file (or http URL) the same way through wgpu-py's
 mapped ranges, checking the hash with hashlib.
+
+The CPU backend (pybridge/cpu.py) has no GPU memory to stream into: in the browser the same
+stream fills one JS buffer per tensor, and once the file's hash is checked each is copied
+into the tensor's numpy memory (a second copy, counted as "host"). Peak memory is then the
+whole file twice (JS and the wasm heap) until the JS buffers are collected; in CPython the
+file streams straight into the numpy buffers.
 """
 
 from __future__ import annotations
@@ -119,7 +125,8 @@ async def load_safetensors(source: str | Path, backend: Backend | None = None, *
     """Stream a safetensors file into one GPU tensor per entry; returns name -> GpuTensor.
 
     Copies the tensor bytes once (network chunk -> mapped GPU memory); 0 bytes pass through
-    the wasm heap. `sha256` (hex) is checked over the whole file while it streams."""
+    the wasm heap (on the CPU backend in the browser: twice, see the module's docstring).
+    `sha256` (hex) is checked over the whole file while it streams."""
     backend = backend or await default_backend()
     if backend.name == "browser" or (backend.name == "cpu" and IN_PYODIDE):
         return await _load_browser(backend, str(source), sha256, progress)

@@ -163,7 +163,8 @@ function onWorkerMessage(ev) {
       const bar = $("#model-progress");
       bar.value = msg.total ? msg.done / msg.total : 0;
       $("#model-status").textContent =
-        `Streaming weights to the GPU: ${fmtBytes(msg.done)} of ${fmtBytes(msg.total)}`;
+        `Streaming weights to ${app.device === "cpu" ? "numpy" : "the GPU"}: ` +
+        `${fmtBytes(msg.done)} of ${fmtBytes(msg.total)}`;
       break;
     }
     case "model-recovering":
@@ -174,8 +175,16 @@ function onWorkerMessage(ev) {
 
 async function runDemo() {
   try {
-    // ?limits=safari|default: the limits the device asks for, before it is made
-    if (params.has("limits")) await call("pybridge.device", "set_limits_profile", [params.get("limits")]);
+    // ?limits=safari|default: the limits the device asks for, before it is made (a GPU's only)
+    if (params.has("limits") && app.device === "gpu") {
+      try {
+        await call("pybridge.device", "set_limits_profile", [params.get("limits")]);
+      } catch (err) {
+        setState("error", "Failed");
+        showError("Bad ?limits= in the address", err.message);
+        return;
+      }
+    }
     if (app.device === "cpu") await call("pybridge", "set_default_device", ["cpu", app.noWebGPU]);
     const r = await call("pybridge.demo", "run_axpy");
     app.result = r;
@@ -186,7 +195,8 @@ async function runDemo() {
     setState("ready", r.ok ? "Ready" : "Ready (kernel result differs)");
   } catch (err) {
     setState("error", "Failed");
-    showError("The GPU kernel failed", err.message);
+    showError(app.device === "cpu" ? "The kernel self-check failed" : "The GPU kernel failed",
+      err.message);
     return;
   }
   if (params.get("model") !== "none") loadModel(params.get("dtype") || "float16");
@@ -266,7 +276,7 @@ async function main() {
     document.body.dataset.device = "cpu";
     showNotice("No WebGPU here: running on the CPU instead",
       `${problem} Every kernel and the model run on numpy in this page instead: the same ` +
-      "answers, more slowly.");
+      "answers, more slowly." + (params.has("limits") ? " (?limits= applies to a GPU only.)" : ""));
     for (const el of document.querySelectorAll(".where")) el.textContent = WHERE.cpu;
   }
   setState("booting", problem ? "Loading Python (CPU mode)…" : "Loading Python…");

@@ -140,6 +140,10 @@ async function runChecks() {
   const t0 = performance.now();
   let checks;
   try {
+    // ?limits=safari|default as on the demo page: the limits the device asks for (a GPU's only)
+    if (params.has("limits") && app.device === "gpu") {
+      await python.call("pybridge.device", "set_limits_profile", [params.get("limits")]);
+    }
     if (app.device === "cpu") await python.call("pybridge", "set_default_device", ["cpu", app.noWebGPU]);
     const env = nulls(await python.call(SELFTEST, "environment"));
     Object.assign(report.versions, env.versions);

@@ -46,7 +46,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
   let b = wg.z;
   let h = wg.y;
   let i = wg.x * ROWS + tid;  // this invocation's query row
-  let n = u32(max(lengths[b], 0));  // uniform (read-only, b = workgroup_id.z): barriers below
+  // keys 0 .. n-1, n = length[b] within 0..T (a longer one must not read the next sentence);
+  // uniform (read-only storage and uniform values, b = workgroup_id.z): barriers below
+  let n = min(u32(max(lengths[b], 0)), T);
   let stride = 3u * H;
   let qi = min(i, T - 1u);
 

@@ -37,7 +37,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) groups: v
     return;
   }
   let C = params.C;
-  let n = u32(max(lengths[b], 1));
+  let n = min(u32(max(lengths[b], 1)), params.T);  // within 1..T: never the next row's tokens
   var m: array<f32, 8>;
   var sq = 0.0;
   for (var i = 0u; i < PER; i++) {

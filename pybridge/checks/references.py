@@ -54,7 +54,9 @@ def attention(B: int, T: int, heads: int, D: int, lengths: list[int]) -> np.ndar
     qkv = rand((B * T, 3 * H), 13, 2).astype(np.float64).reshape(B, T, 3, heads, D)
     out = np.zeros((B, T, heads, D))
     for b in range(B):
-        n = lengths[b]
+        n = min(max(lengths[b], 0), T)  # a length past T covers T keys; 0 keys give zeros
+        if n == 0:
+            continue
         for h in range(heads):
             q, k, v = qkv[b, :, 0, h], qkv[b, :n, 1, h], qkv[b, :n, 2, h]
             s = q @ k.T / math.sqrt(D)
@@ -65,5 +67,5 @@ def attention(B: int, T: int, heads: int, D: int, lengths: list[int]) -> np.ndar
 
 def pool(B: int, T: int, C: int, lengths: list[int]) -> np.ndarray:
     x = rand((B * T, C), 14).astype(np.float64).reshape(B, T, C)
-    m = np.stack([x[b, :lengths[b]].mean(0) for b in range(B)])
+    m = np.stack([x[b, :min(max(lengths[b], 1), T)].mean(0) for b in range(B)])  # 1..T tokens
     return m / np.maximum(np.linalg.norm(m, axis=-1, keepdims=True), 1e-12)

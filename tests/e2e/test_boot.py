@@ -184,3 +184,15 @@ def test_call_passes_values_to_python_functions(app):
     # a Python error reaches the page as "Type: message", the traceback only in the console
     err = app.page.evaluate("pybridge.call('builtins', 'int', ['x']).catch((e) => e.message)")
     assert err == "ValueError: invalid literal for int() with base 10: 'x'"
+
+
+def test_a_bad_limits_profile_is_named_and_ignored_without_a_gpu(fresh_page, server):
+    """Found in review: ?limits=bogus failed as "The GPU kernel failed", and on the CPU
+    backend (where no profile applies) too."""
+    fresh_page.goto(server.url + "?model=none&limits=bogus")
+    assert wait_final(fresh_page) == "error"
+    assert fresh_page.locator("#error-title").inner_text() == "Bad ?limits= in the address"
+    assert "must be one of adapter, safari, default" in fresh_page.locator("#error").inner_text()
+    fresh_page.goto(server.url + "?model=none&gpu=none&limits=bogus")
+    assert wait_final(fresh_page) == "ready"
+    assert "?limits= applies to a GPU only" in fresh_page.locator("#notice").inner_text()

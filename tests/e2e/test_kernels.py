@@ -41,8 +41,8 @@ def test_matmul_variant(page, op, M, N, K, gelu, f16):
 
 EMBED_CASES = [(2, 7, 100, 384, False), (3, 33, 1000, 96, True)]
 LAYERNORM_CASES = [(3, 384), (17, 1000)]
-ATTENTION_CASES = [(2, 9, 12, 32, [9, 4]), (3, 70, 2, 64, [70, 1, 65])]
-POOL_CASES = [(3, 10, 384, [10, 1, 5])]
+ATTENTION_CASES = [(2, 9, 12, 32, [9, 4]), (3, 70, 2, 64, [70, 1, 65]), (3, 4, 2, 32, [6, 0, 4])]
+POOL_CASES = [(3, 10, 384, [10, 1, 5]), (3, 4, 64, [9, 0, 4])]
 
 
 @pytest.mark.parametrize("B, T, V, C, f16", EMBED_CASES)

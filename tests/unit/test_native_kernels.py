@@ -268,6 +268,9 @@ async def test_layernorm(backend, R, C):
 @pytest.mark.parametrize("B, T, heads, D, lengths", [
     (1, 1, 1, 32, [1]), (2, 9, 12, 32, [9, 4]), (3, 70, 2, 64, [70, 1, 65]),
     (1, 130, 12, 32, [128]),
+    # found in review: a length past T read the next sentence's keys on the GPU (the CPU
+    # backend clamped), and a length of 0 is all zeros on both
+    (3, 4, 2, 32, [6, 0, 4]),
 ])
 async def test_attention(backend, B, T, heads, D, lengths):
     got = await kernels.attention(backend, B, T, heads, D, lengths)
@@ -276,7 +279,8 @@ async def test_attention(backend, B, T, heads, D, lengths):
 
 
 @pytest.mark.parametrize("B, T, C, lengths", [(1, 1, 8, [1]), (3, 10, 384, [10, 1, 5]),
-                                              (2, 40, 1000, [40, 17])])
+                                              (2, 40, 1000, [40, 17]),
+                                              (3, 4, 64, [9, 0, 4])])  # past T, 0: clamped
 async def test_pool(backend, B, T, C, lengths):
     got = await kernels.pool(backend, B, T, C, lengths)
     np.testing.assert_allclose(got, references.pool(B, T, C, lengths), rtol=1e-5, atol=1e-6)
