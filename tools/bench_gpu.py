@@ -227,6 +227,41 @@ def yardstick(shapes: list[tuple[int, int]], dtypes: list[str], warmup: int, rep
 PEER_SHARED = ("node.xz", "dawn.tar.xz", "vk.tar.xz")  # travel once, in the main pack
 
 
+SELFTEST_PROFILES = ("adapter", "default", "safari")  # pybridge.device.LIMITS_PROFILES
+
+
+def selftest(start: Callable[[], NodeApp], weights: dict[str, str]) -> dict:
+    """The /selftest page's checks (pybridge.checks.selftest) in the page's stack on this GPU,
+    once per limits profile (a new runner each: a device keeps the limits it was made with).
+    The model checks compare with sentence-transformers' embeddings, so they run only on
+    weights carried for real (`--pack-weights`, `--stage`); random ones are skipped."""
+    out: dict[str, Any] = {}
+    for profile in SELFTEST_PROFILES:
+        with start() as app:
+            app.py(f"import pybridge.device\npybridge.device.set_limits_profile({profile!r})")
+            names = [n["id"] for n in app.py("from pybridge.checks import selftest\n"
+                                              "selftest.names()")]
+            rows = []
+            for name in names:
+                dtype = name.rsplit(" ", 1)[-1]
+                if name.startswith("all-MiniLM") and weights.get(dtype) != "real":
+                    rows.append({"id": name, "status": "skip", "detail": "random weights"})
+                    continue
+                rows.append(app.py(f"await selftest.run({name!r}, model='{app.origin}/models/', "
+                                   f"reference='{app.origin}/selftest/selftest-reference.json')"))
+            limits = app.py("import pybridge\n(await pybridge.default_backend()).limits")
+        count = {k: sum(r["status"] == k for r in rows) for k in ("pass", "fail", "error", "skip")}
+        print(f"\nself-test, limits {profile!r} (workgroup storage "
+              f"{limits['maxComputeWorkgroupStorageSize']}, invocations "
+              f"{limits['maxComputeInvocationsPerWorkgroup']}): {count['pass']} passed, "
+              f"{count['fail']} failed, {count['error']} errors, {count['skip']} skipped")
+        for r in rows:
+            if r["status"] in ("fail", "error"):
+                print(f"  {r['status'].upper()} {r['id']}: {r.get('error') or r.get('detail')}")
+        out[profile] = {"limits": limits, "counts": count, "checks": rows}
+    return out
+
+
 def pack_peers(folder: Path) -> None:
     """The peers' carry folder, less what the main pack already carries."""
     from tools.gpu import peers_pack
@@ -336,7 +371,8 @@ def measure(runtime: pack.Runtime, args: argparse.Namespace) -> int:
     bench_data = work / "bench-data"
     bench_data.mkdir(exist_ok=True)
     env, vulkan = pack.vulkan_env(runtime, work)
-    mounts = {"/models/": model_folder(work), "/bench-data/": bench_data}
+    mounts = {"/models/": model_folder(work), "/bench-data/": bench_data,
+              "/selftest/": runtime.web}  # the self-test's stored embeddings
 
     def start(flags: tuple[str, ...]) -> NodeApp:
         return NodeApp(runtime.node, runtime.webgpu, runtime.pyodide, runtime.web, mounts,
@@ -394,6 +430,9 @@ def measure(runtime: pack.Runtime, args: argparse.Namespace) -> int:
             result["datapath"] = part("data path", run_datapath)
         result["tokenizer"] = part("tokenizer", lambda: tokenizer_part(app, 5 if args.quick
                                                                        else 20))
+        if args.selftest:
+            result["selftest"] = part("self-test", lambda: selftest(
+                lambda: start(tuple(args.dawn_flag)), weights))
         for spec in args.variant:  # NAME=python run in the page first (e.g. a dispatch knob)
             name, _, code = spec.partition("=")
 
@@ -462,6 +501,9 @@ def main(argv: list[str] | None = None) -> int:
                          "reference venv: torch + onnx); with --run: run them after pybridge")
     ap.add_argument("--kernels", action="store_true",
                     help="also tools/bench_kernels.py through Dawn, torch beside it (matmul TFLOP/s)")
+    ap.add_argument("--selftest", action="store_true",
+                    help="also the /selftest checks under each limits profile (adapter, "
+                         "default, safari)")
     ap.add_argument("--no-datapath", action="store_true")
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--out", type=Path, default=ROOT / "bench-results" / "gpu.json")

@@ -15,10 +15,13 @@ Two modes run the same searches, checks, samples and summary:
   web/bridge.js) under Node on Dawn, Chrome's WebGPU engine, on the machine's GPU
   (tools/gpu/runner.mjs). `pybridge.demo.load_model` loads the model as the page does (the
   weights a pack carries: random values in the real layout unless staged, see
-  tools/bench_gpu.py), and each run of searches between two samples is one Python coroutine
-  calling `pybridge.demo.search`, converting each answer to a JS object with `to_js(...,
-  dict_converter=Object.fromEntries)` as the worker's call path does and reading it back
-  from JS as the page does. Needs Python 3.12 and numpy only (no Playwright).
+  tools/bench_gpu.py), and every search is made from JS as the page's worker makes it, with
+  the same code (web/call.js, which web/worker.js imports): `callPython(pyodide, {module:
+  "pybridge.demo", name: "search", args: [query, sentences]})` (`toPy` of the arguments,
+  `runPythonAsync`, then `destroy` of those globals), the answer converted by `toPlain`
+  (`toJs({dict_converter: Object.fromEntries, create_pyproxies: false})`, then `destroy`),
+  one call per search; the searches between two samples go to the runner in one request
+  (tools/gpu/node_app.py `NodeApp.calls`). Needs Python 3.12 and numpy only (no Playwright).
 
 Queries rotate through a pool of 15 and the sentences through four sets (the page's seven, one
 removed, one longer added, reordered), changing every 5 searches; the whole mix repeats every
@@ -52,6 +55,10 @@ Chromium only:
 
 Dawn only (Node runs with `--expose-gc`; the worker-side counters above are read in the
 runner's global scope, where Pyodide lives):
+- GPU buffers (Dawn): buffers created and not destroyed, counted at the WebGPU API apart from
+  the backend's own count (tools/gpu/buffers.mjs wraps GPUDevice.createBuffer and
+  GPUBuffer.destroy; the weights bridge.js creates count too): a buffer that leaves the
+  backend's books without destroy() stays in it;
 - Node JS heap: `process.memoryUsage().heapUsed` after `gc()`;
 - Node external: `process.memoryUsage().external`, memory outside the JS heap that JS objects
   own (ArrayBuffers, such as mapped GPU ranges, and what dawn.node reports to V8);
@@ -66,12 +73,15 @@ A metric a mode lacks is left out of its table and JSON.
 
 Per metric: the value at the first sample after the warm-up (the first 10% of searches, at
 least one pass through every query and set), the last value, and the least-squares slope per
-1,000 searches over the samples after the warm-up with its standard error. Verdict: "flat"
-when |slope| is below 0.5% of the start value per 1,000 searches (under 5% over 10,000), or
-below one per 1,000 for a count, or a count never moved; "GROWS" when the slope less two
-standard errors is still above that ("GROWS, slowing" when the slope over the last half of
-those samples is under half the slope over the first half: a cache or pool filling up, which a
-longer run tells from a leak); otherwise "unclear" (too few searches or samples to tell).
+1,000 searches over the samples after the warm-up with its standard error. A count that must
+not move (GPU buffers, PyProxies, JS refs, Python objects) is "flat" only when it never moved
+or its slope is zero within two standard errors, and "GROWS" otherwise: one buffer leaked in
+1,100 searches is "GROWS". Bytes are "flat" when the slope plus two standard
+errors stays under 0.5% of the start value per 1,000 searches (5% over 10,000); "GROWS" when
+the slope less two standard errors is above that ("GROWS, levels off" when the last half's
+slope is under half the first half's and itself under that limit: a cache or pool that
+filled, flat by the end); otherwise "unclear". The exit status is 1 when an answer was wrong
+or a count GROWS.
 
 On SwiftShader a search takes seconds, so `--minutes` stops early and reports the count
 reached. Prints a header naming the mode, a line per sample and a compact table; writes
@@ -208,35 +218,35 @@ SEARCHES = """async ([jobs, seconds]) => {
   return out;
 }"""
 
-# Dawn: the same run of searches as one coroutine in the runner's Python (one request to the
-# runner per run). Each answer goes through the worker's call path: converted to a JS object by
-# to_js (worker.js: toJs with dict_converter Object.fromEntries; every value converts, so no
-# PyProxy is made and none is left to destroy) and read back from JS as SEARCHES reads it; the
-# JsProxy is dropped with the loop's next turn, releasing the JS object.
-PY_SEARCHES = """\
-import time as _time
-import js as _js
-from pyodide.ffi import to_js as _to_js
+# Dawn: every search as the page's search box makes it (web/main.js search(): a "call" of
+# pybridge.demo.search), made from JS by the runner with the worker's own code (web/call.js
+# callPython, then toPlain), one call per search; dawn_answer reads each answer as SEARCHES
+# reads the page's.
+SEARCH_CALL = {"module": "pybridge.demo", "name": "search"}
 
 
-async def _soak_searches(jobs, seconds):
-    import pybridge.demo as demo
+def dawn_answer(a: dict) -> dict:
+    """A runner call's answer ({ms, value} or {ms, error}) in SEARCHES's shape. JSON drops
+    what toJs made undefined (None: `recovered`) and writes NaN as null; a property missing
+    reads as None, as undefined reaches Playwright's caller."""
+    if "error" in a:
+        return {"ms": a["ms"], "error": a["error"]}
+    r = a["value"]
+    try:
+        ranked = [[x["text"], math.nan if x["score"] is None else x["score"]]
+                  for x in r["ranked"]]
+        return {"ms": a["ms"], "ranked": ranked, "tokens": r.get("tokens"),
+                "timings": r.get("timingsMs"), "recovered": r.get("recovered")}
+    except (KeyError, TypeError, AttributeError) as e:  # SEARCHES fails on such an answer too
+        return {"ms": a["ms"], "error": f"an answer of another shape ({e!r}): {str(r)[:200]}"}
 
-    out, start = [], _time.perf_counter()
-    for q, s, sentences in jobs:
-        if out and _time.perf_counter() - start > seconds:
-            break
-        t0 = _time.perf_counter()
-        try:
-            r = _to_js(await demo.search(q, sentences), dict_converter=_js.Object.fromEntries)
-            out.append({"ms": (_time.perf_counter() - t0) * 1e3,
-                        "ranked": [[x.text, x.score] for x in r.ranked]})
-        except Exception as e:  # as worker.js reports a failed call: "Type: message"
-            out.append({"ms": (_time.perf_counter() - t0) * 1e3,
-                        "error": f"{type(e).__name__}: {e}"})
-        r = None
-    return out
-"""
+
+# Dawn: GPU buffers created and not destroyed, counted at the WebGPU API by the runner
+# (tools/gpu/buffers.mjs), and how many of those the JS GC has freed; nothing with --no-gpu.
+DAWN_BUFFERS = """() => {
+  const c = self.gpuBufferCounts;
+  return c ? {gpuBuffersDawn: c.created - c.destroyed, gpuBuffersCollected: c.collected} : {};
+}"""
 
 # Dawn: Node's own memory, after a full JS GC (node --expose-gc).
 NODE_MEMORY = """() => {
@@ -250,6 +260,7 @@ METRICS = [  # (key, label, unit): unit "B" prints MiB, "" a count; a mode sampl
     ("mallocBytes", "malloc in use", "B"),
     ("pyObjects", "Python objects", ""),
     ("gpuBuffers", "live GPU buffers", ""),
+    ("gpuBuffersDawn", "GPU buffers (Dawn)", ""),  # Dawn: counted at the WebGPU API
     ("pyProxies", "live PyProxies", ""),
     ("jsRefs", "JS refs (JsProxies)", ""),
     ("workerJsBytes", "worker JS heap", "B"),  # Chromium
@@ -263,6 +274,7 @@ METRICS = [  # (key, label, unit): unit "B" prints MiB, "" a count; a mode sampl
     ("gpuMemory", "GPU memory", "B"),
 ]
 PROGRESS = {"heapBytes": "heap", "mallocBytes": "malloc", "gpuBuffers": "buffers",
+            "gpuBuffersDawn": "dawn buffers",
             "pyProxies": "proxies", "jsRefs": "refs", "rendererRss": "renderer",
             "gpuProcessRss": "gpu", "nodeRss": "node", "nodeRssAnon": "anon",
             "gpuMemory": "vram"}  # a sample's line
@@ -407,11 +419,12 @@ class NodeTarget:
         status = Path(f"/proc/{self.app.proc.pid}/status").read_text()
         anon = next(int(line.split()[1]) for line in status.splitlines()
                     if line.startswith("RssAnon:"))
-        return {**self.js(NODE_MEMORY), "nodeRssAnon": anon * 1024,
+        return {**self.js(NODE_MEMORY), **self.js(DAWN_BUFFERS), "nodeRssAnon": anon * 1024,
                 **(gpu_memory() if self.nvidia else {})}
 
     def searches(self, jobs: list, seconds: float) -> list[dict]:
-        return self.app.py(f"await _soak_searches({[list(j) for j in jobs]!r}, {seconds!r})")
+        calls = [{**SEARCH_CALL, "args": [q, sentences]} for q, _, sentences in jobs]
+        return [dawn_answer(a) for a in self.app.calls(calls, seconds)]
 
 
 @contextmanager
@@ -525,15 +538,18 @@ def summarize(samples: list[dict], warm: int) -> list[dict]:
         early, _ = fit(xs[: half + 1], ys[: half + 1])
         late, _ = fit(xs[half:], ys[half:])
         start, end = ys[0], ys[-1]
-        limit = max(FLAT_SHARE * abs(start), 0 if unit else 1)
+        # counts (buffers, proxies, refs, objects) must not move at all: any trend beyond
+        # noise is growth; bytes may wander within a share of where they started
+        limit = FLAT_SHARE * abs(start) if unit else 0.0
         if len(ys) < 3:
             verdict = "unclear"  # too few samples after the warm-up for a slope
-        elif abs(slope) < limit or (not unit and max(ys) == min(ys)):
+        elif max(ys) == min(ys) or (abs(slope) + 2 * se <= limit if unit
+                                    else abs(slope) - 2 * se <= 0):  # a count: no trend
             verdict = "flat"
         elif abs(slope) - 2 * se > limit:
             verdict = "GROWS" if slope > 0 else "shrinks"
-            if slope > 0 and len(ys) >= 6 and late < early / 2:
-                verdict = "GROWS, slowing"  # a cache or pool filling up, or a slow start
+            if slope > 0 and len(ys) >= 6 and late < early / 2 and late <= limit:
+                verdict = "GROWS, levels off"  # a cache or pool filled up: flat by the end
         else:
             verdict = "unclear"
         rows.append({"metric": key, "label": label, "unit": unit, "boot": samples[0][key],
@@ -562,16 +578,24 @@ def fmt(v: float, unit: str) -> str:
 
 
 def check(answers: list[dict], first: dict, jobs: list) -> list[str]:
-    """Problems with these answers (an error, a sentence missing, a score that moved)."""
+    """Problems with these answers: an error; a device lost and the model reloaded (that resets
+    what the soak measures); a sentence missing, repeated or out of order; a score not finite
+    or moved from the first answer to the same query and set."""
     bad = []
     for a, (q, s, sentences) in zip(answers, jobs):
         if "error" in a:
             bad.append(f"{q!r} set {s}: {a['error']}")
             continue
+        if a.get("recovered"):
+            bad.append(f"{q!r} set {s}: {a['recovered']}")
+        texts = [t for t, _ in a["ranked"]]
         scores = dict(a["ranked"])
-        if sorted(scores) != sorted(sentences) or not all(map(math.isfinite, scores.values())):
-            bad.append(f"{q!r} set {s}: ranked {len(scores)} of {len(sentences)}")
+        if sorted(texts) != sorted(sentences) or not all(map(math.isfinite, scores.values())):
+            bad.append(f"{q!r} set {s}: ranked {len(texts)} of {len(sentences)} sentences")
             continue
+        ordered = [sc for _, sc in a["ranked"]]
+        if any(x < y for x, y in zip(ordered, ordered[1:])):
+            bad.append(f"{q!r} set {s}: not ranked by score")
         ref = first.setdefault((q, s), scores)
         moved = max(abs(scores[t] - ref[t]) for t in sentences)
         if moved > 1e-4:
@@ -606,11 +630,10 @@ def main(argv: list[str] | None = None) -> int:
     with boot as run:
         target = run.target
         target.py(PY_SETUP)
-        if run.mode == "dawn":
-            target.py(PY_SEARCHES)
         max_length, pad = target.py("import pybridge.demo as demo\n"
                                     "[demo._model.max_length, demo._model.pad_tokens_to]")
-        via = "window.pybridge.search" if run.mode == "chromium" else "pybridge.demo.search"
+        via = ("window.pybridge.search" if run.mode == "chromium" else
+               "web/call.js callPython(pybridge.demo.search), as web/worker.js calls it")
         print(f"soak ({run.mode}): {args.searches:,} searches through {via}, "
               f"all-MiniLM-L6-v2 ({run.about['dtype']}"
               f"{', ' + run.about['weights'] + ' weights' if 'weights' in run.about else ''}) in "
@@ -664,7 +687,10 @@ def main(argv: list[str] | None = None) -> int:
         "shapes": shapes(done, args.sentences, run.vocab, max_length, pad),
         "problems": problems, "stopped": stopped, "metrics": rows, "samples": samples,
     })
-    return 1 if problems or " failed after " in stopped else 0
+    counts_grow = [r["label"] for r in rows if not r["unit"] and r["verdict"].startswith("GROWS")]
+    if counts_grow:
+        print(f"  LEAK: {', '.join(counts_grow)} grew")
+    return 1 if problems or " failed after " in stopped or counts_grow else 0
 
 
 if __name__ == "__main__":

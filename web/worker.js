@@ -7,6 +7,7 @@
 // Messages from the page: {type: "run", id, code}: run Python (async), answer with "result".
 
 import * as bridge from "./bridge.js";
+import { callPython, toPlain } from "./call.js";
 import { Sha256 } from "./sha256.js";
 
 const post = (msg) => self.postMessage(msg);
@@ -210,52 +211,17 @@ booted.then(
   (err) => post({ type: "error", message: err.message, asset: err.asset || null, stack: err.stack }),
 );
 
-// The page calls Python two ways. "call": a function of a module with arguments (strings,
-// numbers, arrays, plain objects), converted to Python values (lists, dicts) and passed as
-// values: nothing the user typed becomes source text. "run": source text, for the tests and
-// the DevTools console; its last expression is the result. A PyProxy result is converted
-// (dicts to objects) and destroyed.
-const PY_NAME = /^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$/;
-// A failed call's error is "Type: message" (what the page shows); the traceback goes to the
-// console.
-const CALL = `import importlib, inspect
-try:
-    __result = getattr(importlib.import_module(__module), __name)(*__args, **__kwargs)
-    __result = await __result if inspect.isawaitable(__result) else __result
-except Exception as e:
-    __error = f"{type(e).__name__}: {e}"
-    raise
-__result`;
-
-async function callPython(pyodide, { module, name, args = [], kwargs = {} }) {
-  if (typeof module !== "string" || typeof name !== "string" || !PY_NAME.test(module) ||
-      !PY_NAME.test(name) || name.includes(".")) {
-    throw new Error(`not a Python module and function name: ${module}.${name}`);
-  }
-  const globals = pyodide.toPy({ __module: module, __name: name, __args: args, __kwargs: kwargs });
-  try {
-    return await pyodide.runPythonAsync(CALL, { globals });
-  } catch (err) {
-    const short = globals.get("__error");
-    if (typeof short !== "string") throw err;
-    console.error(err.message);
-    throw new Error(short);
-  } finally {
-    globals.destroy();
-  }
-}
-
+// The page calls Python two ways. "call": a function of a module with arguments, passed as
+// values (web/call.js callPython). "run": source text, for the tests and the DevTools console;
+// its last expression is the result. A PyProxy result is converted (dicts to objects) and
+// destroyed (web/call.js toPlain).
 self.onmessage = async (ev) => {
   const { type, id, code } = ev.data;
   if (type !== "run" && type !== "call") return;
   try {
     const pyodide = await booted;
-    let value = type === "call" ? await callPython(pyodide, ev.data) : await pyodide.runPythonAsync(code);
-    if (value && typeof value.toJs === "function") {
-      const proxy = value;
-      value = proxy.toJs({ dict_converter: Object.fromEntries, create_pyproxies: false });
-      proxy.destroy();
-    }
+    const value = toPlain(type === "call" ? await callPython(pyodide, ev.data)
+      : await pyodide.runPythonAsync(code));
     post({ type: "result", id, ok: true, value });
   } catch (err) {
     post({ type: "result", id, ok: false, error: err.message });

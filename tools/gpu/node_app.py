@@ -3,7 +3,8 @@ from CPython. `NodeApp` answers `py(code)` and `load_module(name, path)` like th
 `tools.harness.App`, so the in-page halves of the benchmarks (tools/bench_*_page.py) run
 unchanged in both; `js(fn)` calls a JS function where Pyodide lives, as Playwright's
 `worker.evaluate(fn)` does in the page's worker (tools/bench_soak.py reads the same counters
-both ways).
+both ways); `calls(...)` calls Python functions through the page's own call path (web/call.js,
+what web/worker.js does for each `call` message of the page).
 """
 
 from __future__ import annotations
@@ -93,7 +94,15 @@ class NodeApp(App):
         runner's global scope, where `self.pyodide` is; its JSON-able value."""
         return self._request({"js": fn}, "JS")
 
-    def _request(self, request: dict[str, str], what: str) -> Any:
+    def calls(self, calls: list[dict[str, Any]], seconds: float | None = None) -> list[dict]:
+        """Each of `calls` ({"module", "name", "args", "kwargs"}) made as web/worker.js makes
+        the page's: web/call.js callPython, the result converted by toPlain (toJs with
+        dict_converter Object.fromEntries, then destroy), one after another, in one request;
+        after `seconds` (when given) no further call starts. One {"ms", "value"} or
+        {"ms", "error"} ("Type: message", as the page gets it) per call made."""
+        return self._request({"calls": calls, "seconds": seconds}, "calls")
+
+    def _request(self, request: dict[str, Any], what: str) -> Any:
         assert self.proc.stdin is not None
         self._next_id += 1
         self.proc.stdin.write(json.dumps({"id": self._next_id, **request}) + "\n")

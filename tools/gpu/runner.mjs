@@ -11,15 +11,23 @@
 // Protocol: every message to the driver is one stdout line "@@pybridge <json>" (other output
 // goes to stderr): {type: "adapter" | "no-adapter" | "ready" | "result" | "fatal", ...}.
 // Requests are stdin lines {"id", "code"}: run Python (async); the last expression is the
-// result, converted like worker.js converts it. Or {"id", "js"}: call the JS function whose
-// source that is (tools/bench_soak.py's counters, as Playwright's worker.evaluate calls them in
-// the page); its value is the result. End of stdin ends the process.
+// result, converted as worker.js converts it (web/call.js toPlain). Or {"id", "js"}: call the
+// JS function whose source that is (tools/bench_soak.py's counters, as Playwright's
+// worker.evaluate calls them in the page); its value is the result. Or {"id", "calls":
+// [{module, name, args, kwargs}, ...], "seconds"}: each call made as worker.js makes the page's
+// (web/call.js: callPython, then toPlain), one after another until `seconds` (if given) have
+// passed since the first; the result is one {ms, value} or {ms, error} per call made, `ms`
+// timing the call and its conversion. End of stdin ends the process.
+//
+// GPU buffers are counted at the API (tools/gpu/buffers.mjs): `self.gpuBufferCounts` is
+// {created, destroyed, collected} (absent with --no-gpu).
 
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 
+import { countBuffers } from "./buffers.mjs";
 import { serve } from "./serve.mjs";
 
 const MARK = "@@pybridge ";
@@ -90,6 +98,7 @@ if (!opt["no-gpu"]) {
   });
   navigatorObject.gpu = gpu;
   Object.assign(globalThis, globals); // GPUBufferUsage, GPUMapMode, ... as in a browser
+  globalThis.gpuBufferCounts = countBuffers(globals);
 }
 Object.defineProperty(globalThis, "navigator", {
   value: navigatorObject, configurable: true, writable: true, enumerable: true,
@@ -117,6 +126,7 @@ await pyodide.loadPackage(["numpy", "pybridge"], {
   errorCallback: (msg) => loadErrors.push(msg),
 });
 const bridge = await import(pathToFileURL(join(resolve(opt.web), "bridge.js")).href);
+const { callPython, toPlain } = await import(pathToFileURL(join(resolve(opt.web), "call.js")).href);
 pyodide.registerJsModule("pybridge_js", bridge);
 try {
   await pyodide.runPythonAsync("import numpy, pybridge");
@@ -131,18 +141,31 @@ send({
   python: versions[0], numpy: versions[1], pybridge: versions[2], pyodide: pyodide.version,
 });
 
-// --- requests: run Python, answer with the result (converted as worker.js converts it) -------
+// Calls made as the page's worker makes them; a failed one is answered with its error, as
+// the worker answers the page ("Type: message").
+async function calls(list, seconds) {
+  const out = [];
+  const start = performance.now();
+  for (const call of list) {
+    if (out.length && seconds != null && performance.now() - start > seconds * 1e3) break;
+    const t0 = performance.now();
+    try {
+      const value = toPlain(await callPython(pyodide, call));
+      out.push({ ms: performance.now() - t0, value: value === undefined ? null : value });
+    } catch (err) {
+      out.push({ ms: performance.now() - t0, error: String(err.message || err) });
+    }
+  }
+  return out;
+}
+
+// --- requests: run Python or JS, or make calls; answer with the result ----------------------
 for await (const line of createInterface({ input: process.stdin })) {
   if (!line.trim()) continue;
-  const { id, code, js } = JSON.parse(line);
+  const { id, code, js, calls: list, seconds } = JSON.parse(line);
   try {
-    let value = js !== undefined ? await (0, eval)(`(${js})`)()
-      : await pyodide.runPythonAsync(code);
-    if (value && typeof value.toJs === "function") {
-      const proxy = value;
-      value = proxy.toJs({ dict_converter: Object.fromEntries, create_pyproxies: false });
-      proxy.destroy();
-    }
+    const value = list !== undefined ? await calls(list, seconds)
+      : toPlain(js !== undefined ? await (0, eval)(`(${js})`)() : await pyodide.runPythonAsync(code));
     send({ type: "result", id, ok: true, value: value === undefined ? null : value });
   } catch (err) {
     send({ type: "result", id, ok: false, error: err.message });
