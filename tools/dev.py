@@ -3,6 +3,8 @@
 
     python3 tools/dev.py demo  [--host 127.0.0.1] [--port 8000]   serve the page
     python3 tools/dev.py test  [pytest args...]                    run the whole test suite
+    python3 tools/dev.py test --browser safari                     only the WebKit tests, on Safari
+                                                                   (macOS, safaridriver)
     python3 tools/dev.py bench NAME [args...]                      a benchmark: boot, datapath, model,
                                                                    compare (vs ONNX Runtime Web), all in
                                                                    the browser; tokenizer (CPython and
@@ -11,24 +13,31 @@
                                                                    a real GPU), for GPU machines;
                                                                    serve (N cold boots at once) and
                                                                    soak (10,000 searches), hardening
-    python3 tools/dev.py setup                                     set-up only
+    python3 tools/dev.py setup [--demo]                            set-up only (--demo: the demo's)
 
 Set-up (idempotent, each step skipped when already done, with visible progress):
   1. Debian packages: chromium (headless browser tests), mesa-vulkan-drivers (lavapipe for the
-     native GPU backend), python3-venv, npm; via apt-get, only those absent.
-  2. A virtual environment .venv/ with tools/requirements.lock (the `dev` extra of
+     native GPU backend), python3-venv, npm; for `test` also webkit2gtk-driver and xvfb (WebKit
+     tests); via apt-get, only those absent.
+  2. A virtual environment .venv/ with tools/requirements.lock (the `demo` and `dev` extras of
      pyproject.toml, resolved and pinned by sha256 by tools/lock_deps.py); for `test` also
      tools/requirements-reference.lock (torch CPU, sentence-transformers, HF tokenizers).
   3. Vendored assets under build/site/ (tools/assets.py): Pyodide, numpy, the pybridge wheel.
   4. The default model, all-MiniLM-L6-v2, converted for the web (tools/convert_model.py).
+`demo` (and `setup --demo`) needs Python alone, on Linux or macOS: no step 1 (no apt-get, no
+npm, no browser), and step 2 installs tools/requirements-demo.lock (the `demo` extra: server,
+vendoring, model converter; wheels for Linux x86_64/aarch64 and macOS arm64/x86_64).
 
-Standard library only: this runs with the system's python3 before any venv exists.
+Standard library only, and Python 3.9 syntax (macOS's own python3): this runs with the system's
+python3 before any venv exists; .venv gets a CPython the lock has wheels for (this one, or the
+newest python3.X on PATH that fits).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -45,6 +54,14 @@ DEBIAN_PACKAGES = {
     "mesa-vulkan-drivers": lambda: dpkg_installed("mesa-vulkan-drivers"),
     "npm": lambda: shutil.which("npm") is not None,
 }
+# `test` only: WebKit, Safari's engine, driven through WebDriver (tests/webkit/,
+# tools/webdriver.py): WebKitWebDriver + MiniBrowser, and a headless X server for its window. Without Recommends
+# (56 packages, 61 MB instead of 215): MiniBrowser needs none of them.
+TEST_DEBIAN_PACKAGES = {
+    "webkit2gtk-driver": lambda: shutil.which("WebKitWebDriver") is not None,
+    "xvfb": lambda: shutil.which("Xvfb") is not None,
+}
+NO_RECOMMENDS = {"webkit2gtk-driver", "xvfb"}
 
 
 def say(msg: str) -> None:
@@ -73,12 +90,12 @@ def venv_works() -> bool:
     return True
 
 
-def setup_debian() -> None:
-    missing = [pkg for pkg, present in DEBIAN_PACKAGES.items() if not present()]
+def setup_debian(packages: dict = DEBIAN_PACKAGES) -> None:
+    missing = [pkg for pkg, present in packages.items() if not present()]
     if not VENV_PY.exists() and not venv_works():
         missing.append(f"python3.{sys.version_info.minor}-venv")
     if not missing:
-        say("1/4 Debian packages: chromium, mesa-vulkan-drivers, npm present")
+        say(f"1/4 Debian packages: {', '.join(packages)} present")
         return
     if shutil.which("apt-get") is None:
         raise SystemExit(
@@ -94,10 +111,15 @@ def setup_debian() -> None:
     say(f"1/4 Debian packages: installing {', '.join(missing)} (apt-get; a few minutes)")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     run([*prefix, "apt-get", "update", "-q"], env=env)
-    run([*prefix, "apt-get", "install", "-y", "-q", *missing], env=env)
+    for group, flags in (([p for p in missing if p not in NO_RECOMMENDS], []),
+                         ([p for p in missing if p in NO_RECOMMENDS], ["--no-install-recommends"])):
+        if group:
+            run([*prefix, "apt-get", "install", "-y", "-q", *flags, *group], env=env)
 
 
 LOCKS = {
+    "demo": (ROOT / "tools" / "requirements-demo.lock",
+             "aiohttp, numpy, pyodide-lock, setuptools: what serving the demo needs"),
     "dev": (ROOT / "tools" / "requirements.lock",
             "aiohttp, numpy, playwright, pytest, wgpu, ...; no browser download"),
     "reference": (ROOT / "tools" / "requirements-reference.lock",
@@ -105,12 +127,62 @@ LOCKS = {
 }
 
 
+def lock_pythons(lock: Path) -> list[str]:
+    """The CPython versions a lock has wheels for, from its header (tools/lock_deps.py)."""
+    found = re.search(r"^# Wheels for CPython ([0-9., ]+) on ", lock.read_text(), re.M)
+    if not found:
+        raise SystemExit(f"[setup] {lock.relative_to(ROOT)} names no CPython versions")
+    return [v.strip() for v in found.group(1).split(",")]
+
+
+def python_for(pythons: list[str]) -> str:
+    """The interpreter to make .venv with: this one if the lock has wheels for it, else the
+    newest python3.X on PATH that it has (macOS's own python3 is 3.9)."""
+    here = "%d.%d" % sys.version_info[:2]
+    if here in pythons:
+        return sys.executable
+    for version in sorted(pythons, key=lambda v: tuple(map(int, v.split("."))), reverse=True):
+        found = shutil.which(f"python{version}")
+        if found:
+            return found
+    raise SystemExit(
+        f"[setup] needs CPython {pythons[0]} to {pythons[-1]}; this is {here} and "
+        f"no python{pythons[-1]} ... python{pythons[0]} is on PATH. Install one (macOS: the "
+        "installer from python.org, or Homebrew's python@3.13; Debian/Ubuntu: apt-get install "
+        "python3) and run this again")
+
+
+def make_venv(pythons: list[str]) -> None:
+    exe = python_for(pythons)
+    say(f"2/4 Python: creating {VENV.relative_to(ROOT)} with {exe}")
+    if exe != sys.executable:
+        run([exe, "-m", "venv", "--clear", str(VENV)])
+        return
+    if not venv_works():
+        raise SystemExit(
+            f"[setup] this python3 cannot make a virtual environment (Debian ships `venv` apart): "
+            f"apt-get install python3.{sys.version_info.minor}-venv, or run `python3 tools/dev.py "
+            "setup`, which installs it, then run this again")
+    venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
+
+
+def venv_version() -> str:
+    out = subprocess.run([str(VENV_PY), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                         capture_output=True, text=True)
+    return out.stdout.strip() or "unknown"
+
+
 def setup_venv(locks: tuple[str, ...]) -> None:
+    pythons = {name: lock_pythons(LOCKS[name][0]) for name in locks}
     if not VENV_PY.exists():
-        say(f"2/4 Python: creating {VENV.relative_to(ROOT)}")
-        venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
+        make_venv([v for v in pythons[locks[0]] if all(v in p for p in pythons.values())])
+    version = venv_version()
     for name in locks:
         lock, what = LOCKS[name]
+        if version not in pythons[name]:
+            raise SystemExit(
+                f"[setup] .venv has CPython {version}, for which {lock.relative_to(ROOT)} has no "
+                f"wheels (it has {', '.join(pythons[name])}): remove .venv and run this again")
         stamp = VENV / f".pybridge-{name}"
         fingerprint = hashlib.sha256(lock.read_bytes()).hexdigest()
         if stamp.exists() and stamp.read_text() == fingerprint:
@@ -130,8 +202,13 @@ def setup_assets() -> None:
     run([str(VENV_PY), str(ROOT / "tools" / "convert_model.py")])
 
 
-def setup(locks: tuple[str, ...] = ("dev",)) -> None:
-    setup_debian()
+def setup(locks: tuple[str, ...] = ("dev",), debian: dict | None = DEBIAN_PACKAGES) -> None:
+    if debian is not None:  # None: no Debian packages (the demo; Safari's tests on a Mac)
+        setup_debian(debian)
+    elif not VENV_PY.exists() and not venv_works() and shutil.which("apt-get") is not None:
+        setup_debian({})  # a Debian python3 without its venv module: python3.X-venv alone
+    else:
+        say("1/4 system packages: none needed (Python alone: no apt-get, no npm, no browser)")
     setup_venv(locks)
     setup_assets()
 
@@ -153,12 +230,31 @@ def main(argv: list[str]) -> int:
         return 2
     needs_reference = command == "test" or (command == "bench" and (
         rest[:1] == ["compare"] or (rest[:1] == ["gpu"] and "--peers" in rest)))  # ONNX export
-    setup(("dev", "reference") if needs_reference else ("dev",))
+    browser = None  # test --browser webkit|safari: only the WebKit job (tests/webkit/), on it
+    if command == "test" and "--browser" in rest:
+        i = rest.index("--browser")
+        browser = rest[i + 1] if i + 1 < len(rest) else ""
+        del rest[i:i + 2]
+        if browser not in ("webkit", "safari"):
+            print("usage: python3 tools/dev.py test --browser {webkit|safari} [pytest args...]",
+                  file=sys.stderr)
+            return 2
+    if command == "demo" or (command == "setup" and "--demo" in rest):
+        setup(("demo",), debian=None)  # Python alone, on Linux or macOS: no apt-get, no npm
+    elif browser == "safari":  # macOS: safaridriver comes with Safari; the references' lock is
+        setup(("dev",), debian=None)  # Linux-only (the tokenizer check skips without it)
+    else:
+        setup(("dev", "reference") if needs_reference else ("dev",),
+              debian={**DEBIAN_PACKAGES, **TEST_DEBIAN_PACKAGES} if command == "test"
+              else DEBIAN_PACKAGES)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the references load from local files only
     os.chdir(ROOT)
     if command == "demo":
         exec_in_venv([str(ROOT / "tools" / "server.py"), *rest])
     elif command == "test":
+        if browser:
+            os.environ["PYBRIDGE_WEBKIT_BROWSER"] = browser  # tests/webkit/conftest.py
+            rest = [*rest, str(ROOT / "tests" / "webkit")]
         exec_in_venv(["-m", "pytest", *rest])
     elif command == "bench":
         names = sorted(p.stem[6:] for p in (ROOT / "tools").glob("bench_*.py")

