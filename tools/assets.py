@@ -29,6 +29,7 @@ import argparse
 import base64
 import gzip
 import hashlib
+import http.client
 import io
 import json
 import os
@@ -181,7 +182,9 @@ class PyodideSources:
                 data = r.read()
             self._cdn_ok = True
             return data
-        except (urllib.error.URLError, OSError, TimeoutError) as e:
+        except (urllib.error.URLError, OSError, TimeoutError, http.client.HTTPException) as e:
+            # HTTPException: a body cut short (IncompleteRead) or a garbled answer; the next
+            # source is tried, as for a network that is down
             if self._cdn_ok is None:
                 log(f"Pyodide CDN not reachable ({getattr(e, 'reason', e)}); using the next source")
             self._cdn_ok = False

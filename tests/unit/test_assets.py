@@ -208,3 +208,34 @@ def test_vendor_takes_the_core_from_the_carrier_checks_it_and_repairs_it(fake_py
     (dest / "python_stdlib.zip").unlink()
     with pytest.raises(assets.AssetError, match="python_stdlib.zip: no source gave a copy"):
         assets.vendor(None)
+
+
+def test_a_cdn_answer_cut_short_falls_back_to_the_next_source(monkeypatch):
+    """Found in review: a CDN body cut short (http.client.IncompleteRead, not an OSError)
+    escaped as a traceback, and the next source was never tried."""
+    import http.server
+    import threading
+
+    from tools import assets
+
+    class Short(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "1000000")
+            self.end_headers()
+            self.wfile.write(b"x" * 1000)
+            self.close_connection = True
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Short)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setattr(assets, "PYODIDE_CDN", f"http://127.0.0.1:{server.server_address[1]}/")
+        sources = assets.PyodideSources.__new__(assets.PyodideSources)
+        sources._cdn_ok = None
+        assert sources._from_cdn("pyodide.asm.wasm") is None
+        assert sources._cdn_ok is False  # the next source is tried, and the CDN no more
+    finally:
+        server.shutdown()
