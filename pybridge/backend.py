@@ -730,7 +730,7 @@ def set_default_device(device: str, reason: str = "") -> None:
         raise ValueError(f"device must be 'gpu' or 'cpu', got {device!r}")
     if _backend is not None and (_backend.name == "cpu") != (device == "cpu"):
         _backend = None  # the next default_backend() makes the other kind
-    _device[:] = [device, reason]
+    _device[0], _device[1] = device, reason
 
 
 async def default_backend() -> Backend:
