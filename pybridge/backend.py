@@ -149,6 +149,20 @@ def naive_bytes(arr: np.ndarray) -> bytes | bytearray:
     return data
 
 
+def naive_result(data: Any, tensor: GpuTensor, out: np.ndarray | None) -> np.ndarray:
+    """The naive baseline's readback after its first copy (`data`: the buffer's bytes, copied
+    out by the backend): np.frombuffer(...).copy() (copy 2), then into `out` when given
+    (copy 3, from prepare_out); counted."""
+    result = np.frombuffer(data, dtype=np.uint8, count=tensor.nbytes).view(
+        tensor.dtype.numpy).reshape(tensor.shape).copy()  # copy 2
+    copies = 2
+    if out is not None:
+        np.copyto(out, result)
+        result, copies = out, 3
+    accounting.record("readback", "naive", copies, tensor.nbytes)
+    return result
+
+
 def prepare_out(tensor: GpuTensor, out: np.ndarray | None) -> np.ndarray:
     """The array readback writes into: `out` if it fits, else a new one."""
     if out is None:

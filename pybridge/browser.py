@@ -38,7 +38,7 @@ import numpy as np
 from pybridge import accounting
 from pybridge._env import require_browser
 from pybridge.backend import (Backend, GpuTensor, Plan, Step, Submission,
-                              check_grid, naive_bytes, prepare_out)
+                              check_grid, naive_bytes, naive_result, prepare_out)
 from pybridge.device import Gpu, request_gpu
 from pybridge.dispatch import shader_source
 from pybridge.dtypes import padded
@@ -544,12 +544,7 @@ class BrowserBackend(Backend):
                     accounting.record("readback", "ring", 1, tensor.nbytes)
                 else:
                     data = js.Uint8Array.new(mapped, 0, tensor.nbytes).to_bytes()  # copy 1
-                    result = np.frombuffer(data, dtype=tensor.dtype.numpy).reshape(tensor.shape).copy()
-                    copies = 2
-                    if out is not None:
-                        np.copyto(out, result)
-                        result, copies = out, 3
-                    accounting.record("readback", "naive", copies, tensor.nbytes)
+                    result = naive_result(data, tensor, result)
             finally:
                 staging.unmap()
         finally:

@@ -26,13 +26,15 @@ import contextlib
 import math
 import re
 import time
+from functools import lru_cache
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from pybridge import accounting
-from pybridge.backend import Backend, GpuTensor, Plan, Step, Submission, check_grid, prepare_out
-from pybridge.dispatch import shader_source
+from pybridge.backend import (Backend, GpuTensor, Plan, Step, Submission, check_grid,
+                              naive_bytes, naive_result, prepare_out)
+from pybridge.dispatch import matmul_tile, shader_source
 from pybridge.device import DEFAULT_LIMITS
 from pybridge.errors import DeviceLost, GpuOutOfMemory, GpuValidationError
 
@@ -213,8 +215,6 @@ def covers(op: str, b: list[Entry], grid: tuple[int, int, int]) -> str | None:
     """Why `grid` covers less than the kernel's whole output, or None. The numpy twins compute
     whole outputs; a GPU computes only what the grid covers, so a grid that covers less would
     make the two differ: refused instead."""
-    from pybridge.dispatch import matmul_tile
-
     if op == "axpy":
         n = _params(b[2])[0]
         return None if _rows(grid) * 256 >= n else f"{_rows(grid) * 256} of {n} elements"
@@ -232,13 +232,17 @@ def covers(op: str, b: list[Entry], grid: tuple[int, int, int]) -> str | None:
         if grid[0] * 64 < T or grid[1] < heads or grid[2] > b[1][2] // 4:
             return f"grid {grid} for T={T}, {heads} heads, {b[1][2] // 4} lengths"
         return None
-    M, N = _params(b[3])[:2]  # a matmul
-    cols, rows = matmul_tile(op) if op not in ("matmul_splitk", "matmul_splitk_sg") else (0, 0)
-    if op.startswith("matmul_splitk"):
-        return None if grid[0] * grid[1] > 0 else "an empty grid"  # its own layout: any covers
+    M, N = _params(b[3])[:2]  # a matmul: its tile of C per workgroup, as matmul_plan grids it
+    cols, rows = matmul_tile(op)
     if grid[0] * cols < N or grid[1] * rows < M:
         return f"{grid[0] * cols} x {grid[1] * rows} of C's {N} x {M} (columns x rows)"
     return None
+
+
+@lru_cache(maxsize=None)
+def _bindings(op: str) -> int:
+    """How many bindings kernel `op` declares (its .wgsl, read once)."""
+    return len(re.findall(r"@binding\(", shader_source(op)))
 
 
 KERNELS: dict[str, Callable[[list[Entry], tuple[int, int, int], dict[str, float]], None]] = {
@@ -337,7 +341,7 @@ class CpuBackend(Backend):
             self._write(dst, out.offset, arr)
             accounting.record("upload", "view", 1, arr.nbytes)
         else:
-            raw = arr.tobytes()  # copy 1
+            raw = naive_bytes(arr)  # copy 1
             dst.view(out.offset, len(raw), np.uint8)[:] = np.frombuffer(raw, np.uint8)  # copy 2
             dst.wrote()
             accounting.record("upload", "naive", 2, arr.nbytes)
@@ -352,14 +356,7 @@ class CpuBackend(Backend):
         self.check_alive(op)
         data = src.view(tensor.offset, tensor.nbytes, np.uint8)
         if path == "naive":
-            result = np.frombuffer(data.tobytes(), dtype=tensor.dtype.numpy).reshape(
-                tensor.shape).copy()  # copies 1, 2
-            copies = 2
-            if checked is not None:
-                np.copyto(checked, result)
-                result, copies = checked, 3
-            accounting.record("readback", "naive", copies, tensor.nbytes)
-            return result
+            return naive_result(data.tobytes(), tensor, checked)  # copy 1, then 2 (and 3)
         checked.reshape(-1).view(np.uint8)[:] = data  # the copy
         accounting.record("readback", "copy", 1, tensor.nbytes)
         return checked
@@ -370,13 +367,13 @@ class CpuBackend(Backend):
     # --- dispatch ---------------------------------------------------------------------
     def pipeline(self, op: str, constants: dict[str, float] | None = None) -> Any:
         """(op, its numpy twin, constants, the bindings its .wgsl declares)."""
-        text = shader_source(op)  # FileNotFoundError naming the op where there is no kernel
+        shader_source(op)  # FileNotFoundError naming the op where there is no kernel
         kernel = KERNELS.get(op)
         if kernel is None:
             raise GpuValidationError(
                 f"dispatch {op}", "validation", f"the CPU backend has no numpy twin of kernel "
                 f"{op!r} (it runs {', '.join(sorted(KERNELS))}); this needs a WebGPU device")
-        return (op, kernel, dict(constants or {}), len(re.findall(r"@binding\(", text)))
+        return (op, kernel, dict(constants or {}), _bindings(op))
 
     def _new_uniform(self, data: np.ndarray, label: str) -> CpuBuffer:
         buf = self._create_buffer(-(-data.nbytes // 4) * 4, label=label)

@@ -25,7 +25,7 @@ import numpy as np
 
 from pybridge import accounting
 from pybridge.backend import (Backend, GpuTensor, Plan, Step, Submission,
-                              check_grid, naive_bytes, prepare_out)
+                              check_grid, naive_bytes, naive_result, prepare_out)
 from pybridge.device import OPTIONAL_FEATURES, profile_features, required_limits
 from pybridge.device import limits_profile as chosen_limits_profile
 from pybridge.dispatch import shader_source
@@ -363,14 +363,7 @@ class NativeBackend(Backend):
         with self.scope(op):
             if path == "naive":
                 data = self.device.queue.read_buffer(src, tensor.offset, size)  # copy 1
-                result = np.frombuffer(data, dtype=np.uint8)[: tensor.nbytes].view(
-                    tensor.dtype.numpy).reshape(tensor.shape).copy()  # copy 2
-                copies = 2
-                if out is not None:
-                    np.copyto(checked, result)
-                    result, copies = checked, 3
-                accounting.record("readback", "naive", copies, tensor.nbytes)
-                return result
+                return naive_result(data, tensor, checked if out is not None else None)
             staging = self._read_buffer(size)
             try:
                 encoder = self.device.create_command_encoder()

@@ -19,9 +19,9 @@ appear as checks finish and a failure stops nothing):
 
 A status is "pass"; "fail" (a value out of tolerance, a copy too many: `detail` says which);
 "error" (it raised: `error` is "Type: message"); or "skip" (the device lacks what the check
-needs: `detail` says why). Tolerances are the tests' (tests/unit/test_native_kernels.py,
-MIN_COSINE of tests/unit/test_native_minilm.py; tests/unit/test_selftest_reference.py keeps
-them equal). The CPU backend runs every check on its numpy twins; natively
+needs: `detail` says why). Tolerances are the tests' (tests/unit/test_native_kernels.py); the
+model's thresholds (MIN_COSINE) and the list of matmul kernels (MATMUL_KERNELS) are defined
+here once, and the tests import them. The CPU backend runs every check on its numpy twins; natively
 tests/unit/test_selftest_reference.py runs them all on wgpu-py and on numpy.
 """
 

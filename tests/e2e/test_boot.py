@@ -13,13 +13,9 @@ from tests.e2e.conftest import new_page
 from tools.harness import BOOT_TIMEOUT_MS, launch, wait_final
 
 
-def test_page_boots_and_shows_the_kernel_result(app):
-    s = app.state()
-    assert s["state"] == "ready" and s["error"] is None
-    r = s["result"]
-    assert r["ok"] is True and r["maxAbsError"] <= 1e-5
-    assert r["head"] == pytest.approx(r["expectedHead"], rel=1e-6, abs=1e-6)
-    # boot stages in order, each asset the page needed reported as done
+def assert_booted_in_order(s: dict) -> None:
+    """The page's state `s`: boot stages in order, each asset the page needed reported done
+    (tests/webkit/ checks WebKit's boot with it too)."""
     stages = s["stages"]
     assert list(stages) == ["config", "pyodide", "packages", "ready"]
     assert all(a <= b for a, b in zip(list(stages.values()), list(stages.values())[1:]))
@@ -27,6 +23,15 @@ def test_page_boots_and_shows_the_kernel_result(app):
     assert {"pyodide.asm.wasm", "python_stdlib.zip", "pyodide-lock.json"} <= done
     assert any(n.startswith("numpy-2.0.2-") for n in done)
     assert any(n.startswith("pybridge-") for n in done)
+
+
+def test_page_boots_and_shows_the_kernel_result(app):
+    s = app.state()
+    assert s["state"] == "ready" and s["error"] is None
+    r = s["result"]
+    assert r["ok"] is True and r["maxAbsError"] <= 1e-5
+    assert r["head"] == pytest.approx(r["expectedHead"], rel=1e-6, abs=1e-6)
+    assert_booted_in_order(s)
     # what a person sees
     page = app.page
     assert page.locator("#state").inner_text() == "Ready"

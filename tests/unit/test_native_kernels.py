@@ -14,6 +14,7 @@ from pybridge import dispatch
 from pybridge.dispatch import VARIANTS, Variant, matmul_tile, pack_params, shader_source
 from pybridge import native
 from pybridge.native import NativeBackend
+from pybridge.checks.selftest import MATMUL_KERNELS
 from tests.cases import kernels, references
 from tests.cases.kernels import rand
 from tests.conftest import IN_CI
@@ -41,9 +42,7 @@ async def test_matmul(backend, M, N, K, gelu, f16):
 # Every variant of wgsl/matmul.wgsl on shapes off its tiles: rows past two tiles, and past
 # one; columns past a tile (200 = 128 + 72, 131); K past a slice (40: 2.5 slices of 16, 5 of
 # 8; 24); and a sliver (5 rows, 1 column, K = 8). The plan's cases above reach them too.
-MATMUL_VARIANTS = ["matmul", *sorted(op for op, v in VARIANTS.items() if v.base == "matmul"),
-                   "matmul_splitk",
-                   *sorted(op for op, v in VARIANTS.items() if v.base == "matmul_splitk")]
+MATMUL_VARIANTS = [op for op in MATMUL_KERNELS if op != "matmul_generic"]  # pybridge.checks
 MATMUL_VARIANT_CASES = [
     (op, M, N, K, gelu, f16)
     for op in MATMUL_VARIANTS
@@ -340,9 +339,6 @@ async def assert_device_answers(backend, held_before: int) -> None:
     assert np.array_equal(await run_kernel(backend, "axpy", [x, y], pack_params(300, 2.0),
                                            (300,), dispatch.grid_1d(300)), 2 * x + 1)
     assert held(backend) == held_before
-
-
-MATMUL_KERNELS = [*MATMUL_VARIANTS, "matmul_generic"]
 
 
 @pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")  # max -> f16

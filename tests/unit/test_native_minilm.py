@@ -12,12 +12,11 @@ from collections import deque
 import numpy as np
 import pytest
 
+from pybridge.checks.selftest import MIN_COSINE  # the page's self-test's thresholds too
 from pybridge.minilm import MiniLM
 from tests.cases.corpus import MODEL_SENTENCES
 from tests.reference import MODEL_DIR, cosine, need, st_embeddings
 from tests.unit.test_tokenizer import hf, hf_ids, model_files  # noqa: F401  (fixtures)
-
-MIN_COSINE = {"float32": 0.9999, "float16": 0.999}
 
 
 @pytest.fixture(scope="module")

@@ -53,8 +53,8 @@ def test_the_stored_file_is_small_and_the_page_reads_it_as_the_tool_does():
 
 
 def test_the_page_uses_the_tests_thresholds_and_cases():
-    assert selftest.MIN_COSINE == MIN_COSINE
-    assert selftest.MATMUL_KERNELS == MATMUL_KERNELS
+    assert selftest.MIN_COSINE is MIN_COSINE  # one constant, not two kept equal
+    assert selftest.MATMUL_KERNELS is MATMUL_KERNELS
     # one copy of the cases and references: tests/cases re-exports the package's
     assert case_kernels.matmul is package_kernels.matmul and case_kernels.rand is package_kernels.rand
     assert case_references.attention is package_references.attention

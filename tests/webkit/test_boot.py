@@ -5,6 +5,7 @@ the page through `app` (imported below)."""
 
 from __future__ import annotations
 
+from tests.e2e.test_boot import assert_booted_in_order
 from tests.e2e.test_boot import (  # noqa: F401  (collected here, on WebKit)
     test_non_contiguous_arrays_are_refused_with_a_clear_error,
     test_python_and_numpy_run_in_the_browser,
@@ -15,13 +16,7 @@ from tests.e2e.test_boot import (  # noqa: F401  (collected here, on WebKit)
 def test_page_boots_python_numpy_and_pybridge(app):
     s = app.state()
     assert s["state"] == "ready" and s["error"] is None
-    stages = s["stages"]
-    assert list(stages) == ["config", "pyodide", "packages", "ready"]
-    assert all(a <= b for a, b in zip(list(stages.values()), list(stages.values())[1:]))
-    done = {n for n, a in s["assets"].items() if a["state"] == "done"}
-    assert {"pyodide.asm.wasm", "python_stdlib.zip", "pyodide-lock.json"} <= done
-    assert any(n.startswith("numpy-2.0.2-") for n in done)
-    assert any(n.startswith("pybridge-") for n in done)
+    assert_booted_in_order(s)
     modules = app.py("import sys, pybridge, pybridge.tokenizer, pybridge.minilm\n"
                      "[pybridge.__version__, pybridge.IN_PYODIDE, 'pybridge.view' in sys.modules]")
     assert modules[1:] == [True, True]

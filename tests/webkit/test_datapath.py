@@ -8,11 +8,14 @@ from __future__ import annotations
 import pytest
 
 from pybridge.cpu import CpuBackend
-from pybridge.weights import write_safetensors
 from tests.cases import datapath as cases
 from tests.conftest import ROOT
-from tests.e2e.test_datapath import test_streaming_sha256_matches_hashlib  # noqa: F401  (runs here)
-from tests.unit.test_native_datapath import SIZES, weight_set
+from tests.e2e.test_datapath import (  # noqa: F401  (collected here, on the CPU backend)
+    test_streaming_sha256_matches_hashlib,
+    test_weights_stream_into_gpu_tensors,
+    test_weights_with_a_wrong_hash_leave_nothing_on_the_gpu,
+)
+from tests.unit.test_native_datapath import SIZES
 
 
 @pytest.fixture(scope="module")
@@ -87,41 +90,3 @@ def test_no_leaks_after_1000_upload_readback_cycles(page):
                 "await cases.leak_check(backend, 1000, wasm_heap_bytes)")
     assert r["equal"] and r["buffers"][1] == r["buffers"][0] and r["heap"][1] == r["heap"][0]
     assert page.py("pybridge_js.liveProxies()") == proxies0
-
-
-def test_weights_stream_from_the_server_into_tensors(page, test_data):
-    ref = weight_set()
-    sha = write_safetensors(test_data / "w.safetensors", ref)
-    r = page.py(
-        "from pybridge.weights import load_safetensors\n"
-        "seen = []\n"
-        "with pybridge.count_copies() as c:\n"
-        f"    ts = await load_safetensors('/test-data/w.safetensors', backend, sha256={sha!r},\n"
-        "                                progress=lambda d, t: seen.append([d, t]))\n"
-        "got = {k: (await v.numpy()).tobytes().hex() for k, v in ts.items()}\n"
-        "for v in ts.values(): v.free()\n"
-        "{'got': got, 'last': seen[-1], 'copies': c.as_dict()}"
-    )
-    assert set(r["got"]) == set(ref)
-    for name, a in ref.items():
-        assert bytes.fromhex(r["got"][name]) == a.tobytes(), name
-    size = (test_data / "w.safetensors").stat().st_size
-    assert r["last"] == [size, size]
-    data_bytes = sum(a.nbytes for a in ref.values())
-    assert r["copies"]["weights"]["stream"] == {"copies": 1, "bytes": data_bytes}
-
-
-def test_weights_with_a_wrong_hash_are_refused_naming_the_file(page, test_data):
-    write_safetensors(test_data / "w2.safetensors", weight_set())
-    before = page.py("backend.live_buffers()")
-    message = page.py(
-        "from pybridge.weights import load_safetensors\n"
-        "try:\n"
-        "    await load_safetensors('/test-data/w2.safetensors', backend, sha256='0' * 64)\n"
-        "    r = 'no error'\n"
-        "except Exception as e:\n"
-        "    r = f'{type(e).__name__}: {e}'\n"
-        "r"
-    )
-    assert message.startswith("IntegrityError: /test-data/w2.safetensors: sha256 ")
-    assert page.py("backend.live_buffers()") == before
