@@ -1,6 +1,7 @@
 // The pages' side of worker.js, shared by the demo page (main.js) and the self-test
-// (selftest.js): the WebGPU check made before anything downloads, and the worker that owns
-// Python, asked for things by message:
+// (selftest.js): the WebGPU check made before anything downloads (whyNoGpu), the backend
+// chosen before the first kernel (chooseBackend), the status line and the notice and error
+// panels, and the worker that owns Python, asked for things by message:
 //   run(code)                          run Python source text; resolves with its last value
 //   call(module, name, args, kwargs)   module.name(*args, **kwargs), arguments as values
 
@@ -10,8 +11,8 @@ export const NO_WEBGPU_HELP =
   "on macOS or iOS, or Firefox 141+ on Windows. The page must be served over https:// or " +
   "from http://localhost.";
 
-// Why this browser cannot run WebGPU here, or null.
-export async function checkWebGPU() {
+// Why this browser cannot run WebGPU here, or null (whyNoGpu asks).
+async function checkWebGPU() {
   if (!("gpu" in navigator) || !navigator.gpu) {
     return `This browser has no WebGPU (navigator.gpu is missing). ${NO_WEBGPU_HELP}`;
   }
@@ -24,6 +25,40 @@ export async function checkWebGPU() {
     return `WebGPU failed to start: ${err.message}. ${NO_WEBGPU_HELP}`;
   }
   return null;
+}
+
+// Where the kernels will run: null for WebGPU, or why not (?gpu=none, or no usable WebGPU:
+// then every kernel runs on numpy in the worker, pybridge.cpu).
+export async function whyNoGpu(params) {
+  return params.get("gpu") === "none" ? "WebGPU is switched off by ?gpu=none." : await checkWebGPU();
+}
+
+// Before the first kernel, through `call` (pythonWorker's): the CPU backend where there is no
+// GPU, or ?limits=safari|default for the GPU device (pybridge.device.set_limits_profile). A
+// bad ?limits= rejects with an Error whose `title` names the address as the culprit.
+export async function chooseBackend(call, noWebGPU, params) {
+  if (noWebGPU) return call("pybridge", "set_default_device", ["cpu", noWebGPU]);
+  if (!params.has("limits")) return undefined;
+  try {
+    return await call("pybridge.device", "set_limits_profile", [params.get("limits")]);
+  } catch (err) {
+    throw Object.assign(new Error(err.message), { title: "Bad ?limits= in the address" });
+  }
+}
+
+// The status line: body[data-state] (the style's dot) and #state's text; `app.state` for tests.
+export function setState(app, state, text) {
+  app.state = state;
+  document.body.dataset.state = state;
+  document.querySelector("#state").textContent = text;
+}
+
+// A panel of the page (#notice: the page goes on; #error: it stopped) with its title and
+// message, shown.
+export function showPanel(id, title, message) {
+  document.querySelector(`#${id}-title`).textContent = title;
+  document.querySelector(`#${id}-message`).textContent = message;
+  document.querySelector(`#${id}`).hidden = false;
 }
 
 // The worker and its pending answers. `state()` names the page's state for the error a call

@@ -14,7 +14,7 @@
 //   search(query, sentences)  rank sentences by similarity to the query (the demo)
 //   assets, stages, timings, gpu, result, error, modelInfo, lastSearch   what the page shows
 
-import { checkWebGPU, pythonWorker } from "./client.js";
+import { chooseBackend, pythonWorker, setState as setStatus, showPanel, whyNoGpu } from "./client.js";
 
 const $ = (sel) => document.querySelector(sel);
 const fmtBytes = (n) =>
@@ -44,24 +44,11 @@ const app = {
 const params = new URLSearchParams(location.search);
 window.pybridge = app;
 
-function setState(state, text) {
-  app.state = state;
-  document.body.dataset.state = state;
-  $("#state").textContent = text;
-}
-
-// Not an error: the page goes on without a GPU, and says so.
-function showNotice(title, message) {
-  $("#notice-title").textContent = title;
-  $("#notice-message").textContent = message;
-  $("#notice").hidden = false;
-}
+const setState = (state, text) => setStatus(app, state, text);
 
 function showError(title, message) {
   app.error = message;
-  $("#error-title").textContent = title;
-  $("#error-message").textContent = message;
-  $("#error").hidden = false;
+  showPanel("error", title, message);
 }
 
 const assetRows = new Map();
@@ -175,17 +162,13 @@ function onWorkerMessage(ev) {
 
 async function runDemo() {
   try {
-    // ?limits=safari|default: the limits the device asks for, before it is made (a GPU's only)
-    if (params.has("limits") && app.device === "gpu") {
-      try {
-        await call("pybridge.device", "set_limits_profile", [params.get("limits")]);
-      } catch (err) {
-        setState("error", "Failed");
-        showError("Bad ?limits= in the address", err.message);
-        return;
-      }
+    try {
+      await chooseBackend(call, app.noWebGPU, params);
+    } catch (err) {
+      setState("error", "Failed");
+      showError(err.title || "Python failed to start", err.message);
+      return;
     }
-    if (app.device === "cpu") await call("pybridge", "set_default_device", ["cpu", app.noWebGPU]);
     const r = await call("pybridge.demo", "run_axpy");
     app.result = r;
     app.gpu = r.gpu;
@@ -267,14 +250,12 @@ $("#search-form").addEventListener("submit", doSearch);
 const WHERE = { gpu: "your GPU", cpu: "the CPU (numpy, no WebGPU)" };
 
 async function main() {
-  const problem = params.get("gpu") === "none"
-    ? "WebGPU is switched off by ?gpu=none."
-    : await checkWebGPU();
+  const problem = await whyNoGpu(params);
   if (problem) {
     app.device = "cpu";
     app.noWebGPU = problem;
     document.body.dataset.device = "cpu";
-    showNotice("No WebGPU here: running on the CPU instead",
+    showPanel("notice", "No WebGPU here: running on the CPU instead",
       `${problem} Every kernel and the model run on numpy in this page instead: the same ` +
       "answers, more slowly." + (params.has("limits") ? " (?limits= applies to a GPU only.)" : ""));
     for (const el of document.querySelectorAll(".where")) el.textContent = WHERE.cpu;

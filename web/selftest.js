@@ -11,7 +11,7 @@
 //   report   what the download button saves (filled in as checks finish)
 //   run(code), call(module, name, args, kwargs)   as on the demo page (client.js)
 
-import { checkWebGPU, pythonWorker } from "./client.js";
+import { chooseBackend, pythonWorker, setState as setStatus, showPanel, whyNoGpu } from "./client.js";
 
 const $ = (sel) => document.querySelector(sel);
 const fmtMs = (ms) => (ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(ms < 10 ? 1 : 0)} ms`);
@@ -46,17 +46,11 @@ const report = {
 const app = { state: "checking", device: "gpu", noWebGPU: null, report, run: python.run, call: python.call };
 window.pybridge = app;
 
-function setState(state, text) {
-  app.state = state;
-  document.body.dataset.state = state;
-  $("#state").textContent = text;
-}
+const setState = (state, text) => setStatus(app, state, text);
 
 function fail(title, message) {
   report.error = `${title}: ${message}`;
-  $("#error-title").textContent = title;
-  $("#error-message").textContent = message;
-  $("#error").hidden = false;
+  showPanel("error", title, message);
   setState("error", "Failed");
   $("#download").disabled = false;
 }
@@ -140,11 +134,7 @@ async function runChecks() {
   const t0 = performance.now();
   let checks;
   try {
-    // ?limits=safari|default as on the demo page: the limits the device asks for (a GPU's only)
-    if (params.has("limits") && app.device === "gpu") {
-      await python.call("pybridge.device", "set_limits_profile", [params.get("limits")]);
-    }
-    if (app.device === "cpu") await python.call("pybridge", "set_default_device", ["cpu", app.noWebGPU]);
+    await chooseBackend(python.call, app.noWebGPU, params); // ?limits=, as on the demo page
     const env = nulls(await python.call(SELFTEST, "environment"));
     Object.assign(report.versions, env.versions);
     Object.assign(report, { adapter: env.adapter, features: env.features, limits: env.limits, device: env.described });
@@ -153,7 +143,7 @@ async function runChecks() {
     if (only.length) checks = checks.filter((c) => only.some((s) => c.id.toLowerCase().includes(s)));
     if (!checks.length) throw new Error(`no check's name contains ${only.join(" or ")} (?only=)`);
   } catch (err) {
-    fail("The self-test could not start", err.message);
+    fail(err.title || "The self-test could not start", err.message);
     return;
   }
   $("#download").disabled = false;
@@ -201,17 +191,14 @@ function onWorkerMessage(ev) {
 
 async function main() {
   $("#download").addEventListener("click", download);
-  const problem = params.get("gpu") === "none"
-    ? "WebGPU is switched off by ?gpu=none."
-    : await checkWebGPU();
+  const problem = await whyNoGpu(params);
   if (problem) {
     app.device = report.backend = "cpu";
     app.noWebGPU = report.noWebGPU = problem;
     document.body.dataset.device = "cpu";
-    $("#notice-message").textContent =
+    showPanel("notice", "No WebGPU here: checking the CPU backend instead",
       `${problem} The checks run on pybridge's CPU backend (every kernel's numpy twin in this ` +
-      "page) against the same references: this says the page works here, not that a GPU does.";
-    $("#notice").hidden = false;
+      "page) against the same references: this says the page works here, not that a GPU does.");
   }
   setState("booting", problem ? "Loading Python (CPU backend)…" : "Loading Python…");
   const worker = python.start("./worker.js", onWorkerMessage);
