@@ -265,6 +265,20 @@ class BrowserBackend(Backend):
         self._live[id(buf)] = buf
         return buf
 
+    # --- weights (pybridge.weights: streamWeights fills these, then the file is checked) -----
+    def _weights_buffer(self, size: int, label: str) -> Any:
+        """A STORAGE buffer created mapped, for a tensor of a streamed file."""
+        js = _js()[0]
+        usage = js.GPUBufferUsage
+        return self._create_buffer(size, usage.STORAGE | usage.COPY_SRC | usage.COPY_DST, label,
+                                   mapped=True)
+
+    def _stream_target(self, buf: Any, nbytes: int) -> Any:
+        return buf  # streamWeights copies each chunk straight into its mapped range
+
+    def _stream_done(self, buf: Any, target: Any, nbytes: int) -> None:
+        buf.unmap()
+
     async def allocate(self, shape: Any, dtype: Any, *, label: str = "") -> GpuTensor:
         js, _, _, _, _ = _js()
         shape, row, nbytes, op = self._allocation(shape, dtype, label)

@@ -324,6 +324,22 @@ class CpuBackend(Backend):
         self._live[id(buf)] = buf
         return buf
 
+    # --- weights (pybridge.weights: streamed in the browser, read from a file in CPython) ----
+    def _weights_buffer(self, size: int, label: str) -> CpuBuffer:
+        return self._create_buffer(size, label=label)  # "mapped" from the start: numpy memory
+
+    def _stream_target(self, buf: CpuBuffer, nbytes: int) -> Any:
+        """JS memory that streamWeights fills as it would a mapped GPU buffer (the wasm heap
+        may grow while the file streams, so it does not write into numpy's memory itself)."""
+        import pybridge_js
+
+        return pybridge_js.hostBuffer(nbytes)
+
+    def _stream_done(self, buf: CpuBuffer, target: Any, nbytes: int) -> None:
+        target.bytes.assign_to(buf.view(0, nbytes, np.uint8))  # JS -> numpy: the second copy
+        buf.wrote()
+        accounting.record("weights", "host", 1, nbytes)
+
     async def allocate(self, shape: Any, dtype: Any, *, label: str = "") -> GpuTensor:
         shape, row, nbytes, _ = self._allocation(shape, dtype, label)
         self.check_alive(f"allocate {label}")

@@ -171,6 +171,12 @@ class NativeBackend(Backend):
         self._live[id(buf)] = buf
         return buf
 
+    def _weights_buffer(self, size: int, label: str) -> Any:
+        """A STORAGE buffer created mapped, for a tensor of a streamed file (pybridge.weights)."""
+        usage = _wgpu().BufferUsage
+        return self._create_buffer(size, usage.STORAGE | usage.COPY_SRC | usage.COPY_DST, label,
+                                   mapped=True)
+
     async def allocate(self, shape: Any, dtype: Any, *, label: str = "") -> GpuTensor:
         usage = _wgpu().BufferUsage
         shape, row, nbytes, op = self._allocation(shape, dtype, label)

@@ -16,7 +16,7 @@ mapped ranges, checking the hash with hashlib.
 
 The CPU backend (pybridge/cpu.py) has no GPU memory to stream into: in the browser the same
 stream fills one JS buffer per tensor, and once the file's hash is checked each is copied
-into the tensor's numpy memory (a second copy, counted as "host"). Peak memory is then the
+into the tensor's numpy memory (a second copy per tensor, counted as "host"). Peak memory is then the
 whole file twice (JS and the wasm heap) until the JS buffers are collected; in CPython the
 file streams straight into the numpy buffers.
 """
@@ -214,18 +214,18 @@ async def _load_browser(backend: Any, url: str, sha256: str | None,
     import pybridge_js
 
     header = await read_header_browser(url)
-    cpu = backend.name == "cpu"  # no GPU: the bytes stream into JS memory, then into numpy's
-    usage = None if cpu else js.GPUBufferUsage.STORAGE | js.GPUBufferUsage.COPY_SRC | js.GPUBufferUsage.COPY_DST
     tensors: dict[str, GpuTensor] = {}
     callback = create_proxy(progress) if progress else None
     ok = False
     try:
         async with backend.scope(f"load {url}: allocate {len(header.tensors)} tensors"):
             for t in header.tensors:
-                buf = backend._create_buffer(padded(t.end - t.begin), usage, t.name, mapped=True)
+                buf = backend._weights_buffer(padded(t.end - t.begin), t.name)
                 tensors[t.name] = GpuTensor(backend, buf, t.shape, t.dtype, label=t.name)
-        targets = {t.name: pybridge_js.hostBuffer(t.end - t.begin) if cpu
-                   else tensors[t.name]._buffer for t in header.tensors}
+        # what streamWeights writes into: the mapped buffer itself, or (the CPU backend) JS
+        # memory the backend copies from when the file is whole and checked
+        targets = {t.name: backend._stream_target(tensors[t.name]._buffer, t.end - t.begin)
+                   for t in header.tensors}
         plan = [{"buffer": targets[t.name], "begin": t.begin, "end": t.end}
                 for t in header.tensors]
         try:
@@ -243,11 +243,7 @@ async def _load_browser(backend: Any, url: str, sha256: str | None,
             raise IntegrityError(f"{url}: sha256 {digest} does not match the expected {sha256}; "
                                  "no tensor was kept")
         for name, t in tensors.items():
-            if cpu:  # JS memory -> the tensor's numpy memory: the second copy
-                targets[name].bytes.assign_to(t._buffer.view(0, t.nbytes, "u1"))
-            t._buffer.unmap()
-        if cpu:
-            accounting.record("weights", "host", 1, sum(t.nbytes for t in tensors.values()))
+            backend._stream_done(t._buffer, targets.pop(name), t.nbytes)
         ok = True
     finally:
         if callback is not None:
@@ -288,14 +284,9 @@ async def _load_native(backend: Any, source: str | Path, sha256: str | None,
             header = parse_header(body, size)
         except ValueError as e:  # a truncated or corrupted file: name it
             raise ValueError(f"{source}: {e}") from None
-        usage = None  # the CPU backend's buffers have none
-        if backend.name != "cpu":
-            import wgpu
-
-            usage = wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_SRC | wgpu.BufferUsage.COPY_DST
         with backend.scope(f"load {source}: allocate {len(header.tensors)} tensors"):
             for t in header.tensors:
-                buf = backend._create_buffer(padded(t.end - t.begin), usage, t.name, mapped=True)
+                buf = backend._weights_buffer(padded(t.end - t.begin), t.name)
                 tensors[t.name] = GpuTensor(backend, buf, t.shape, t.dtype, label=t.name)
         views = [(t, tensors[t.name]._buffer._experimental_get_mapped_range())
                  for t in header.tensors]
