@@ -750,24 +750,51 @@ def set_default_device(device: str, reason: str = "") -> None:
 async def default_backend() -> Backend:
     """The session's backend: the browser's in Pyodide, wgpu-py's in CPython, numpy's after
     set_default_device("cpu"). Created on first use; a lost device is replaced by a new one
-    here."""
+    here. Callers that arrive while it is being made or recovered wait for that same work
+    (one device, one recovery); a caller cancelled meanwhile does not cancel it for the
+    others."""
+    global _making
+    while True:
+        backend = _backend
+        if backend is not None and backend.lost is None:
+            return backend
+        making = _making
+        if making is None or making.done():
+            making = _making = asyncio.ensure_future(_make_or_recover())
+        try:
+            await asyncio.shield(making)
+        finally:
+            if _making is making and making.done():
+                _making = None
+        if _backend is not None:  # None: set_default_device changed the kind meanwhile
+            return _backend
+
+
+_making: Any = None  # the task making or recovering the default backend now, if any
+
+
+async def _make_or_recover() -> None:
     global _backend
-    if _backend is None:
-        from pybridge._env import IN_PYODIDE
+    if _backend is not None:
+        if _backend.lost is not None:
+            await _backend.recover()
+        return
+    from pybridge._env import IN_PYODIDE
 
-        if _device[0] == "cpu":
-            from pybridge.cpu import CpuBackend
+    kind, reason = _device
+    if kind == "cpu":
+        from pybridge.cpu import CpuBackend
 
-            backend: Backend = await CpuBackend.create(_device[1])
-        elif IN_PYODIDE:
-            from pybridge.browser import BrowserBackend
+        backend: Backend = await CpuBackend.create(reason)
+    elif IN_PYODIDE:
+        from pybridge.browser import BrowserBackend
 
-            backend = await BrowserBackend.create()
-        else:
-            from pybridge.native import NativeBackend
+        backend = await BrowserBackend.create()
+    else:
+        from pybridge.native import NativeBackend
 
-            backend = await NativeBackend.create()
+        backend = await NativeBackend.create()
+    if _backend is None and _device[0] == kind:
         _backend = backend
-    elif _backend.lost is not None:
-        await _backend.recover()
-    return _backend
+    else:  # set_default_device asked for the other kind while this one was made
+        backend.close()

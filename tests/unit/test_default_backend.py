@@ -1,0 +1,79 @@
+"""pybridge.default_backend() under concurrent callers (found in review): calls that arrive
+while the backend is being made or a lost device recovered share that one piece of work, and
+set_default_device() during it is honoured. Device creation is made slow here (a wrapper
+that yields to the event loop first, as requestAdapter/requestDevice do in a browser)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import pybridge
+from pybridge import backend as backend_mod
+from pybridge.cpu import CpuBackend
+
+
+@pytest.fixture
+def fresh_default(monkeypatch):
+    """No default backend yet, the CPU kind asked for, and counts of what got made."""
+    monkeypatch.setattr(backend_mod, "_backend", None)
+    monkeypatch.setattr(backend_mod, "_device", ["cpu", "the test asked for it"])
+    made, recovered, started = [], [], []
+    create, recover = CpuBackend.create.__func__, CpuBackend.recover
+
+    async def slow_create(cls, *args, **kwargs):
+        started.append(cls)
+        await asyncio.sleep(0.01)
+        b = await create(cls, *args, **kwargs)
+        made.append(b)
+        return b
+
+    async def slow_recover(self):
+        recovered.append(self)
+        await asyncio.sleep(0.01)
+        await recover(self)
+
+    monkeypatch.setattr(CpuBackend, "create", classmethod(slow_create))
+    monkeypatch.setattr(CpuBackend, "recover", slow_recover)
+    yield made, recovered, started
+    if backend_mod._backend is not None:
+        backend_mod._backend.close()
+
+
+async def test_concurrent_first_calls_make_one_backend(fresh_default):
+    made, _, started = fresh_default
+    got = await asyncio.gather(*(pybridge.default_backend() for _ in range(5)))
+    assert len(made) == 1, f"{len(made)} backends made for 5 concurrent first calls"
+    assert all(b is made[0] for b in got)
+    assert await pybridge.default_backend() is made[0]
+
+
+async def test_concurrent_calls_after_a_loss_recover_once(fresh_default):
+    made, recovered, _ = fresh_default
+    b = await pybridge.default_backend()
+    b.lost = ("destroyed", "the test lost it")
+    got = await asyncio.gather(*(pybridge.default_backend() for _ in range(5)))
+    assert len(recovered) == 1, f"{len(recovered)} recoveries for 5 concurrent calls"
+    assert all(g is b for g in got) and b.lost is None
+
+
+async def test_a_kind_changed_while_the_backend_is_made_is_honoured(fresh_default):
+    made, _, started = fresh_default
+    first = asyncio.ensure_future(pybridge.default_backend())
+    while not started:  # until the CPU backend is being made
+        await asyncio.sleep(0)
+    pybridge.set_default_device("gpu")
+    got = await first
+    assert got.name != "cpu", "a backend of the kind asked for before set_default_device"
+    assert await pybridge.default_backend() is got
+    assert made and made[0].lost is not None, "the CPU backend made meanwhile was not closed"
+
+
+async def test_a_cancelled_caller_does_not_cancel_the_others(fresh_default):
+    made, _, started = fresh_default
+    first = asyncio.ensure_future(pybridge.default_backend())
+    second = asyncio.ensure_future(pybridge.default_backend())
+    await asyncio.sleep(0)
+    first.cancel()
+    assert (await second) is made[0] and len(made) == 1
