@@ -21,6 +21,7 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 
 from pybridge import accounting
+from pybridge.dispatch import unsupported
 from pybridge.dtypes import DType, lookup, padded
 from pybridge.errors import DeviceLost, GpuError, UseAfterFree
 
@@ -336,6 +337,16 @@ def check_grid(op: str, grid: Any, limit: int) -> tuple[int, int, int]:
     return x, y, z
 
 
+def check_dispatch(op: str, bindings: Sequence[Any], grid: Any, constants: dict | None,
+                   limit: int) -> tuple[int, int, int]:
+    """check_grid, and a shape the kernel cannot compute (pybridge.dispatch.unsupported)
+    refused as ValueError on every backend."""
+    why = unsupported(op, bindings, constants)
+    if why is not None:
+        raise ValueError(f"dispatch {op}: {why}")
+    return check_grid(op, grid, limit)
+
+
 class Backend(ABC):
     """allocate -> upload -> dispatch -> readback -> free, over one device.
 
@@ -385,7 +396,7 @@ class Backend(ABC):
         steps = [s if isinstance(s, Step) else Step(*s) for s in steps]
         plan = Plan(self, label, steps, inputs, outputs)
         limit = self.limits.get("maxComputeWorkgroupsPerDimension", 65535)
-        grids = [check_grid(s.op, s.grid, limit) for s in steps]
+        grids = [check_dispatch(s.op, s.bindings, s.grid, s.constants, limit) for s in steps]
         for t in plan.tensors:
             t.buffer_for(f"plan {label}")
         try:

@@ -38,7 +38,7 @@ import numpy as np
 from pybridge import accounting
 from pybridge._env import require_browser
 from pybridge.backend import (Backend, GpuTensor, Plan, Step, Submission,
-                              check_grid, naive_bytes, naive_result, prepare_out)
+                              check_dispatch, naive_bytes, naive_result, prepare_out)
 from pybridge.device import Gpu, request_gpu
 from pybridge.dispatch import shader_source
 from pybridge.dtypes import padded
@@ -443,7 +443,8 @@ class BrowserBackend(Backend):
     async def dispatch(self, op: str, bindings: Sequence[GpuTensor | np.ndarray],
                        grid: tuple[int, int, int], constants: dict[str, float] | None = None) -> None:
         _, to_js, _, _, _ = _js()
-        grid = check_grid(op, grid, self.limits["maxComputeWorkgroupsPerDimension"])
+        grid = check_dispatch(op, bindings, grid, constants,
+                              self.limits["maxComputeWorkgroupsPerDimension"])
         async with self.scope(f"dispatch {op}"):
             encoder = self.device.createCommandEncoder()
             compute = encoder.beginComputePass()

@@ -32,7 +32,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from pybridge import accounting
-from pybridge.backend import (Backend, GpuTensor, Plan, Step, Submission, check_grid,
+from pybridge.backend import (Backend, GpuTensor, Plan, Step, Submission, check_dispatch,
                               naive_bytes, naive_result, prepare_out)
 from pybridge.dispatch import matmul_tile, shader_source
 from pybridge.device import DEFAULT_LIMITS
@@ -433,7 +433,8 @@ class CpuBackend(Backend):
 
     async def dispatch(self, op: str, bindings: Sequence[GpuTensor | np.ndarray],
                        grid: tuple[int, int, int], constants: dict[str, float] | None = None) -> None:
-        grid = check_grid(op, grid, self.limits["maxComputeWorkgroupsPerDimension"])
+        grid = check_dispatch(op, bindings, grid, constants,
+                              self.limits["maxComputeWorkgroupsPerDimension"])
         self.check_alive(f"dispatch {op}")
         pipeline = self.pipeline(op, constants)
         try:

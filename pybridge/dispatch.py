@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 if TYPE_CHECKING:
     import numpy as np
@@ -129,6 +129,46 @@ def pack_params(*values: int | float) -> "np.ndarray":
         else:
             words[i] = int(v)
     return words
+
+
+# Where each kernel's Params binding sits; matmul kernels: 3 (M, N, K).
+_PARAMS_AT = {"embed": 6, "layernorm": 4, "pool": 2, "attention": 2}
+MAX_ROW = 1024  # embed, layernorm, pool: 128 invocations x 8 columns a row
+
+
+def unsupported(op: str, bindings: Sequence[Any], constants: dict[str, float] | None) -> str | None:
+    """Why kernel `op` cannot compute the shape its Params binding states, or None: the limits
+    its wgsl/ header states. Past them a GPU writes wrong numbers or leaves columns at zero
+    while pybridge.cpu's numpy twin would answer right, so every backend refuses them (found
+    in review). Params passed as a tensor, or not as 4-byte words, are not read."""
+    import numpy as np
+
+    at = 3 if op.startswith("matmul") else _PARAMS_AT.get(op)
+    if at is None or at >= len(bindings) or not isinstance(bindings[at], np.ndarray):
+        return None
+    words = np.ascontiguousarray(bindings[at]).reshape(-1)
+    if words.dtype.itemsize != 4 or len(words) < 3:
+        return None
+    words = words.view(np.uint32)
+    c = constants or {}
+    if op in ("embed", "layernorm", "pool"):
+        C = int(words[1])
+        return None if C <= MAX_ROW else f"C={C} columns; {op}.wgsl computes at most {MAX_ROW}"
+    if op == "attention":
+        H, heads, D = int(words[1]), int(words[2]), int(c.get("HEAD_DIM", 32))
+        if heads == 0 or H != heads * D or D % 2 or D > 64:
+            return (f"H={H} over {heads} heads with HEAD_DIM={D}; attention.wgsl needs "
+                    "HEAD_DIM = H / heads, even, at most 64 (the HEAD_DIM override constant)")
+        return None
+    K, f16 = int(words[2]), bool(c.get("B_F16"))
+    if op == "matmul_generic":
+        return f"K={K} with float16 weights (stored in pairs): K must be even" if f16 and K % 2 else None
+    step = 8 if f16 else 4
+    if K % step:
+        return (f"K={K}; {op} reads K in vec4s and needs K % {step} == 0"
+                f"{' (float16 weights)' if f16 else ''}: matmul_generic takes any K "
+                "(pybridge.dispatch.matmul_plan picks)")
+    return None
 
 
 # matmul_plan on a GPU: 128-row tiles where they make at least this many workgroups (4096^3:

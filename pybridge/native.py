@@ -25,7 +25,7 @@ import numpy as np
 
 from pybridge import accounting
 from pybridge.backend import (Backend, GpuTensor, Plan, Step, Submission,
-                              check_grid, naive_bytes, naive_result, prepare_out)
+                              check_dispatch, naive_bytes, naive_result, prepare_out)
 from pybridge.device import OPTIONAL_FEATURES, profile_features, required_limits
 from pybridge.device import limits_profile as chosen_limits_profile
 from pybridge.dispatch import shader_source
@@ -248,7 +248,8 @@ class NativeBackend(Backend):
 
     async def dispatch(self, op: str, bindings: Sequence[GpuTensor | np.ndarray],
                        grid: tuple[int, int, int], constants: dict[str, float] | None = None) -> None:
-        grid = check_grid(op, grid, self.limits["maxComputeWorkgroupsPerDimension"])
+        grid = check_dispatch(op, bindings, grid, constants,
+                              self.limits["maxComputeWorkgroupsPerDimension"])
         with self.scope(f"dispatch {op}"):
             encoder = self.device.create_command_encoder()
             compute = encoder.begin_compute_pass()

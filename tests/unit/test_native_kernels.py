@@ -462,3 +462,67 @@ async def test_pool_keeps_nan_and_inf_to_their_sentence_and_ignores_padding(back
     affected[[0, 2], :] = True
     assert_unaffected(got, want, affected, rtol=1e-5, atol=1e-6)
     await assert_device_answers(backend, live)
+
+
+# Shapes past what a kernel's WGSL computes (its header states the limits): the GPU wrote wrong
+# numbers or zero columns where the CPU backend's numpy twin answered right (found in review);
+# both refuse them now, by dispatch and in a plan, and leave nothing behind.
+def _zeros(n: int) -> np.ndarray:
+    return np.zeros(n, np.float32)
+
+
+PAST_THE_KERNELS = {
+    "layernorm C=1152": ("layernorm", lambda: [_zeros(2 * 1152), _zeros(2 * 1152), _zeros(1152),
+                         _zeros(1152), pack_params(2, 1152, 1e-12), _zeros(2 * 1152)],
+                         (2, 1, 1), None, "C=1152"),
+    "pool C=1152": ("pool", lambda: [_zeros(3 * 1152), np.array([3], np.int32), pack_params(3, 1152),
+                    _zeros(1152)], (1, 1, 1), None, "C=1152"),
+    "embed C=1152": ("embed", lambda: [np.array([1, 2], np.int32), _zeros(4 * 1152),
+                     _zeros(2 * 1152), _zeros(1152), _zeros(1152), _zeros(1152),
+                     pack_params(2, 1152, 1e-12), _zeros(2 * 1152)], (2, 1, 1), None, "C=1152"),
+    "matmul K=6": ("matmul_m64", lambda: [_zeros(5 * 6), _zeros(7 * 6), _zeros(7),
+                   pack_params(5, 7, 6), _zeros(5 * 7)], (1, 1, 1), {"B_F16": False}, "K=6"),
+    "splitk K=12 f16": ("matmul_splitk", lambda: [_zeros(5 * 12), _zeros(7 * 6), _zeros(7),
+                        pack_params(5, 7, 12), _zeros(5 * 7)], (1, 5, 1), {"B_F16": True},
+                        "K=12"),
+    "generic K=5 f16": ("matmul_generic", lambda: [_zeros(5 * 5), _zeros(7 * 3), _zeros(7),
+                        pack_params(5, 7, 5), _zeros(5 * 7)], (1, 1, 1), {"B_F16": True},
+                        "K=5"),
+    "attention HEAD_DIM 8 of 16": ("attention", lambda: [_zeros(2 * 3 * 16), np.array([2], np.int32),
+                                   pack_params(2, 16, 1, 0.25), _zeros(2 * 16)], (1, 1, 1),
+                                   {"HEAD_DIM": 8}, "HEAD_DIM=8"),
+    "attention HEAD_DIM 80": ("attention", lambda: [_zeros(2 * 3 * 80), np.array([2], np.int32),
+                              pack_params(2, 80, 1, 0.1), _zeros(2 * 80)], (1, 1, 1),
+                              {"HEAD_DIM": 80}, "at most 64"),
+}
+
+
+@pytest.mark.parametrize("case", list(PAST_THE_KERNELS))
+async def test_shapes_past_a_kernel_are_refused_on_every_backend(backend, case):
+    op, make, grid, constants, named = PAST_THE_KERNELS[case]
+    arrays = make()
+    before = backend.live_buffers()
+    tensors = [a if i == {"embed": 6, "layernorm": 4, "pool": 2, "attention": 2}.get(op, 3)
+               else await backend.upload(a) for i, a in enumerate(arrays)]
+    with pytest.raises(ValueError, match=f"dispatch {op}: .*{re.escape(named)}"):
+        await backend.dispatch(op, tensors, grid, constants)
+    with pytest.raises(ValueError, match=re.escape(named)):
+        await backend.plan([(op, tensors, grid, constants)], label="past")
+    for t in tensors:
+        if not isinstance(t, np.ndarray):
+            t.free()
+    assert backend.live_buffers() == before
+
+
+async def test_the_limits_refuse_nothing_the_model_runs():
+    """MiniLM's own shapes (C=384, K=384/1536, 12 heads of 32) pass the check."""
+    for op, params, constants in [("layernorm", pack_params(128, 384, 1e-12), None),
+                                  ("embed", pack_params(128, 384, 1e-12), None),
+                                  ("pool", pack_params(128, 384), None),
+                                  ("attention", pack_params(128, 384, 12, 32 ** -0.5), {"HEAD_DIM": 32}),
+                                  ("matmul_splitk", pack_params(12, 1536, 384), {"B_F16": True}),
+                                  ("matmul", pack_params(4096, 384, 1536), {"B_F16": False}),
+                                  ("matmul_generic", pack_params(3, 5, 7), {"B_F16": False})]:
+        at = {"embed": 6, "layernorm": 4, "pool": 2, "attention": 2}.get(op, 3)
+        bindings = [None] * at + [params]
+        assert dispatch.unsupported(op, bindings, constants) is None, op
