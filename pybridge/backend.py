@@ -749,7 +749,8 @@ def set_default_device(device: str, reason: str = "") -> None:
     """"gpu" (the default: WebGPU in the browser, wgpu-py in CPython) or "cpu" (every kernel
     run by numpy in this process: pybridge.cpu), for the backend default_backend() makes next;
     `reason` is shown in the backend's description (e.g. "this browser has no WebGPU"). The
-    backend already made, if any, is kept until this changes the kind."""
+    backend already made, if any, is kept until this changes the kind; then it is dropped,
+    not closed (its tensors keep working; close() it to free its device at once)."""
     global _backend
     if device not in ("gpu", "cpu"):
         raise ValueError(f"device must be 'gpu' or 'cpu', got {device!r}")
@@ -772,6 +773,8 @@ async def default_backend() -> Backend:
         making = _making
         if making is None or making.done():
             making = _making = asyncio.ensure_future(_make_or_recover())
+            # its error reaches every caller; retrieved here too, for when all were cancelled
+            making.add_done_callback(lambda t: t.cancelled() or t.exception())
         try:
             await asyncio.shield(making)
         finally:
@@ -787,8 +790,11 @@ _making: Any = None  # the task making or recovering the default backend now, if
 async def _make_or_recover() -> None:
     global _backend
     if _backend is not None:
-        if _backend.lost is not None:
-            await _backend.recover()
+        recovering = _backend
+        if recovering.lost is not None:
+            await recovering.recover()
+            if _backend is not recovering:  # set_default_device switched kinds meanwhile
+                recovering.close()  # its new device would be held by nobody
         return
     from pybridge._env import IN_PYODIDE
 

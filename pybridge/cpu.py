@@ -283,6 +283,13 @@ class CpuBackend(Backend):
         return contextlib.nullcontext()
 
     async def recover(self) -> None:
+        """A fresh "device", as a GPU backend's recovery makes one: the old buffers are freed,
+        their tensors and plans refused as replaced, the caches (uniforms, bind groups) reset."""
+        for buf in list(self._live.values()):
+            buf.destroy()
+        self._live.clear()
+        self.generation += 1
+        self._reset_caches()
         self.lost = None
 
     def close(self) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
+import numpy as np
 import pytest
 
 import pybridge
@@ -18,6 +19,7 @@ from pybridge.cpu import CpuBackend
 def fresh_default(monkeypatch):
     """No default backend yet, the CPU kind asked for, and counts of what got made."""
     monkeypatch.setattr(backend_mod, "_backend", None)
+    monkeypatch.setattr(backend_mod, "_making", None)
     monkeypatch.setattr(backend_mod, "_device", ["cpu", "the test asked for it"])
     made, recovered, started = [], [], []
     create, recover = CpuBackend.create.__func__, CpuBackend.recover
@@ -77,3 +79,42 @@ async def test_a_cancelled_caller_does_not_cancel_the_others(fresh_default):
     await asyncio.sleep(0)
     first.cancel()
     assert (await second) is made[0] and len(made) == 1
+
+
+async def test_a_kind_changed_during_a_recovery_closes_the_recovered_backend(fresh_default):
+    """Found in review: the recovered device was held by nobody and never closed."""
+    _, recovered, _ = fresh_default
+    b = await pybridge.default_backend()
+    b.lost = ("destroyed", "the test lost it")
+    first = asyncio.ensure_future(pybridge.default_backend())
+    while not recovered:  # until the recovery is under way
+        await asyncio.sleep(0)
+    pybridge.set_default_device("gpu")
+    got = await first
+    assert got.name != "cpu" and await pybridge.default_backend() is got
+    assert b.lost is not None, "the recovered CPU backend was left open"
+
+
+async def test_a_closed_cpu_backend_recovers_whole(fresh_default):
+    """Found in review: after close() and default_backend()'s recovery, a dispatch whose
+    Params had been seen before got the destroyed uniform from the cache (DeviceLost for good);
+    and tensors of before the recovery still read back, where a GPU backend refuses them."""
+    from pybridge.dispatch import grid_1d, pack_params
+    from pybridge.errors import DeviceLost
+
+    b = await pybridge.default_backend()
+
+    async def axpy(alpha):
+        x = await b.upload(np.arange(300, dtype=np.float32))
+        out = await b.allocate(300, np.float32)
+        await b.dispatch("axpy", [x, x, pack_params(300, alpha), out], grid_1d(300))
+        return x, await out.numpy()
+
+    old, first = await axpy(2.0)
+    b.close()
+    assert await pybridge.default_backend() is b
+    _, again = await axpy(2.0)
+    np.testing.assert_array_equal(again, first)
+    np.testing.assert_array_equal(again, 3 * np.arange(300, dtype=np.float32))
+    with pytest.raises(DeviceLost, match="replaced"):
+        await old.numpy()
