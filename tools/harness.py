@@ -124,6 +124,8 @@ def open_app(browser, server: Server, timeout_ms: int = 900_000) -> App:
     page.goto(server.url + "?model=none")
     if wait_final(page) != "ready":
         raise SystemExit(f"page failed: {page.evaluate('pybridge.error')}")
+    if page.evaluate("pybridge.device") != "gpu":  # numpy's timings are not the GPU's
+        raise SystemExit(f"the page has no WebGPU here: {page.evaluate('pybridge.noWebGPU')}")
     return App(page)
 
 

@@ -63,14 +63,24 @@ export function showPanel(id, title, message) {
 
 // The worker and its pending answers. `state()` names the page's state for the error a call
 // made before start() gets. start(url, onMessage) passes every message but the answers to
-// onMessage, and returns the Worker (for its onerror).
+// onMessage, and returns the Worker (for its onerror). An error that escapes the worker (it
+// failed to load, or something outside worker.js's own error handling threw) ends it for the
+// calls: every pending one is rejected with it, and later ones at once; they never hang.
 export function pythonWorker(state = () => "not started") {
   let worker = null;
+  let stopped = null; // why the worker can no longer answer
   let nextId = 1;
   const pending = new Map();
 
+  function stop(why) {
+    stopped = stopped || why;
+    for (const p of pending.values()) p.reject(new Error(stopped));
+    pending.clear();
+  }
+
   function send(message) {
     if (!worker) return Promise.reject(new Error(`Python is not running (state: ${state()})`));
+    if (stopped) return Promise.reject(new Error(stopped));
     const id = nextId++;
     return new Promise((resolve, reject) => {
       pending.set(id, { resolve, reject });
@@ -88,6 +98,10 @@ export function pythonWorker(state = () => "not started") {
     start(url, onMessage) {
       worker = new Worker(url, { type: "module" });
       worker.onmessage = (ev) => (ev.data.type === "result" ? settle(ev.data) : onMessage(ev));
+      worker.addEventListener("error", (ev) =>
+        stop(`Python's worker failed: ${ev.message || "worker.js could not be loaded"}`));
+      worker.addEventListener("messageerror", () =>
+        stop("Python's worker sent a message the page could not read"));
       return worker;
     },
     // Python source text (tests, the DevTools console)

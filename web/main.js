@@ -264,7 +264,7 @@ async function main() {
   const worker = python.start("./worker.js", onWorkerMessage);
   worker.onerror = (ev) => {
     setState("error", "Failed");
-    showError("The worker failed to start", ev.message || "worker.js could not be loaded");
+    showError("Python's worker failed", ev.message || "worker.js could not be loaded");
   };
 }
 

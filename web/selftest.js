@@ -150,6 +150,7 @@ async function runChecks() {
   $("#progress").max = checks.length;
   setState("running", "Running the checks…");
   for (const [i, c] of checks.entries()) {
+    if (app.state === "error") return; // the worker failed: fail() said so, the rest cannot run
     $("#progress-text").textContent = `${i + 1} of ${checks.length}: ${c.id}`;
     let r;
     try {
@@ -202,7 +203,7 @@ async function main() {
   }
   setState("booting", problem ? "Loading Python (CPU backend)…" : "Loading Python…");
   const worker = python.start("./worker.js", onWorkerMessage);
-  worker.onerror = (ev) => fail("The worker failed to start", ev.message || "worker.js could not be loaded");
+  worker.onerror = (ev) => fail("Python's worker failed", ev.message || "worker.js could not be loaded");
 }
 
 main();

@@ -93,6 +93,10 @@ def boot(browser, server, guard, query: str = "?model=none") -> App:
     page.goto(server.url + query)
     state = wait_final(page)
     assert state == "ready", f"page ended in state {state!r}: {page.evaluate('pybridge.error')}"
+    if "gpu=none" not in query:  # a Chromium without WebGPU would pass on numpy (found in review)
+        device = page.evaluate("pybridge.device")
+        assert device == "gpu", (f"the page runs its kernels on {device!r}, not WebGPU: "
+                                 f"{page.evaluate('pybridge.noWebGPU')}")
     return App(page)
 
 

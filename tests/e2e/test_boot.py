@@ -201,3 +201,27 @@ def test_a_bad_limits_profile_is_named_and_ignored_without_a_gpu(fresh_page, ser
     fresh_page.goto(server.url + "?model=none&gpu=none&limits=bogus")
     assert wait_final(fresh_page) == "ready"
     assert "?limits= applies to a GPU only" in fresh_page.locator("#notice").inner_text()
+
+
+def test_an_error_that_escapes_the_worker_ends_pending_calls(fresh_page, server):
+    """Found in review: only a "result" message settled a call, so after an error escaped the
+    worker every pending call waited forever (the self-test page hung). Now each pending call
+    and each later one is rejected with the worker's error, and the page says it failed."""
+    fresh_page.goto(server.url + "?model=none&gpu=none")
+    assert wait_final(fresh_page) == "ready"
+    r = fresh_page.evaluate("""async () => {
+        const pending = pybridge.run("import asyncio\\nawait asyncio.sleep(20)\\n'answered'");
+        await pybridge.run(
+            "import js\\nfrom pyodide.ffi import create_proxy\\n" +
+            "def boom():\\n    raise RuntimeError('boom outside any call')\\n" +
+            "js.setTimeout(create_proxy(boom), 300)");
+        const t0 = performance.now();
+        const first = await pending.then((v) => v, (e) => e.message);
+        const later = await pybridge.run("1").then((v) => v, (e) => e.message);
+        await new Promise((done) => setTimeout(done, 0)); // the page's own onerror has run
+        return { first, later, ms: performance.now() - t0, state: pybridge.state };
+    }""")
+    assert "Python's worker failed" in r["first"] and "boom outside any call" in r["first"], r
+    assert r["later"] == r["first"] and r["ms"] < 10_000, r
+    assert r["state"] == "error"
+    assert fresh_page.locator("#error-title").inner_text() == "Python's worker failed"
