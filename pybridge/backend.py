@@ -731,6 +731,21 @@ class Backend(ABC):
                 self._bind_groups_of.setdefault(id(buf), set()).add(key)
         return bind_group
 
+    # --- weights (pybridge.weights) -------------------------------------------------------
+    @abstractmethod
+    def _weights_buffer(self, size: int, label: str) -> Any:
+        """A buffer for one tensor of a weights file, writable at once: a STORAGE buffer
+        created mapped on a GPU, numpy memory on the CPU backend."""
+
+    def _stream_target(self, buf: Any, nbytes: int) -> Any:
+        """What the browser's streamWeights writes the tensor into (it takes a mapped GPU
+        buffer or JS memory): the buffer itself unless the backend says otherwise."""
+        return buf
+
+    def _stream_done(self, buf: Any, target: Any, nbytes: int) -> None:
+        """The streamed file was whole and checked: the tensor's bytes are final (unmap)."""
+        buf.unmap()
+
     @abstractmethod
     def _new_uniform(self, data: np.ndarray, label: str) -> Any:
         """A UNIFORM buffer filled with data's bytes."""

@@ -272,12 +272,8 @@ class BrowserBackend(Backend):
         usage = js.GPUBufferUsage
         return self._create_buffer(size, usage.STORAGE | usage.COPY_SRC | usage.COPY_DST, label,
                                    mapped=True)
-
-    def _stream_target(self, buf: Any, nbytes: int) -> Any:
-        return buf  # streamWeights copies each chunk straight into its mapped range
-
-    def _stream_done(self, buf: Any, target: Any, nbytes: int) -> None:
-        buf.unmap()
+    # _stream_target, _stream_done: Backend's (streamWeights copies each chunk straight into
+    # the mapped range, then each buffer is unmapped)
 
     async def allocate(self, shape: Any, dtype: Any, *, label: str = "") -> GpuTensor:
         js, _, _, _, _ = _js()

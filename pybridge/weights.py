@@ -226,16 +226,17 @@ async def _load_browser(backend: Any, url: str, sha256: str | None,
         # memory the backend copies from when the file is whole and checked
         targets = {t.name: backend._stream_target(tensors[t.name]._buffer, t.end - t.begin)
                    for t in header.tensors}
-        plan = [{"buffer": targets[t.name], "begin": t.begin, "end": t.end}
-                for t in header.tensors]
+        plan = to_js([{"buffer": targets[t.name], "begin": t.begin, "end": t.end}
+                      for t in header.tensors], dict_converter=js.Object.fromEntries)
         try:
-            result = await pybridge_js.streamWeights(
-                url, to_js(plan, dict_converter=js.Object.fromEntries), header.file_size,
-                bool(sha256), callback)
+            result = await pybridge_js.streamWeights(url, plan, header.file_size, bool(sha256),
+                                                     callback)
         except JsException as e:
             if getattr(e, "name", None) != "DownloadError":
                 raise
             raise DownloadError(f"{e.message}; no tensor was kept") from None
+        finally:
+            del plan  # `targets` alone holds each target now: each goes once it is copied
         last_stream.update(bytes=int(result.bytes), peakChunk=int(result.peakChunk),
                            resumes=int(result.resumes))
         digest = str(result.sha256) if sha256 else None
