@@ -222,7 +222,7 @@ class BrowserBackend(Backend):
             old.removeEventListener("uncapturederror", self._on_error)
         finally:
             self._on_error.destroy()
-        self._attach(await request_gpu())
+        self._attach(await request_gpu(profile=self.gpu.limits_profile))  # the same limits
 
     async def sync(self) -> None:
         await self.device.queue.onSubmittedWorkDone()

@@ -178,3 +178,23 @@ result""")
     assert r["started"], "the readback ended before it could be cancelled"
     assert r["ok"] == [True] * 4
     assert r["seen"] == []
+
+
+def test_a_recovered_device_keeps_the_profile(page):
+    """Found in review: recover() asked for the profile set_limits_profile names now, so a
+    profile changed after the first device changed the limits under a running page."""
+    r = page.py("import asyncio, pybridge\nfrom pybridge.device import set_limits_profile\n"
+                "set_limits_profile('adapter')\n"
+                "try:\n"
+                "    device = backend.device\n"
+                "    device.destroy()\n"
+                "    await device.lost\n"
+                "    while backend.lost is None:  # the page's lost handler, a task later\n"
+                "        await asyncio.sleep(0)\n"
+                "    assert (await pybridge.default_backend()) is backend and backend.lost is None\n"
+                "    got = {**backend.describe(), 'generation': backend.generation}\n"
+                f"finally:\n    set_limits_profile({page.profile!r})\n"
+                "got")
+    assert r["generation"] > 1 and r["limits_profile"] == page.profile
+    if page.profile == "default":
+        assert r["limits"] == DEFAULT_LIMITS
