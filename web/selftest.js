@@ -199,7 +199,8 @@ async function main() {
     document.body.dataset.device = "cpu";
     showPanel("notice", "No WebGPU here: checking the CPU backend instead",
       `${problem} The checks run on pybridge's CPU backend (every kernel's numpy twin in this ` +
-      "page) against the same references: this says the page works here, not that a GPU does.");
+      "page) against the same references: this says the page works here, not that a GPU does." +
+      (params.has("limits") ? " (?limits= applies to a GPU only.)" : ""));
   }
   setState("booting", problem ? "Loading Python (CPU backend)…" : "Loading Python…");
   const worker = python.start("./worker.js", onWorkerMessage);

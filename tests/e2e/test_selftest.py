@@ -55,7 +55,7 @@ def pages(browser, server, guard):
     broken.context.route("**/model-f32.safetensors", lambda route: route.fulfill(status=404))
     response = gpu.goto(server.url + "selftest")
     cpu.goto(server.url + "selftest?gpu=none")
-    broken.goto(server.url + "selftest?gpu=none&only=pool,MiniLM")
+    broken.goto(server.url + "selftest?gpu=none&only=pool,MiniLM&limits=safari")
     yield SimpleNamespace(gpu=gpu, cpu=cpu, broken=broken, response=response)
     for page in (gpu, cpu, broken):
         page.context.close()
@@ -143,3 +143,5 @@ def test_a_failure_is_reported_as_one_and_the_other_checks_run(pages):
     assert page.evaluate("document.body.dataset.result") == "fail"
     assert page.locator("#summary.bad").text_content().startswith("2 passed, 2 failed of 4")
     assert np.isfinite(f16["ms"]) and page.errors == []
+    # ?limits= cannot apply on the CPU backend, and the notice says so (found in review)
+    assert "?limits= applies to a GPU only" in page.locator("#notice").text_content()
