@@ -802,6 +802,22 @@ async def default_backend() -> Backend:
 _making: Any = None  # the task making or recovering the default backend now, if any
 
 
+async def gpu_or_cpu() -> str | None:
+    """A page's first default_backend(): None where it got its GPU; where the GPU cannot be
+    had here (WebGPUUnavailable: the worker has no navigator.gpu, no adapter or no device,
+    although the page had one), the CPU backend is made the default instead and the reason
+    is returned, for the page to say."""
+    from pybridge.errors import WebGPUUnavailable
+
+    try:
+        await default_backend()
+        return None
+    except WebGPUUnavailable as e:
+        set_default_device("cpu", str(e))
+        await default_backend()
+        return str(e)
+
+
 async def _make_or_recover() -> None:
     global _backend
     if _backend is not None:

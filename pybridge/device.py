@@ -174,12 +174,18 @@ async def request_gpu(power_preference: str = "high-performance",
         )
     wanted = profile_features(profile, (str(f) for f in adapter.features))
     limits = required_limits(profile, lambda name: getattr(adapter.limits, name))
-    device = await adapter.requestDevice(
-        to_js(
-            {"requiredFeatures": wanted, "requiredLimits": limits, "label": "pybridge"},
-            dict_converter=js.Object.fromEntries,
+    from pyodide.ffi import JsException
+
+    try:
+        device = await adapter.requestDevice(
+            to_js(
+                {"requiredFeatures": wanted, "requiredLimits": limits, "label": "pybridge"},
+                dict_converter=js.Object.fromEntries,
+            )
         )
-    )
+    except JsException as e:  # a raw OperationError/TypeError before
+        raise WebGPUUnavailable(f"WebGPU gave an adapter but no device ({e.message}; limits "
+                                f"profile {profile!r}). {NO_WEBGPU_HELP}") from None
     info_obj = getattr(adapter, "info", None)
     info = {}
     if info_obj is not None:

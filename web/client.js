@@ -33,17 +33,25 @@ export async function whyNoGpu(params) {
   return params.get("gpu") === "none" ? "WebGPU is switched off by ?gpu=none." : await checkWebGPU();
 }
 
-// Before the first kernel, through `call` (pythonWorker's): the CPU backend where there is no
-// GPU, or ?limits=safari|default for the GPU device (pybridge.device.set_limits_profile). A
-// bad ?limits= rejects with an Error whose `title` names the address as the culprit.
+// Before the first kernel, through `call` (pythonWorker's): the CPU backend where the page saw
+// no GPU, else ?limits=safari|default for the GPU device (pybridge.device.set_limits_profile)
+// and the worker's own device (pybridge.backend.gpu_or_cpu). Resolves with null (the GPU) or
+// why the kernels run on numpy after all: the worker can fail to get a device the page's
+// check saw (no navigator.gpu in workers, requestDevice refused), and then falls back to the
+// CPU backend itself. A bad ?limits= rejects with an Error whose `title` names the address.
 export async function chooseBackend(call, noWebGPU, params) {
-  if (noWebGPU) return call("pybridge", "set_default_device", ["cpu", noWebGPU]);
-  if (!params.has("limits")) return undefined;
-  try {
-    return await call("pybridge.device", "set_limits_profile", [params.get("limits")]);
-  } catch (err) {
-    throw Object.assign(new Error(err.message), { title: "Bad ?limits= in the address" });
+  if (noWebGPU) {
+    await call("pybridge", "set_default_device", ["cpu", noWebGPU]);
+    return noWebGPU;
   }
+  if (params.has("limits")) {
+    try {
+      await call("pybridge.device", "set_limits_profile", [params.get("limits")]);
+    } catch (err) {
+      throw Object.assign(new Error(err.message), { title: "Bad ?limits= in the address" });
+    }
+  }
+  return await call("pybridge.backend", "gpu_or_cpu");
 }
 
 // The status line: body[data-state] (the style's dot) and #state's text; `app.state` for tests.

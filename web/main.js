@@ -163,7 +163,8 @@ function onWorkerMessage(ev) {
 async function runDemo() {
   try {
     try {
-      await chooseBackend(call, app.noWebGPU, params);
+      const problem = await chooseBackend(call, app.noWebGPU, params);
+      if (problem && !app.noWebGPU) useCpu(problem); // the worker got no device after all
     } catch (err) {
       setState("error", "Failed");
       showError(err.title || "Python failed to start", err.message);
@@ -249,17 +250,20 @@ $("#search-form").addEventListener("submit", doSearch);
 
 const WHERE = { gpu: "your GPU", cpu: "the CPU (numpy, no WebGPU)" };
 
+// The kernels run on numpy in the worker (pybridge.cpu): the page says why.
+function useCpu(problem) {
+  app.device = "cpu";
+  app.noWebGPU = problem;
+  document.body.dataset.device = "cpu";
+  showPanel("notice", "No WebGPU here: running on the CPU instead",
+    `${problem} Every kernel and the model run on numpy in this page instead: the same ` +
+    "answers, more slowly." + (params.has("limits") ? " (?limits= applies to a GPU only.)" : ""));
+  for (const el of document.querySelectorAll(".where")) el.textContent = WHERE.cpu;
+}
+
 async function main() {
   const problem = await whyNoGpu(params);
-  if (problem) {
-    app.device = "cpu";
-    app.noWebGPU = problem;
-    document.body.dataset.device = "cpu";
-    showPanel("notice", "No WebGPU here: running on the CPU instead",
-      `${problem} Every kernel and the model run on numpy in this page instead: the same ` +
-      "answers, more slowly." + (params.has("limits") ? " (?limits= applies to a GPU only.)" : ""));
-    for (const el of document.querySelectorAll(".where")) el.textContent = WHERE.cpu;
-  }
+  if (problem) useCpu(problem);
   setState("booting", problem ? "Loading Python (CPU mode)…" : "Loading Python…");
   const worker = python.start("./worker.js", onWorkerMessage);
   worker.onerror = (ev) => {

@@ -134,7 +134,8 @@ async function runChecks() {
   const t0 = performance.now();
   let checks;
   try {
-    await chooseBackend(python.call, app.noWebGPU, params); // ?limits=, as on the demo page
+    const problem = await chooseBackend(python.call, app.noWebGPU, params); // as the demo's
+    if (problem && !app.noWebGPU) useCpu(problem); // the worker got no device after all
     const env = nulls(await python.call(SELFTEST, "environment"));
     Object.assign(report.versions, env.versions);
     Object.assign(report, { adapter: env.adapter, features: env.features, limits: env.limits, device: env.described });
@@ -190,18 +191,21 @@ function onWorkerMessage(ev) {
   }
 }
 
+// The checks run on the CPU backend (pybridge.cpu): the page says why.
+function useCpu(problem) {
+  app.device = report.backend = "cpu";
+  app.noWebGPU = report.noWebGPU = problem;
+  document.body.dataset.device = "cpu";
+  showPanel("notice", "No WebGPU here: checking the CPU backend instead",
+    `${problem} The checks run on pybridge's CPU backend (every kernel's numpy twin in this ` +
+    "page) against the same references: this says the page works here, not that a GPU does." +
+    (params.has("limits") ? " (?limits= applies to a GPU only.)" : ""));
+}
+
 async function main() {
   $("#download").addEventListener("click", download);
   const problem = await whyNoGpu(params);
-  if (problem) {
-    app.device = report.backend = "cpu";
-    app.noWebGPU = report.noWebGPU = problem;
-    document.body.dataset.device = "cpu";
-    showPanel("notice", "No WebGPU here: checking the CPU backend instead",
-      `${problem} The checks run on pybridge's CPU backend (every kernel's numpy twin in this ` +
-      "page) against the same references: this says the page works here, not that a GPU does." +
-      (params.has("limits") ? " (?limits= applies to a GPU only.)" : ""));
-  }
+  if (problem) useCpu(problem);
   setState("booting", problem ? "Loading Python (CPU backend)…" : "Loading Python…");
   const worker = python.start("./worker.js", onWorkerMessage);
   worker.onerror = (ev) => fail("Python's worker failed", ev.message || "worker.js could not be loaded");

@@ -134,6 +134,31 @@ def test_browser_without_navigator_gpu(fresh_page, server):
     assert fresh_page.evaluate("pybridge.result.ok") is True
 
 
+@pytest.mark.parametrize("where", ["/", "/selftest"])
+def test_a_worker_without_webgpu_falls_back_to_the_cpu_and_says_so(fresh_page, server, where):
+    """Found in review: the page checks WebGPU on its main thread, but the device is made in
+    the worker; where only the worker has none, the page failed ("The GPU kernel failed")
+    instead of running on numpy as it does when the page itself has none."""
+    def without_gpu(route):
+        response = route.fetch()
+        route.fulfill(response=response, body="delete WorkerNavigator.prototype.gpu;\n" + response.text())
+
+    fresh_page.context.route("**/worker.js", without_gpu)
+    fresh_page.goto(server.url.rstrip("/") + where + "?model=none&only=pool")
+    if where == "/":
+        assert wait_final(fresh_page) == "ready", fresh_page.evaluate("pybridge.error")
+        assert fresh_page.evaluate("pybridge.result.ok") is True
+    else:
+        fresh_page.wait_for_selector("body[data-state=done], body[data-state=error]",
+                                     timeout=BOOT_TIMEOUT_MS)
+        assert fresh_page.evaluate("pybridge.report.backend") == "cpu", \
+            fresh_page.evaluate("pybridge.report.error")
+        assert fresh_page.evaluate("document.body.dataset.result") == "pass"
+    assert fresh_page.evaluate("pybridge.device") == "cpu"
+    assert "navigator.gpu is missing" in fresh_page.locator("#notice-message").inner_text()
+    assert fresh_page.evaluate("pybridge.noWebGPU").startswith("This browser has no WebGPU")
+
+
 def test_gpu_none_runs_on_the_cpu_where_webgpu_works(fresh_page, server):
     fresh_page.goto(server.url + "?gpu=none&model=none")
     assert wait_final(fresh_page) == "ready"
