@@ -33,6 +33,7 @@ import http.client
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -241,9 +242,9 @@ def build_pybridge_wheel(dest: Path) -> Path:
         for d in ("pybridge", "wgsl"):
             shutil.copytree(ROOT / d, src / d, ignore=shutil.ignore_patterns("__pycache__"))
         out = Path(tmp) / "out"
-        proc = subprocess.run(
+        proc = subprocess.run(  # for Pyodide's Python (3.12), whichever CPython builds it
             [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-             "--no-index", "-q", "-w", str(out), str(src)],
+             "--no-index", "--ignore-requires-python", "-q", "-w", str(out), str(src)],
             capture_output=True, text=True,
         )
         if proc.returncode != 0:
@@ -261,39 +262,53 @@ def build_pybridge_wheel(dest: Path) -> Path:
 
 
 def normalize_wheel(data: bytes) -> bytes:
-    """Same sources -> same bytes: fixed timestamps and order, so the hash names the content."""
+    """Same sources -> same bytes: fixed timestamps and order, so the hash names the content;
+    WHEEL's `Generator: setuptools (X.Y.Z)` loses its version (CPython 3.9's lock has an older
+    setuptools than 3.11's; nothing else in the wheel differs), and RECORD says so."""
     src = zipfile.ZipFile(io.BytesIO(data))
+    files = {info.filename: src.read(info.filename) for info in src.infolist()}
+    (meta,) = {name.rsplit("/", 1)[0] for name in files if name.endswith(".dist-info/WHEEL")}
+    wheel = re.sub(rb"^(Generator: \S+) \(.*\)$", rb"\1", files[f"{meta}/WHEEL"], flags=re.M)
+    digest = base64.urlsafe_b64encode(hashlib.sha256(wheel).digest()).rstrip(b"=")
+    files[f"{meta}/WHEEL"] = wheel
+    files[f"{meta}/RECORD"] = re.sub(rb"(?m)^(" + re.escape(f"{meta}/WHEEL".encode()) + rb"),.*$",
+                                     rb"\1,sha256=" + digest + b"," + str(len(wheel)).encode(),
+                                     files[f"{meta}/RECORD"])
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as dst:
         for info in sorted(src.infolist(), key=lambda i: i.filename):
             zi = zipfile.ZipInfo(info.filename, date_time=(2020, 1, 1, 0, 0, 0))
             zi.external_attr = info.external_attr
             zi.compress_type = zipfile.ZIP_DEFLATED
-            dst.writestr(zi, src.read(info.filename))
+            dst.writestr(zi, files[info.filename])
     return buf.getvalue()
 
 
 # --- the page's lock file ------------------------------------------------------------------
 def write_lock(upstream_lock: bytes, pybridge_wheel: Path, dest: Path) -> None:
-    """pyodide-lock.json for the page: upstream entries of the vendored packages + pybridge."""
-    from pyodide_lock import PyodideLockSpec
-    from pyodide_lock.spec import PackageSpec
+    """pyodide-lock.json for the page: upstream entries of the vendored packages + pybridge.
 
-    upstream = PyodideLockSpec(**json.loads(upstream_lock))  # what from_json does, from bytes
-    packages = {name: upstream.packages[name] for name in PYODIDE_PACKAGES}
-    packages["pybridge"] = PackageSpec(
-        name="pybridge",
-        version="0.1.0",
-        file_name=pybridge_wheel.name,
-        install_dir="site",
-        sha256=sha256_file(pybridge_wheel),
-        package_type="package",
-        imports=["pybridge"],
-        depends=["numpy"],
-    )
-    lock = PyodideLockSpec(info=upstream.info, packages=packages)
+    Upstream's `info` and entries are copied as they are (its bytes are pinned above), with
+    every field of pyodide-lock's PackageSpec for pybridge, and written as its
+    `PyodideLockSpec.to_json(indent=1)` writes them, with the standard library alone (the
+    package needs CPython 3.10+; the demo sets up on 3.9 too). tests/unit/test_assets.py checks
+    the bytes against pyodide-lock's."""
+    upstream = json.loads(upstream_lock)
+    packages = {name: upstream["packages"][name] for name in PYODIDE_PACKAGES}
+    packages["pybridge"] = {
+        "name": "pybridge",
+        "version": "0.1.0",
+        "file_name": pybridge_wheel.name,
+        "install_dir": "site",
+        "sha256": sha256_file(pybridge_wheel),
+        "package_type": "package",
+        "imports": ["pybridge"],
+        "depends": ["numpy"],
+        "unvendored_tests": False,
+    }
+    text = json.dumps({"info": upstream["info"], "packages": packages}, indent=1, sort_keys=True)
     part, final = dest / "pyodide-lock.json.part", dest / "pyodide-lock.json"
-    lock.to_json(part, indent=1)
+    part.write_text(text, encoding="utf-8")
     if final.exists() and final.read_bytes() == part.read_bytes():
         part.unlink()  # unchanged: keep the file (and its ETag, and its .gz) as they are
     else:

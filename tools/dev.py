@@ -26,11 +26,13 @@ Set-up (idempotent, each step skipped when already done, with visible progress):
   4. The default model, all-MiniLM-L6-v2, converted for the web (tools/convert_model.py).
 `demo` (and `setup --demo`) needs Python alone, on Linux or macOS: no step 1 (no apt-get, no
 npm, no browser), and step 2 installs tools/requirements-demo.lock (the `demo` extra: server,
-vendoring, model converter; wheels for Linux x86_64/aarch64 and macOS arm64/x86_64).
+vendoring, model converter; wheels for Linux x86_64/aarch64 and macOS arm64/x86_64),
+or, in a .venv of CPython 3.9 or 3.10, tools/requirements-demo-legacy.lock (the same, older
+releases).
 
 Standard library only, and Python 3.9 syntax (macOS's own python3): this runs with the system's
 python3 before any venv exists; .venv gets a CPython the lock has wheels for (this one, or the
-newest python3.X on PATH that fits).
+newest python3.X on PATH that fits; for `demo`, this 3.9 or 3.10 where none is on PATH).
 """
 
 from __future__ import annotations
@@ -120,6 +122,8 @@ def setup_debian(packages: dict = DEBIAN_PACKAGES) -> None:
 LOCKS = {
     "demo": (ROOT / "tools" / "requirements-demo.lock",
              "aiohttp, numpy, pyodide-lock, setuptools: what serving the demo needs"),
+    "demo-legacy": (ROOT / "tools" / "requirements-demo-legacy.lock",
+                    "aiohttp, numpy, setuptools for CPython 3.9 and 3.10: the demo's"),
     "dev": (ROOT / "tools" / "requirements.lock",
             "aiohttp, numpy, playwright, pytest, wgpu, ...; no browser download"),
     "reference": (ROOT / "tools" / "requirements-reference.lock",
@@ -135,9 +139,15 @@ def lock_pythons(lock: Path) -> list[str]:
     return [v.strip() for v in found.group(1).split(",")]
 
 
-def python_for(pythons: list[str]) -> str:
+# A lock -> the one a .venv of an older CPython installs instead: the demo runs on macOS's own
+# python3 (3.9) with older releases of its packages, where no newer python3.X is on PATH.
+OLDER_PYTHONS = {"demo": "demo-legacy"}
+
+
+def python_for(pythons: list[str], older: list[str] | None = None) -> str:
     """The interpreter to make .venv with: this one if the lock has wheels for it, else the
-    newest python3.X on PATH that it has (macOS's own python3 is 3.9)."""
+    newest python3.X on PATH that it has (macOS's own python3 is 3.9), else this one if the
+    older Pythons' lock has wheels for it."""
     here = "%d.%d" % sys.version_info[:2]
     if here in pythons:
         return sys.executable
@@ -145,15 +155,18 @@ def python_for(pythons: list[str]) -> str:
         found = shutil.which(f"python{version}")
         if found:
             return found
+    if older and here in older:
+        return sys.executable
+    wanted = [*(older or []), *pythons]
     raise SystemExit(
-        f"[setup] needs CPython {pythons[0]} to {pythons[-1]}; this is {here} and "
+        f"[setup] needs CPython {wanted[0]} to {wanted[-1]}; this is {here} and "
         f"no python{pythons[-1]} ... python{pythons[0]} is on PATH. Install one (macOS: the "
         "installer from python.org, or Homebrew's python@3.13; Debian/Ubuntu: apt-get install "
         "python3) and run this again")
 
 
-def make_venv(pythons: list[str]) -> None:
-    exe = python_for(pythons)
+def make_venv(pythons: list[str], older: list[str] | None = None) -> None:
+    exe = python_for(pythons, older)
     say(f"2/4 Python: creating {VENV.relative_to(ROOT)} with {exe}")
     if exe != sys.executable:
         run([exe, "-m", "venv", "--clear", str(VENV)])
@@ -174,10 +187,16 @@ def venv_version() -> str:
 
 def setup_venv(locks: tuple[str, ...]) -> None:
     pythons = {name: lock_pythons(LOCKS[name][0]) for name in locks}
+    older = OLDER_PYTHONS.get(locks[0]) if len(locks) == 1 else None
+    if older:
+        pythons[older] = lock_pythons(LOCKS[older][0])
     if not VENV_PY.exists():
-        make_venv([v for v in pythons[locks[0]] if all(v in p for p in pythons.values())])
+        make_venv([v for v in pythons[locks[0]] if all(v in pythons[n] for n in locks)],
+                  pythons.get(older))
     version = venv_version()
     for name in locks:
+        if older and version in pythons[older]:
+            name = older  # a .venv of CPython 3.9 or 3.10: the older releases' lock
         lock, what = LOCKS[name]
         if version not in pythons[name]:
             raise SystemExit(

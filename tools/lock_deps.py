@@ -5,6 +5,10 @@
 tools/requirements-demo.lock       the `demo` extra (server, asset vendoring, model converter):
                                    what `dev.py demo` installs; CPython 3.11-3.14 on Linux
                                    x86_64/aarch64 and macOS arm64/x86_64
+tools/requirements-demo-legacy.lock  the same extra for CPython 3.9 and 3.10 (macOS's own
+                                   python3 is 3.9): its `python_version < '3.11'` pins, the same
+                                   four platforms; `dev.py demo` takes it only where no newer
+                                   python3.X is on PATH
 tools/requirements.lock            `demo` + `dev` (tests, benchmarks, wgpu): what `dev.py test`
                                    installs; CPython 3.11-3.13, the same four platforms
 tools/requirements-reference.lock  `demo` + `dev` + `reference` (torch, sentence-transformers,
@@ -23,11 +27,15 @@ pip evaluates environment markers for the machine it runs on, not the target: af
 resolution the dependency closure is walked again with the target's markers (`sys_platform ==
 "darwin"`, `python_version`), a requirement the host skipped is added and the target resolved
 again (wgpu needs rubicon-objc on macOS only), and a package needed on some targets only gets a
-marker in the lock. Fails if two targets resolve a package to different versions.
+marker in the lock. The extras' own markers (the demo's pins for CPython < 3.11) are evaluated
+for the target before pip sees them. A lock holds one version of each package: its oldest
+Python is resolved first and its versions are constraints for the others (3.10 gets what 3.9
+can have); fails if two targets still resolve a package to different versions.
 
-Versions already in any lock are passed as constraints, so re-locking moves nothing that the
-extras do not ask to move and shared packages stay equal across the locks; --fresh drops them
-(to take new releases of dependencies). --check writes nothing and fails if a lock would change.
+Versions already in any lock that shares a Python with this one are passed as constraints, so
+re-locking moves nothing that the extras do not ask to move and shared packages stay equal
+across the locks installed on one interpreter; --fresh drops them (to take new releases of
+dependencies). --check writes nothing and fails if a lock would change.
 """
 
 from __future__ import annotations
@@ -45,6 +53,7 @@ from pathlib import Path
 
 from packaging.markers import Marker
 from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,6 +93,8 @@ ALL_PLATFORMS = ("linux-x86_64", "linux-aarch64", "macos-arm64", "macos-x86_64")
 LOCKS = {
     "demo": Lock(ROOT / "tools" / "requirements-demo.lock", ("demo",),
                  ("3.11", "3.12", "3.13", "3.14"), ALL_PLATFORMS),
+    "demo-legacy": Lock(ROOT / "tools" / "requirements-demo-legacy.lock", ("demo",),
+                        ("3.9", "3.10"), ALL_PLATFORMS),
     "dev": Lock(ROOT / "tools" / "requirements.lock", ("demo", "dev"),
                 ("3.11", "3.12", "3.13"), ALL_PLATFORMS),
     "reference": Lock(ROOT / "tools" / "requirements-reference.lock",
@@ -153,24 +164,35 @@ def resolve(requirements: list[str], constraints: Path, python: str, plat: Platf
             tags: tuple[str, ...]) -> dict[str, tuple[str, str, str]]:
     """name -> (version, sha256, file name) of every wheel the target needs."""
     env = marker_env(python, plat)
+    requirements = [r for r in requirements
+                    if Requirement(r).marker is None or Requirement(r).marker.evaluate(env)]
+    wanted = [r.split(";")[0].strip() for r in requirements]  # pip would use the host's markers
     added: list[str] = []
     for _ in range(5):
         items = {canonicalize_name(i["metadata"]["name"]): i
-                 for i in pip_report(requirements + added, constraints, python, tags)}
+                 for i in pip_report(wanted + added, constraints, python, tags)}
         needed, missing = closure(requirements, items, env)
-        if not missing:
+        # pip's dry run took a wheel whose Requires-Python excludes --python-version (from a
+        # file index: aiohappyeyeballs 2.7.1 for 3.9; the install then refused it): another one
+        too_new = [f"{name}!={items[name]['metadata']['version']}" for name in sorted(needed)
+                   if not SpecifierSet(items[name]["metadata"].get("requires_python") or "")
+                   .contains(env["python_full_version"])]
+        if not missing and not too_new:
             return {name: (items[name]["metadata"]["version"],
                            items[name]["download_info"]["archive_info"]["hashes"]["sha256"],
                            items[name]["download_info"]["url"].rsplit("/", 1)[1])
                     for name in needed}
         added += [f"{r.name}{r.specifier}" for r in missing]  # the host's markers skipped them
+        added += too_new
     raise SystemExit(f"Python {python} {tags[0]}: the closure never settled ({added})")
 
 
-def existing_pins() -> dict[str, str]:
+def existing_pins(pythons: tuple[str, ...]) -> dict[str, str]:
+    """The versions in the locks for any of these Pythons (installed on one interpreter, they
+    must agree; the 3.9 lock's older releases constrain no 3.11 lock)."""
     pins: dict[str, str] = {}
     for lock in LOCKS.values():
-        if lock.path.exists():
+        if lock.path.exists() and set(lock.pythons) & set(pythons):
             for name, version in PIN_RE.findall(lock.path.read_text()):
                 pins.setdefault(canonicalize_name(name), version)
     return pins
@@ -181,13 +203,12 @@ def lock_text(name: str, fresh: bool) -> str:
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     requirements = [r for extra in lock.extras for r in extras[extra]]
     top = {canonicalize_name(Requirement(r).name) for r in requirements}
-    pins = {} if fresh else {n: v for n, v in existing_pins().items() if n not in top}
+    pins = {} if fresh else {n: v for n, v in existing_pins(lock.pythons).items() if n not in top}
 
     jobs = [(python, label, tags) for python in lock.pythons for label in lock.platforms
             for tags in PLATFORMS[label].levels]
     with tempfile.TemporaryDirectory() as tmp:
         constraints = Path(tmp) / "constraints.txt"
-        constraints.write_text("".join(f"{n}=={v}\n" for n, v in sorted(pins.items())))
 
         def job(args: tuple[str, str, tuple[str, ...]]):
             python, label, tags = args
@@ -204,7 +225,13 @@ def lock_text(name: str, fresh: bool) -> str:
         print(f"{name}: {len(jobs)} resolutions ({', '.join(lock.pythons)} x "
               f"{', '.join(lock.platforms)}, each macOS release)", flush=True)
         with ThreadPoolExecutor(6) as pool:  # pip waits on the index as much as on the CPU
-            results = list(pool.map(job, jobs))
+            constraints.write_text("".join(f"{n}=={v}\n" for n, v in sorted(pins.items())))
+            results = list(pool.map(job, [j for j in jobs if j[0] == lock.pythons[0]]))
+            for _, out in results:  # the other Pythons take the oldest one's versions
+                if not isinstance(out, NoWheels):
+                    pins.update({n: v for n, (v, _, _) in out.items() if n not in top})
+            constraints.write_text("".join(f"{n}=={v}\n" for n, v in sorted(pins.items())))
+            results += pool.map(job, [j for j in jobs if j[0] != lock.pythons[0]])
 
     versions: dict[str, str] = {}
     files: dict[str, dict[str, str]] = {}  # name -> sha256 -> file name

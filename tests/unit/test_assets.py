@@ -4,17 +4,20 @@ the page's lock file is valid and matches the files, the pybridge wheel is repro
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import io
 import json
 import os
 import shutil
+import sys
 import tarfile
 import zipfile
 
 import pytest
 from pyodide_lock import PyodideLockSpec
+from pyodide_lock.spec import PackageSpec
 
 from tests.conftest import IN_CI
 from tools import assets
@@ -84,25 +87,54 @@ def test_pybridge_wheel_is_reproducible_and_carries_the_kernels(tmp_path):
     b = assets.build_pybridge_wheel(tmp_path)
     assert a == b and b.read_bytes() == first
     assert a.name == f"pybridge-0.1.0+g{hashlib.sha256(first).hexdigest()[:12]}-py3-none-any.whl"
-    names = zipfile.ZipFile(io.BytesIO(first)).namelist()
+    wheel = zipfile.ZipFile(io.BytesIO(first))
+    names = wheel.namelist()
     assert "pybridge/wgsl/axpy.wgsl" in names and "pybridge/__init__.py" in names
     assert not any("__pycache__" in n for n in names)
+    # no build backend's version (3.9's lock has an older setuptools), and RECORD still true
+    assert "Generator: setuptools\n" in wheel.read("pybridge-0.1.0.dist-info/WHEEL").decode()
+    for line in wheel.read("pybridge-0.1.0.dist-info/RECORD").decode().splitlines():
+        name, digest, size = line.rsplit(",", 2)
+        if name.endswith("RECORD"):
+            continue
+        data = wheel.read(name)
+        assert digest == "sha256=" + base64.urlsafe_b64encode(
+            hashlib.sha256(data).digest()).rstrip(b"=").decode() and int(size) == len(data), name
 
 
-def test_write_lock_lists_the_vendored_packages_and_pybridge(tmp_path):
+def lock_by_pyodide_lock(upstream_lock: bytes, wheel, dest) -> bytes:
+    """The page's lock as pyodide-lock writes it (what write_lock did with it before it wrote
+    the same JSON with the standard library, for CPython 3.9, which pyodide-lock lacks)."""
+    upstream = PyodideLockSpec(**json.loads(upstream_lock))
+    packages = {name: upstream.packages[name] for name in assets.PYODIDE_PACKAGES}
+    packages["pybridge"] = PackageSpec(
+        name="pybridge", version="0.1.0", file_name=wheel.name, install_dir="site",
+        sha256=assets.sha256_file(wheel), package_type="package", imports=["pybridge"],
+        depends=["numpy"])
+    PyodideLockSpec(info=upstream.info, packages=packages).to_json(dest, indent=1)
+    return dest.read_bytes()
+
+
+def test_write_lock_lists_the_vendored_packages_and_pybridge(tmp_path, monkeypatch):
     upstream = {
         "info": {"arch": "wasm32", "platform": "emscripten_3_1_58", "version": "0.27.7",
                  "python": "3.12.7", "abi_version": "2024_0"},
         "packages": {
             name: {"name": name, "version": "1.0", "file_name": f"{name}-1.0-py3-none-any.whl",
-                   "install_dir": "site", "sha256": "0" * 64, "imports": [name], "depends": deps}
+                   "install_dir": "site", "sha256": "0" * 64, "package_type": "package",
+                   "imports": [name], "depends": deps, "unvendored_tests": name == "numpy"}
             for name, deps in (("numpy", []), ("micropip", ["packaging"]), ("packaging", []),
                                ("scipy", ["numpy"]))
         },
     }
     wheel = tmp_path / "pybridge-0.1.0+gabc-py3-none-any.whl"
     wheel.write_bytes(b"wheel bytes")
-    assets.write_lock(json.dumps(upstream).encode(), wheel, tmp_path)
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "pyodide_lock", None)  # an import of it raises: as on CPython 3.9
+        assets.write_lock(json.dumps(upstream).encode(), wheel, tmp_path)
+    # the same bytes as pyodide-lock writes (write_lock runs without it: CPython 3.9 has none)
+    assert (tmp_path / "pyodide-lock.json").read_bytes() == lock_by_pyodide_lock(
+        json.dumps(upstream).encode(), wheel, tmp_path / "by-pyodide-lock.json")
     lock = PyodideLockSpec.from_json(tmp_path / "pyodide-lock.json")
     assert sorted(lock.packages) == ["micropip", "numpy", "packaging", "pybridge"]
     pb = lock.packages["pybridge"]
@@ -111,13 +143,16 @@ def test_write_lock_lists_the_vendored_packages_and_pybridge(tmp_path):
     assert lock.info.version == "0.27.7"
 
 
-def test_the_vendored_site_matches_its_lock():
+def test_the_vendored_site_matches_its_lock(tmp_path):
     """After set-up: every file the page's lock names exists with the locked sha256."""
     folder = assets.SITE / "pyodide" / assets.PYODIDE_VERSION
     if not (folder / "pyodide-lock.json").exists():
         why = "assets not vendored (python3 tools/dev.py setup)"
         pytest.fail(why) if IN_CI else pytest.skip(why)
     lock = PyodideLockSpec.from_json(folder / "pyodide-lock.json")
+    (wheel,) = folder.glob("pybridge-*.whl")
+    assert (folder / "pyodide-lock.json").read_bytes() == lock_by_pyodide_lock(
+        (folder / ".upstream-lock.json").read_bytes(), wheel, tmp_path / "pyodide-lock.json")
     for name, spec in lock.packages.items():
         path = folder / spec.file_name
         assert path.is_file(), name
@@ -152,6 +187,8 @@ def test_the_core_pins_are_npms_files_and_the_carrier_holds_the_same_bytes(tmp_p
     for name, lock in (("npm", upstream), ("carrier", cut)):
         (tmp_path / name).mkdir()
         assets.write_lock(lock, wheel, tmp_path / name)
+        assert (tmp_path / name / "pyodide-lock.json").read_bytes() == lock_by_pyodide_lock(
+            lock, wheel, tmp_path / name / "by-pyodide-lock.json"), name
     assert (tmp_path / "npm" / "pyodide-lock.json").read_bytes() == \
         (tmp_path / "carrier" / "pyodide-lock.json").read_bytes()
 

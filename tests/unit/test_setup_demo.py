@@ -1,11 +1,15 @@
-"""`dev.py demo` needs Python alone, on Linux and macOS: its lock has a hash-pinned wheel for
-every interpreter, platform and macOS release it names (read offline from the lock's file
-comments), and its set-up succeeds in a fresh copy of the working tree with apt-get, npm, sudo
-and Chromium out of reach, twice (the second time doing nothing), then serves the page."""
+"""`dev.py demo` needs Python alone, on Linux and macOS: its locks (CPython 3.11-3.14, and
+3.9-3.10 for macOS's own python3) have a hash-pinned wheel for every interpreter, platform and
+macOS release they name (read offline from the locks' file comments), and its set-up succeeds
+in a fresh copy of the working tree with apt-get, npm, sudo and Chromium out of reach, twice
+(the second time doing nothing), then serves the page; on CPython 3.9 too, with the same
+page's lock and model files, byte for byte."""
 
 from __future__ import annotations
 
 import ast
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -17,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from packaging.markers import Marker
+from packaging.requirements import Requirement
 from packaging.tags import compatible_tags, cpython_tags, mac_platforms
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
@@ -65,7 +70,7 @@ def targets(lock: lock_deps.Lock, text: str):
                 yield label, python, plats[0], tags
 
 
-@pytest.mark.parametrize("name", ["demo", "dev"])
+@pytest.mark.parametrize("name", ["demo", "demo-legacy", "dev"])
 def test_the_lock_has_a_pinned_wheel_for_every_platform_it_names(name):
     lock = lock_deps.LOCKS[name]
     assert set(lock.platforms) == {"linux-x86_64", "linux-aarch64", "macos-arm64", "macos-x86_64"}
@@ -80,7 +85,7 @@ def test_the_lock_has_a_pinned_wheel_for_every_platform_it_names(name):
             assert (wheel_name, str(wheel_version)) == (pkg, entry["version"]), file
     binary = {pkg for pkg, e in packages.items()
               if any(not f.endswith("-none-any.whl") for f in e["files"].values())}
-    assert {"numpy", "pydantic-core", "aiohttp"} <= binary
+    assert {"numpy", "aiohttp"} <= binary
     seen = set()
     for label, python, platform, tags in targets(lock, text):
         plat = lock_deps.PLATFORMS[label]
@@ -98,17 +103,26 @@ def test_the_lock_has_a_pinned_wheel_for_every_platform_it_names(name):
             assert {(pkg, python, "macos-arm64"), (pkg, python, "macos-x86_64")} <= seen
 
 
-def test_the_demo_lock_is_the_demo_extra_alone_and_agrees_with_the_dev_lock():
+def test_the_demo_locks_are_the_demo_extra_alone_and_agree_with_the_dev_lock():
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
-    demo = read_lock(lock_deps.LOCKS["demo"].path)
     dev_lock = read_lock(lock_deps.LOCKS["dev"].path)
-    for req in extras["demo"]:
-        name, version = req.split("==")
-        assert demo[canonicalize_name(name)]["version"] == version
-    for req in extras["dev"]:  # tests, browsers' drivers, wgpu: not the demo's
-        assert canonicalize_name(req.split("==")[0]) not in demo
-    for pkg, entry in demo.items():  # installed on top of each other: the same versions
+    locks = {name: read_lock(lock_deps.LOCKS[name].path) for name in ("demo", "demo-legacy")}
+    assert lock_deps.LOCKS["demo-legacy"].pythons == ("3.9", "3.10")  # macOS's own is 3.9.6
+    for name, demo in locks.items():
+        for python in lock_deps.LOCKS[name].pythons:  # each lock takes its Pythons' pins
+            env = lock_deps.marker_env(python, lock_deps.PLATFORMS["macos-arm64"])
+            pins = [Requirement(r) for r in extras["demo"]]
+            pins = [r for r in pins if r.marker is None or r.marker.evaluate(env)]
+            assert {"aiohttp", "numpy", "setuptools"} <= {canonicalize_name(r.name) for r in pins}
+            for req in pins:
+                assert demo[canonicalize_name(req.name)]["version"] == str(req.specifier)[2:]
+        for req in extras["dev"]:  # tests, browsers' drivers, wgpu: not the demo's
+            assert canonicalize_name(Requirement(req).name) not in demo, name
+    for pkg, entry in locks["demo"].items():  # installed on top of each other: the same versions
         assert dev_lock[pkg]["version"] == entry["version"], pkg
+    # pyodide-lock has no release for 3.9: the set-up writes the page's lock without it
+    assert "pyodide-lock" in locks["demo"] and "pyodide-lock" not in locks["demo-legacy"]
+    assert locks["demo-legacy"]["numpy"]["version"] == "2.0.2"  # the last with cp39 wheels
     # wgpu needs rubicon-objc on macOS only; pip on Linux skips it unless lock_deps adds it
     assert str(dev_lock["rubicon-objc"]["marker"]) == 'sys_platform == "darwin"'
 
@@ -116,8 +130,16 @@ def test_the_demo_lock_is_the_demo_extra_alone_and_agrees_with_the_dev_lock():
 def test_dev_py_reads_the_pythons_each_lock_has_and_runs_on_macos_own_python():
     for name, lock in lock_deps.LOCKS.items():
         assert dev.lock_pythons(dev.LOCKS[name][0]) == list(lock.pythons), name
-    # macOS's python3 is 3.9: dev.py must at least start there, to find a newer one
-    ast.parse((ROOT / "tools" / "dev.py").read_text(), feature_version=(3, 9))
+    # macOS's python3 is 3.9: dev.py starts there, and the demo's set-up and server run there
+    # (the set-up on 3.9 itself: test_demo_sets_up_on_macos_own_python_3_9_alike)
+    probe = subprocess.run([sys.executable, "-c", "import sys, tools.convert_model, tools.server; "
+                            "print(*(m.__file__ for n, m in sys.modules.items() "
+                            "if n.split('.')[0] in ('pybridge', 'tools') and m.__file__))"],
+                           cwd=ROOT, capture_output=True, text=True, check=True)
+    files = {Path(f) for f in probe.stdout.split()} | {ROOT / "tools" / "dev.py"}
+    assert ROOT / "tools" / "assets.py" in files and ROOT / "pybridge" / "weights.py" in files
+    for path in files:
+        ast.parse(path.read_text(), filename=str(path), feature_version=(3, 9))
 
 
 def test_on_an_older_python_dev_py_makes_the_venv_with_a_newer_one_on_path(tmp_path, monkeypatch):
@@ -126,10 +148,36 @@ def test_on_an_older_python_dev_py_makes_the_venv_with_a_newer_one_on_path(tmp_p
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(SystemExit, match=r"needs CPython 3\.98 to 3\.99; this is " + here):
         dev.python_for(["3.98", "3.99"])
+    with pytest.raises(SystemExit, match=r"needs CPython 3\.97 to 3\.99; this is " + here):
+        dev.python_for(["3.98", "3.99"], older=["3.97"])
+    # only this Python (as macOS's own 3.9 with nothing newer): the older releases' lock's
+    assert dev.python_for(["3.98", "3.99"], older=[here]) == sys.executable
     for version in ("3.98", "3.99"):
         (tmp_path / f"python{version}").write_text("#!/bin/sh\n")
         (tmp_path / f"python{version}").chmod(0o755)
     assert dev.python_for(["3.98", "3.99"]) == str(tmp_path / "python3.99")  # the newest
+    assert dev.python_for(["3.98", "3.99"], older=[here]) == str(tmp_path / "python3.99")
+
+
+@pytest.mark.parametrize(("version", "lock"), [("3.9", "requirements-demo-legacy.lock"),
+                                               ("3.10", "requirements-demo-legacy.lock"),
+                                               ("3.11", "requirements-demo.lock"),
+                                               ("3.14", "requirements-demo.lock")])
+def test_the_demo_installs_the_lock_of_the_venvs_python(version, lock, tmp_path, monkeypatch):
+    venv = tmp_path / ".venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").write_text("")
+    installed = []
+    monkeypatch.setattr(dev, "VENV", venv)
+    monkeypatch.setattr(dev, "VENV_PY", venv / "bin" / "python")
+    monkeypatch.setattr(dev, "venv_version", lambda: version)
+    monkeypatch.setattr(dev, "run", lambda cmd, **kw: installed.append(Path(cmd[-1]).name))
+    dev.setup_venv(("demo",))
+    assert installed == [lock]
+    if version in ("3.9", "3.10"):  # the tests' lock has no such wheels: say so, install nothing
+        with pytest.raises(SystemExit, match=f"has CPython {version}, for which "
+                           r"tools/requirements\.lock has no wheels"):
+            dev.setup_venv(("dev",))
 
 
 def working_tree_copy(dest: Path) -> None:
@@ -143,10 +191,18 @@ def working_tree_copy(dest: Path) -> None:
             shutil.copy2(src, dest / name)
 
 
-def test_demo_setup_needs_python_alone_and_is_idempotent(tmp_path):
-    """apt-get, npm, sudo, dpkg-query and chromium are on PATH but fail and log if called; the
-    Pyodide and model downloads come from this checkout's cache (.cache/downloads) when there,
-    the demo's wheels from PyPI (pip's own cache makes a rerun quick)."""
+# CPython 3.9 (macOS's own python3 is 3.9.6), where a pyenv (CI: /root/.pyenv) has one
+PYTHON_3_9 = next(iter(sorted((Path.home() / ".pyenv" / "versions").glob("3.9*/bin/python"))), None)
+SITE_FILES = ("build/site/pyodide/0.27.7/pyodide-lock.json",
+              "build/site/models/all-MiniLM-L6-v2/manifest.json")
+
+
+def set_up_demo(python: str, tmp_path: Path) -> tuple[Path, dict, list[str], str]:
+    """`python tools/dev.py setup --demo` in a fresh copy: (repo, env, command, its output).
+    apt-get, npm, sudo, dpkg-query and chromium are on PATH but fail and log if called; no
+    python3.X is on PATH; the Pyodide and model downloads come from this checkout's cache
+    (.cache/downloads) when there, the demo's wheels from PyPI (pip's own cache makes a rerun
+    quick)."""
     repo, fake_bin, calls = tmp_path / "repo", tmp_path / "bin", tmp_path / "calls.log"
     repo.mkdir()
     fake_bin.mkdir()
@@ -159,30 +215,21 @@ def test_demo_setup_needs_python_alone_and_is_idempotent(tmp_path):
         (fake_bin / tool).chmod(0o755)
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
     env.update(PATH=str(fake_bin), PYBRIDGE_CHROMIUM=str(tmp_path / "no-chromium"))
-    cmd = [sys.executable, str(repo / "tools" / "dev.py"), "setup", "--demo"]
-
+    cmd = [python, str(repo / "tools" / "dev.py"), "setup", "--demo"]
     first = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=1200)
     out = first.stdout + first.stderr
     assert first.returncode == 0, out[-4000:]
     assert not calls.exists(), calls.read_text()
-    for step in ("[setup] 1/4 system packages: none needed", "[setup] 2/4 Python: installing "
-                 "tools/requirements-demo.lock", "[setup] 3/4 assets", "[assets] ready:",
-                 "[setup] 4/4 model"):
-        assert step in out, out[-4000:]
-    assert "requirements.lock" not in out  # the tests' lock is not the demo's
-    venv_py = repo / ".venv" / "bin" / "python"
-    probe = subprocess.run([str(venv_py), "-c", "import importlib.util as u; print("
-                            "[m for m in ('pytest', 'playwright', 'wgpu') if u.find_spec(m)])"],
-                           capture_output=True, text=True)
-    assert probe.stdout.strip() == "[]"  # what serving needs, nothing more
+    return repo, env, cmd, out
 
-    again = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
-    out = again.stdout + again.stderr
-    assert again.returncode == 0, out[-4000:]
-    assert "requirements-demo.lock up to date" in out
-    assert "sha256 ok, from" not in out and "pip download" not in out, out
-    assert not calls.exists(), calls.read_text()
 
+@pytest.fixture(scope="module")
+def demo_copy(tmp_path_factory):
+    """The demo set up by this Python (3.11 or newer), once for the tests below."""
+    return set_up_demo(sys.executable, tmp_path_factory.mktemp("demo"))
+
+
+def serves_the_page(venv_py: Path, repo: Path, env: dict) -> None:
     server = subprocess.Popen([str(venv_py), str(repo / "tools" / "server.py"), "--port", "0"],
                               cwd=repo, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
@@ -196,9 +243,54 @@ def test_demo_setup_needs_python_alone_and_is_idempotent(tmp_path):
             assert r.status == 200
         with urllib.request.urlopen(url + "config.json", timeout=10) as r:
             config = r.read().decode()
-        with urllib.request.urlopen(url + "pyodide/0.27.7/pyodide.mjs", timeout=10) as r:
-            assert r.status == 200
+        for path in ("pyodide/0.27.7/pyodide.mjs", "pyodide/0.27.7/pyodide-lock.json",
+                     "models/all-MiniLM-L6-v2/manifest.json"):
+            with urllib.request.urlopen(url + path, timeout=10) as r:
+                assert r.status == 200 and r.read() == (repo / "build" / "site" / path).read_bytes()
         assert '"pyodide/0.27.7/pyodide.asm.wasm"' in config
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_demo_setup_needs_python_alone_and_is_idempotent(demo_copy):
+    repo, env, cmd, out = demo_copy
+    for step in ("[setup] 1/4 system packages: none needed", "[setup] 2/4 Python: installing "
+                 "tools/requirements-demo.lock", "[setup] 3/4 assets", "[assets] ready:",
+                 "[setup] 4/4 model"):
+        assert step in out, out[-4000:]
+    assert "requirements.lock" not in out  # the tests' lock is not the demo's
+    venv_py = repo / ".venv" / "bin" / "python"
+    probe = subprocess.run([str(venv_py), "-c", "import importlib.util as u; print([m for m in "
+                            "('pytest', 'playwright', 'wgpu') if u.find_spec(m)])"],
+                           capture_output=True, text=True)
+    assert probe.stdout.strip() == "[]"  # what serving needs, nothing more
+
+    again = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    out = again.stdout + again.stderr
+    assert again.returncode == 0, out[-4000:]
+    assert "requirements-demo.lock up to date" in out
+    assert "sha256 ok, from" not in out and "pip download" not in out, out
+    assert not (repo.parent / "calls.log").exists()
+    serves_the_page(venv_py, repo, env)
+
+
+@pytest.mark.skipif(PYTHON_3_9 is None, reason="no CPython 3.9 in ~/.pyenv/versions (CI has "
+                    "one; macOS's own python3 is 3.9.6)")
+def test_demo_sets_up_on_macos_own_python_3_9_alike(demo_copy, tmp_path):
+    """Only CPython 3.9 and nothing newer on PATH: .venv is made with it and gets the older
+    releases' lock; the page's lock and the model come out byte for byte as on 3.11+."""
+    repo, env, _, out = set_up_demo(str(PYTHON_3_9), tmp_path)
+    assert f"[setup] 2/4 Python: creating .venv with {PYTHON_3_9}" in out, out[-4000:]
+    assert "[setup] 2/4 Python: installing tools/requirements-demo-legacy.lock" in out, out[-4000:]
+    venv_py = repo / ".venv" / "bin" / "python"
+    version = subprocess.run([str(venv_py), "-c", "import sys; print(sys.version_info[:2])"],
+                             capture_output=True, text=True).stdout.strip()
+    assert version == "(3, 9)"
+    for name in SITE_FILES:
+        assert (repo / name).read_bytes() == (demo_copy[0] / name).read_bytes(), name
+    manifest = json.loads((repo / SITE_FILES[1]).read_text())
+    for name, entry in manifest["files"].items():  # the weights as well as their manifest
+        path = repo / "build" / "site" / "models" / "all-MiniLM-L6-v2" / name
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == entry["sha256"], name
+    serves_the_page(venv_py, repo, env)
