@@ -131,25 +131,38 @@ def pack_params(*values: int | float) -> "np.ndarray":
     return words
 
 
-# Where each kernel's Params binding sits; matmul kernels: 3 (M, N, K).
-_PARAMS_AT = {"embed": 6, "layernorm": 4, "pool": 2, "attention": 2}
 MAX_ROW = 1024  # embed, layernorm, pool: 128 invocations x 8 columns a row
+_LIMITED = ("embed", "layernorm", "pool", "attention")  # and every matmul kernel
+
+
+@lru_cache(maxsize=None)
+def params_binding(op: str) -> int | None:
+    """The binding of kernel `op`'s `var<uniform> params`, as its WGSL declares it."""
+    found = re.search(r"@binding\((\d+)\)\s*var<uniform>\s+params\b", shader_source(op))
+    return int(found[1]) if found else None
 
 
 def unsupported(op: str, bindings: Sequence[Any], constants: dict[str, float] | None) -> str | None:
     """Why kernel `op` cannot compute the shape its Params binding states, or None: the limits
     its wgsl/ header states. Past them a GPU writes wrong numbers or leaves columns at zero
     while pybridge.cpu's numpy twin would answer right, so every backend refuses them (found
-    in review). Params passed as a tensor, or not as 4-byte words, are not read."""
+    in review). Params are read as the u32 words of the array's bytes, whatever its dtype;
+    Params passed as a tensor, or too short to hold the field (the backend refuses a binding
+    smaller than the struct), are not read here."""
     import numpy as np
 
-    at = 3 if op.startswith("matmul") else _PARAMS_AT.get(op)
+    if not (op.startswith("matmul") or op in _LIMITED):
+        return None
+    at = params_binding(op)
     if at is None or at >= len(bindings) or not isinstance(bindings[at], np.ndarray):
         return None
-    words = np.ascontiguousarray(bindings[at]).reshape(-1)
-    if words.dtype.itemsize != 4 or len(words) < 3:
+    arr = np.ascontiguousarray(bindings[at])
+    if arr.dtype.hasobject:
         return None
-    words = words.view(np.uint32)
+    raw = arr.reshape(-1).view(np.uint8)
+    words = raw[: len(raw) // 4 * 4].view(np.uint32)
+    if len(words) < (2 if op in ("embed", "layernorm", "pool") else 3):
+        return None
     c = constants or {}
     if op in ("embed", "layernorm", "pool"):
         C = int(words[1])

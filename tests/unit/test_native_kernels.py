@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from pybridge import dispatch
-from pybridge.dispatch import VARIANTS, Variant, matmul_tile, pack_params, shader_source
+from pybridge.dispatch import (VARIANTS, Variant, matmul_tile, pack_params, params_binding,
+                               shader_source)
 from pybridge import native
 from pybridge.native import NativeBackend
 from pybridge.checks.selftest import MATMUL_KERNELS
@@ -480,6 +481,12 @@ PAST_THE_KERNELS = {
     "embed C=1152": ("embed", lambda: [np.array([1, 2], np.int32), _zeros(4 * 1152),
                      _zeros(2 * 1152), _zeros(1152), _zeros(1152), _zeros(1152),
                      pack_params(2, 1152, 1e-12), _zeros(2 * 1152)], (2, 1, 1), None, "C=1152"),
+    "pool C=1152, Params unpadded": ("pool", lambda: [_zeros(3 * 1152), np.array([3], np.int32),
+                                     np.array([3, 1152], np.uint32), _zeros(1152)], (1, 1, 1),
+                                     None, "C=1152"),
+    "layernorm C=2048, Params as bytes": ("layernorm", lambda: [
+        _zeros(2 * 2048), _zeros(2 * 2048), _zeros(2048), _zeros(2048),
+        pack_params(2, 2048, 1e-12).view(np.uint8), _zeros(2 * 2048)], (2, 1, 1), None, "C=2048"),
     "matmul K=6": ("matmul_m64", lambda: [_zeros(5 * 6), _zeros(7 * 6), _zeros(7),
                    pack_params(5, 7, 6), _zeros(5 * 7)], (1, 1, 1), {"B_F16": False}, "K=6"),
     "splitk K=12 f16": ("matmul_splitk", lambda: [_zeros(5 * 12), _zeros(7 * 6), _zeros(7),
@@ -502,8 +509,8 @@ async def test_shapes_past_a_kernel_are_refused_on_every_backend(backend, case):
     op, make, grid, constants, named = PAST_THE_KERNELS[case]
     arrays = make()
     before = backend.live_buffers()
-    tensors = [a if i == {"embed": 6, "layernorm": 4, "pool": 2, "attention": 2}.get(op, 3)
-               else await backend.upload(a) for i, a in enumerate(arrays)]
+    at = params_binding(op)  # where the kernel's WGSL declares its `var<uniform> params`
+    tensors = [a if i == at else await backend.upload(a) for i, a in enumerate(arrays)]
     with pytest.raises(ValueError, match=f"dispatch {op}: .*{re.escape(named)}"):
         await backend.dispatch(op, tensors, grid, constants)
     with pytest.raises(ValueError, match=re.escape(named)):
@@ -523,6 +530,6 @@ async def test_the_limits_refuse_nothing_the_model_runs():
                                   ("matmul_splitk", pack_params(12, 1536, 384), {"B_F16": True}),
                                   ("matmul", pack_params(4096, 384, 1536), {"B_F16": False}),
                                   ("matmul_generic", pack_params(3, 5, 7), {"B_F16": False})]:
-        at = {"embed": 6, "layernorm": 4, "pool": 2, "attention": 2}.get(op, 3)
-        bindings = [None] * at + [params]
+        bindings = [None] * params_binding(op) + [params]
         assert dispatch.unsupported(op, bindings, constants) is None, op
+
