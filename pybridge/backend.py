@@ -765,7 +765,8 @@ def set_default_device(device: str, reason: str = "") -> None:
     run by numpy in this process: pybridge.cpu), for the backend default_backend() makes next;
     `reason` is shown in the backend's description (e.g. "this browser has no WebGPU"). The
     backend already made, if any, is kept until this changes the kind; then it is dropped,
-    not closed (its tensors keep working; close() it to free its device at once)."""
+    not closed: its tensors keep working, and it holds its device (in the browser, for good:
+    its error listener keeps it alive) until you close() it."""
     global _backend
     if device not in ("gpu", "cpu"):
         raise ValueError(f"device must be 'gpu' or 'cpu', got {device!r}")
@@ -807,15 +808,17 @@ async def gpu_or_cpu() -> str | None:
     had here (WebGPUUnavailable: the worker has no navigator.gpu, no adapter or no device,
     although the page had one), the CPU backend is made the default instead and the reason
     is returned, for the page to say."""
+    from pybridge.device import NO_WEBGPU_HELP
     from pybridge.errors import WebGPUUnavailable
 
     try:
         await default_backend()
         return None
-    except WebGPUUnavailable as e:
-        set_default_device("cpu", str(e))
+    except WebGPUUnavailable as e:  # the page saw WebGPU: no browser advice, just what failed
+        why = f"WebGPU works on this page but not in its worker: {str(e).replace(NO_WEBGPU_HELP, '').strip()}"
+        set_default_device("cpu", why)
         await default_backend()
-        return str(e)
+        return why
 
 
 async def _make_or_recover() -> None:

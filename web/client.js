@@ -72,8 +72,9 @@ export function showPanel(id, title, message) {
 // The worker and its pending answers. `state()` names the page's state for the error a call
 // made before start() gets. start(url, onMessage) passes every message but the answers to
 // onMessage, and returns the Worker (for its onerror). An error that escapes the worker (it
-// failed to load, or something outside worker.js's own error handling threw) ends it for the
-// calls: every pending one is rejected with it, and later ones at once; they never hang.
+// failed to load, or something outside worker.js's own error handling threw) ends it: it is
+// terminated, every pending call is rejected with the error and later ones at once (they
+// never hang), and stopped() says why.
 export function pythonWorker(state = () => "not started") {
   let worker = null;
   let stopped = null; // why the worker can no longer answer
@@ -82,6 +83,7 @@ export function pythonWorker(state = () => "not started") {
 
   function stop(why) {
     stopped = stopped || why;
+    worker.terminate(); // whatever Python was doing there, nobody can ask for it any more
     for (const p of pending.values()) p.reject(new Error(stopped));
     pending.clear();
   }
@@ -112,6 +114,8 @@ export function pythonWorker(state = () => "not started") {
         stop("Python's worker sent a message the page could not read"));
       return worker;
     },
+    // why the worker stopped answering (its error), or null
+    stopped: () => stopped,
     // Python source text (tests, the DevTools console)
     run: (code) => send({ type: "run", code }),
     // module.name(*args, **kwargs) with the arguments passed as values, never as source text

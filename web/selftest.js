@@ -151,7 +151,7 @@ async function runChecks() {
   $("#progress").max = checks.length;
   setState("running", "Running the checks…");
   for (const [i, c] of checks.entries()) {
-    if (app.state === "error") return; // the worker failed: fail() said so, the rest cannot run
+    if (python.stopped()) break; // the worker failed (its onerror says so): none can run
     $("#progress-text").textContent = `${i + 1} of ${checks.length}: ${c.id}`;
     let r;
     try {
@@ -164,6 +164,7 @@ async function runChecks() {
     $("#progress").value = i + 1;
     summarize(checks.length, performance.now() - t0);
   }
+  if (python.stopped()) return fail("Python's worker failed", python.stopped()); // not "done"
   const s = summarize(checks.length, performance.now() - t0);
   $("#progress-text").textContent = `${checks.length} checks`;
   document.body.dataset.result = s.failed ? "fail" : "pass";

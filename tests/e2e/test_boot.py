@@ -156,7 +156,8 @@ def test_a_worker_without_webgpu_falls_back_to_the_cpu_and_says_so(fresh_page, s
         assert fresh_page.evaluate("document.body.dataset.result") == "pass"
     assert fresh_page.evaluate("pybridge.device") == "cpu"
     assert "navigator.gpu is missing" in fresh_page.locator("#notice-message").inner_text()
-    assert fresh_page.evaluate("pybridge.noWebGPU").startswith("This browser has no WebGPU")
+    why = fresh_page.evaluate("pybridge.noWebGPU")  # the page has WebGPU: no browser advice
+    assert why.startswith("WebGPU works on this page but not in its worker") and "Chrome" not in why
 
 
 def test_gpu_none_runs_on_the_cpu_where_webgpu_works(fresh_page, server):
@@ -249,4 +250,21 @@ def test_an_error_that_escapes_the_worker_ends_pending_calls(fresh_page, server)
     assert "Python's worker failed" in r["first"] and "boom outside any call" in r["first"], r
     assert r["later"] == r["first"] and r["ms"] < 10_000, r
     assert r["state"] == "error"
+    assert fresh_page.locator("#error-title").inner_text() == "Python's worker failed"
+
+
+def test_an_error_that_escapes_the_worker_stops_the_self_test(fresh_page, server):
+    """Found in review: /selftest's loop went on after the worker failed, recorded every
+    remaining check as an error row and ended "done" with a result."""
+    fresh_page.goto(server.url + "selftest?gpu=none&only=pool,MiniLM")
+    fresh_page.wait_for_function("pybridge.state === 'running'", timeout=BOOT_TIMEOUT_MS)
+    fresh_page.evaluate("() => { pybridge.run('import js\\nfrom pyodide.ffi import create_proxy\\n"
+                        "def boom():\\n    raise RuntimeError(\\'boom mid-run\\')\\n"
+                        "js.setTimeout(create_proxy(boom), 0)').catch(() => {}); }")
+    fresh_page.wait_for_selector("body[data-state=done], body[data-state=error]",
+                                 timeout=BOOT_TIMEOUT_MS)
+    r = fresh_page.evaluate("({state: pybridge.state, checks: pybridge.report.checks.length, "
+                            "result: document.body.dataset.result || null, error: pybridge.report.error})")
+    assert r["state"] == "error" and r["result"] is None, r
+    assert r["checks"] < 4 and "boom mid-run" in r["error"], r
     assert fresh_page.locator("#error-title").inner_text() == "Python's worker failed"
