@@ -121,7 +121,7 @@ def setup_debian(packages: dict = DEBIAN_PACKAGES) -> None:
 
 LOCKS = {
     "demo": (ROOT / "tools" / "requirements-demo.lock",
-             "aiohttp, numpy, pyodide-lock, setuptools: what serving the demo needs"),
+             "aiohttp, numpy, setuptools: what serving the demo needs"),
     "demo-legacy": (ROOT / "tools" / "requirements-demo-legacy.lock",
                     "aiohttp, numpy, setuptools for CPython 3.9 and 3.10: the demo's"),
     "dev": (ROOT / "tools" / "requirements.lock",
@@ -199,9 +199,15 @@ def setup_venv(locks: tuple[str, ...]) -> None:
             name = older  # a .venv of CPython 3.9 or 3.10: the older releases' lock
         lock, what = LOCKS[name]
         if version not in pythons[name]:
+            fits = "%d.%d" % sys.version_info[:2] in pythons[name] or any(
+                shutil.which(f"python{v}") for v in pythons[name])
             raise SystemExit(
                 f"[setup] .venv has CPython {version}, for which {lock.relative_to(ROOT)} has no "
-                f"wheels (it has {', '.join(pythons[name])}): remove .venv and run this again")
+                f"wheels (it has {', '.join(pythons[name])}): " + (
+                    "remove .venv and run this again" if fits else
+                    f"install CPython {pythons[name][0]} to {pythons[name][-1]} first (macOS: the "
+                    "installer from python.org, or Homebrew's python@3.13), then remove .venv "
+                    "and run this again"))
         stamp = VENV / f".pybridge-{name}"
         fingerprint = hashlib.sha256(lock.read_bytes()).hexdigest()
         if stamp.exists() and stamp.read_text() == fingerprint:
