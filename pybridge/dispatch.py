@@ -137,8 +137,13 @@ _LIMITED = ("embed", "layernorm", "pool", "attention")  # and every matmul kerne
 
 @lru_cache(maxsize=None)
 def params_binding(op: str) -> int | None:
-    """The binding of kernel `op`'s `var<uniform> params`, as its WGSL declares it."""
-    found = re.search(r"@binding\((\d+)\)\s*var<uniform>\s+params\b", shader_source(op))
+    """The binding of kernel `op`'s `var<uniform> params`, as its WGSL declares it (None for
+    a name no kernel file has: the backend then says so when it compiles the pipeline)."""
+    try:
+        text = shader_source(op)
+    except FileNotFoundError:
+        return None
+    found = re.search(r"@binding\((\d+)\)\s*var<uniform>\s+params\b", text)
     return int(found[1]) if found else None
 
 
