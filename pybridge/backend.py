@@ -815,7 +815,8 @@ async def gpu_or_cpu() -> str | None:
         await default_backend()
         return None
     except WebGPUUnavailable as e:  # the page saw WebGPU: no browser advice, just what failed
-        why = f"WebGPU works on this page but not in its worker: {str(e).replace(NO_WEBGPU_HELP, '').strip()}"
+        what = str(e).replace(NO_WEBGPU_HELP, "").strip()
+        why = f"WebGPU works on this page but not in its worker: {what}"
         set_default_device("cpu", why)
         await default_backend()
         return why

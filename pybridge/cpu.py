@@ -390,13 +390,13 @@ class CpuBackend(Backend):
     # --- dispatch ---------------------------------------------------------------------
     def pipeline(self, op: str, constants: dict[str, float] | None = None) -> Any:
         """(op, its numpy twin, constants, the bindings its .wgsl declares)."""
-        shader_source(op)  # FileNotFoundError naming the op where there is no kernel
+        bindings = _bindings(op)  # FileNotFoundError naming the op where there is no kernel
         kernel = KERNELS.get(op)
         if kernel is None:
             raise GpuValidationError(
                 f"dispatch {op}", "validation", f"the CPU backend has no numpy twin of kernel "
                 f"{op!r} (it runs {', '.join(sorted(KERNELS))}); this needs a WebGPU device")
-        return (op, kernel, dict(constants or {}), _bindings(op))
+        return (op, kernel, dict(constants or {}), bindings)
 
     def _new_uniform(self, data: np.ndarray, label: str) -> CpuBuffer:
         buf = self._create_buffer(-(-data.nbytes // 4) * 4, label=label)

@@ -160,7 +160,7 @@ async def request_gpu(power_preference: str = "high-performance",
     profile = profile or limits_profile()
     require_browser("request_gpu")
     import js
-    from pyodide.ffi import to_js
+    from pyodide.ffi import JsException, to_js
 
     gpu = getattr(js.navigator, "gpu", None)
     if gpu is None:
@@ -174,8 +174,6 @@ async def request_gpu(power_preference: str = "high-performance",
         )
     wanted = profile_features(profile, (str(f) for f in adapter.features))
     limits = required_limits(profile, lambda name: getattr(adapter.limits, name))
-    from pyodide.ffi import JsException
-
     try:
         device = await adapter.requestDevice(
             to_js(
