@@ -131,8 +131,8 @@ def pack_params(*values: int | float) -> "np.ndarray":
     return words
 
 
-MAX_ROW = 1024  # embed, layernorm, pool: 128 invocations x 8 columns a row
-_LIMITED = ("embed", "layernorm", "pool", "attention")  # and every matmul kernel
+MAX_ROW = 1024  # the row kernels' most columns: 128 invocations x 8 columns a row
+_ROW_KERNELS = ("embed", "layernorm", "pool")  # Params (rows or T, C, ...)
 
 
 @lru_cache(maxsize=None)
@@ -156,7 +156,7 @@ def unsupported(op: str, bindings: Sequence[Any], constants: dict[str, float] | 
     smaller than the struct), are not read here."""
     import numpy as np
 
-    if not (op.startswith("matmul") or op in _LIMITED):
+    if not (op.startswith("matmul") or op in _ROW_KERNELS or op == "attention"):
         return None
     at = params_binding(op)
     if at is None or at >= len(bindings) or not isinstance(bindings[at], np.ndarray):
@@ -166,10 +166,10 @@ def unsupported(op: str, bindings: Sequence[Any], constants: dict[str, float] | 
         return None
     raw = arr.reshape(-1).view(np.uint8)
     words = raw[: len(raw) // 4 * 4].view(np.uint32)
-    if len(words) < (2 if op in ("embed", "layernorm", "pool") else 3):
+    if len(words) < (2 if op in _ROW_KERNELS else 3):
         return None
     c = constants or {}
-    if op in ("embed", "layernorm", "pool"):
+    if op in _ROW_KERNELS:
         C = int(words[1])
         return None if C <= MAX_ROW else f"C={C} columns; {op}.wgsl computes at most {MAX_ROW}"
     if op == "attention":
@@ -180,7 +180,8 @@ def unsupported(op: str, bindings: Sequence[Any], constants: dict[str, float] | 
         return None
     K, f16 = int(words[2]), bool(c.get("B_F16"))
     if op == "matmul_generic":
-        return f"K={K} with float16 weights (stored in pairs): K must be even" if f16 and K % 2 else None
+        odd = f16 and K % 2
+        return f"K={K} with float16 weights (stored in pairs): K must be even" if odd else None
     step = 8 if f16 else 4
     if K % step:
         return (f"K={K}; {op} reads K in vec4s and needs K % {step} == 0"

@@ -16,9 +16,9 @@ mapped ranges, checking the hash with hashlib.
 
 The CPU backend (pybridge/cpu.py) has no GPU memory to stream into: in the browser the same
 stream fills one JS buffer per tensor, and once the file's hash is checked each is copied
-into the tensor's numpy memory (a second copy per tensor, counted as "host"). Peak memory is then the
-whole file twice (JS and the wasm heap) until the JS buffers are collected; in CPython the
-file streams straight into the numpy buffers.
+into the tensor's numpy memory (a second copy per tensor, counted as "host"). Peak memory is
+then the whole file twice (JS and the wasm heap) until the JS buffers are collected; in
+CPython the file streams straight into the numpy buffers.
 """
 
 from __future__ import annotations
