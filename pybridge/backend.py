@@ -804,10 +804,12 @@ _making: Any = None  # the task making or recovering the default backend now, if
 
 
 async def gpu_or_cpu() -> str | None:
-    """A page's first default_backend(): None where it got its GPU; where the GPU cannot be
-    had here (WebGPUUnavailable: the worker has no navigator.gpu, no adapter or no device,
-    although the page had one), the CPU backend is made the default instead and the reason
-    is returned, for the page to say."""
+    """A page's first default_backend(), before any other caller's: None where it got its
+    GPU; where the GPU cannot be had here (WebGPUUnavailable: the worker has no navigator.gpu,
+    no adapter or no device, although the page had one), the CPU backend is made the default
+    instead and the reason is returned, for the page to say. A caller waiting on the same
+    making meanwhile gets the WebGPUUnavailable; a failed recovery of a backend already made
+    (its tensors live) is raised, not replaced by the CPU backend."""
     from pybridge.device import NO_WEBGPU_HELP
     from pybridge.errors import WebGPUUnavailable
 
@@ -815,6 +817,8 @@ async def gpu_or_cpu() -> str | None:
         await default_backend()
         return None
     except WebGPUUnavailable as e:  # the page saw WebGPU: no browser advice, just what failed
+        if _backend is not None:  # a recovery failed: the backend and its tensors stay
+            raise
         what = str(e).replace(NO_WEBGPU_HELP, "").strip()
         why = f"WebGPU works on this page but not in its worker: {what}"
         set_default_device("cpu", why)

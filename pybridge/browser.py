@@ -215,14 +215,18 @@ class BrowserBackend(Backend):
             raise GpuError(op, "uncaptured", message)
 
     async def recover(self) -> None:
-        """Replace a lost device with a new one; tensors of the old one become invalid."""
+        """Replace a lost device with a new one; tensors of the old one become invalid. The
+        new device (with the limits profile of the old) is had first: where that fails, the
+        backend stays as it was, lost, and a later recover() tries again (found in review:
+        the old error listener was destroyed first, so a retry raised Pyodide's own error)."""
+        gpu = await request_gpu(profile=self.gpu.limits_profile)
         old = self.device
         self._live.clear()
         try:
             old.removeEventListener("uncapturederror", self._on_error)
         finally:
             self._on_error.destroy()
-        self._attach(await request_gpu(profile=self.gpu.limits_profile))  # the same limits
+        self._attach(gpu)
 
     async def sync(self) -> None:
         await self.device.queue.onSubmittedWorkDone()

@@ -118,3 +118,22 @@ async def test_a_closed_cpu_backend_recovers_whole(fresh_default):
     np.testing.assert_array_equal(again, 3 * np.arange(300, dtype=np.float32))
     with pytest.raises(DeviceLost, match="replaced"):
         await old.numpy()
+
+
+async def test_gpu_or_cpu_leaves_a_backend_whose_recovery_failed(fresh_default, monkeypatch):
+    """Found in review: a WebGPUUnavailable from recovering a lost GPU backend (its tensors
+    live) made gpu_or_cpu drop it for the CPU backend; it is raised instead."""
+    from pybridge.errors import WebGPUUnavailable
+    from pybridge.native import NativeBackend
+
+    pybridge.set_default_device("gpu")
+    b = await pybridge.default_backend()
+    b.lost = ("destroyed", "the test lost it")
+
+    async def no_device(self):
+        raise WebGPUUnavailable("the test's adapter gave no device")
+
+    monkeypatch.setattr(NativeBackend, "recover", no_device)
+    with pytest.raises(WebGPUUnavailable, match="gave no device"):
+        await backend_mod.gpu_or_cpu()
+    assert backend_mod._backend is b and backend_mod._device[0] == "gpu"
