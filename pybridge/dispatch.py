@@ -154,18 +154,21 @@ def unsupported(op: str, bindings: Sequence[Any], constants: dict[str, float] | 
     in review). Params are read as the u32 words of the array's bytes, whatever its dtype;
     Params passed as a tensor, or too short to hold the field (the backend refuses a binding
     smaller than the struct), are not read here."""
-    import numpy as np
-
     if not (op.startswith("matmul") or op in _ROW_KERNELS or op == "attention"):
         return None
+    import numpy as np
+
     at = params_binding(op)
     if at is None or at >= len(bindings) or not isinstance(bindings[at], np.ndarray):
         return None
-    arr = np.ascontiguousarray(bindings[at])
-    if arr.dtype.hasobject:
+    arr = bindings[at]
+    if arr.dtype == np.uint32 and arr.flags.c_contiguous:  # pack_params': read as it is
+        words = arr.reshape(-1)
+    elif arr.dtype.hasobject:
         return None
-    raw = arr.reshape(-1).view(np.uint8)
-    words = raw[: len(raw) // 4 * 4].view(np.uint32)
+    else:
+        raw = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
+        words = raw[: len(raw) // 4 * 4].view(np.uint32)
     if len(words) < (2 if op in _ROW_KERNELS else 3):
         return None
     c = constants or {}
