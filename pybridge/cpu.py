@@ -339,8 +339,13 @@ class CpuBackend(Backend):
         """JS memory that streamWeights fills as it would a mapped GPU buffer (the wasm heap
         may grow while the file streams, so it does not write into numpy's memory itself)."""
         import pybridge_js
+        from pyodide.ffi import JsException
 
-        return pybridge_js.hostBuffer(nbytes)
+        try:
+            return pybridge_js.hostBuffer(nbytes)
+        except JsException as e:  # a RangeError: no JS memory that large (a raw error before)
+            raise GpuOutOfMemory(f"load weights: {nbytes} bytes of JS memory", "out-of-memory",
+                                 str(e)) from None
 
     def _stream_done(self, buf: CpuBuffer, target: Any, nbytes: int) -> None:
         target.bytes.assign_to(buf.view(0, nbytes, np.uint8))  # JS -> numpy: the second copy
