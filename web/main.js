@@ -12,6 +12,10 @@
 //   run(code)  run Python in the worker (async); resolves with its last expression's value
 //   call(module, name, args, kwargs)  call a Python function with values (async)
 //   search(query, sentences)  rank sentences by similarity to the query (the demo)
+//   boot       how Python started: {how: "snapshot" | "made" | "normal", why (the reason a
+//              start was not from a snapshot), bytes, stored (once a made snapshot is stored:
+//              its size, or "failed: ...")}; ?snapshot=off starts without one
+//   spans      the boot's timeline: [{name, start, end}] in ms since navigation (bench boot)
 //   assets, stages, timings, gpu, result, error, modelInfo, lastSearch   what the page shows
 
 import { chooseBackend, pythonWorker, setState as setStatus, showPanel, whyNoGpu } from "./client.js";
@@ -37,6 +41,8 @@ const app = {
   model: "off",
   modelInfo: null,
   lastSearch: null,
+  boot: null,
+  spans: [],
   run,
   call,
   search,
@@ -45,6 +51,12 @@ const params = new URLSearchParams(location.search);
 window.pybridge = app;
 
 const setState = (state, text) => setStatus(app, state, text);
+
+// The boot's timeline (`app.spans`, for bench boot's waterfall): what ran from when to when,
+// in ms since navigation; the worker's stages and overlapping work come by message.
+function addSpan(name, start, end = performance.now()) {
+  app.spans.push({ name, start, end });
+}
 
 function showError(title, message) {
   app.error = message;
@@ -80,11 +92,24 @@ const STAGE_LABELS = {
   ready: "Python ready",
 };
 
+// How Python started (worker.js startPython), shown beside the runtime's stage.
+const START_LABELS = {
+  snapshot: "restored from a snapshot",
+  made: "started; snapshot made for the next load",
+  normal: "started without a snapshot",
+};
+
 function renderStages() {
-  const rows = Object.entries(app.stages).map(
-    ([k, v]) => `<li><span>${STAGE_LABELS[k] || k}</span><span>${fmtMs(v)}</span></li>`,
-  );
-  $("#stages").innerHTML = rows.join("");
+  $("#stages").innerHTML = "";
+  for (const [k, v] of Object.entries(app.stages)) {
+    const li = document.createElement("li");
+    li.innerHTML = "<span></span><span></span>";
+    const how = k === "pyodide" && app.boot ? START_LABELS[app.boot.how] : null;
+    const why = how && app.boot.why ? `: ${app.boot.why}` : "";
+    li.firstChild.textContent = (STAGE_LABELS[k] || k) + (how ? ` (${how}${why})` : "");
+    li.lastChild.textContent = fmtMs(v);
+    $("#stages").appendChild(li);
+  }
 }
 
 function renderGpu(gpu) {
@@ -130,11 +155,20 @@ function onWorkerMessage(ev) {
       break;
     case "stage":
       app.stages[msg.name] = msg.ms;
+      if (msg.boot) app.boot = msg.boot;
+      addSpan(`worker: ${msg.name}`, msg.start - performance.timeOrigin,
+        msg.end - performance.timeOrigin);
       if (msg.python) {
         $("#versions").textContent =
           `Python ${msg.python} · numpy ${msg.numpy} · pybridge ${msg.pybridge}`;
       }
       renderStages();
+      break;
+    case "span": // worker.js: work that overlaps the stages
+      addSpan(msg.name, msg.start - performance.timeOrigin, msg.end - performance.timeOrigin);
+      break;
+    case "snapshot-stored": // in the background, after a start that made one
+      app.boot = { ...app.boot, stored: msg.error ? `failed: ${msg.error}` : msg.bytes };
       break;
     case "ready":
       app.timings.pythonReady = performance.now(); // ms since navigation start
@@ -161,19 +195,26 @@ function onWorkerMessage(ev) {
 }
 
 async function runDemo() {
+  let t = performance.now();
   try {
-    try {
-      const problem = await chooseBackend(call, app.noWebGPU, params);
-      if (problem && !app.noWebGPU) useCpu(problem); // the worker got no device after all
-    } catch (err) {
-      setState("error", "Failed");
-      showError(err.title || "Python failed to start", err.message);
-      return;
-    }
+    await gpuCheck; // the page's WebGPU check ran while Python started
+    const problem = await chooseBackend(call, app.noWebGPU, params);
+    if (problem && !app.noWebGPU) useCpu(problem); // the worker got no device after all
+  } catch (err) {
+    setState("error", "Failed");
+    showError(err.title || "Python failed to start", err.message);
+    return;
+  }
+  addSpan("backend chosen (device)", t);
+  // the model loads while the kernel self-check runs: neither waits for the other
+  if (params.get("model") !== "none") loadModel(params.get("dtype") || "float16");
+  t = performance.now();
+  try {
     const r = await call("pybridge.demo", "run_axpy");
     app.result = r;
     app.gpu = r.gpu;
     app.timings.kernelDone = performance.now();
+    addSpan("kernel self-check", t);
     renderGpu(r.gpu);
     renderResult(r);
     setState("ready", r.ok ? "Ready" : "Ready (kernel result differs)");
@@ -181,9 +222,7 @@ async function runDemo() {
     setState("error", "Failed");
     showError(app.device === "cpu" ? "The kernel self-check failed" : "The GPU kernel failed",
       err.message);
-    return;
   }
-  if (params.get("model") !== "none") loadModel(params.get("dtype") || "float16");
 }
 
 // --- the demo: semantic search with all-MiniLM-L6-v2 ---------------------------------------
@@ -220,8 +259,13 @@ async function doSearch(ev) {
     return;
   }
   $("#search-button").disabled = true;
+  const asked = performance.now();
   try {
     const r = await search(query, sentences);
+    if (!app.timings.firstAnswer) {
+      app.timings.firstAnswer = performance.now();
+      addSpan("first search", asked);
+    }
     app.lastSearch = r;
     const top = Math.max(...r.ranked.map((x) => x.score), 1e-6);
     $("#ranked").innerHTML = "";
@@ -261,15 +305,28 @@ function useCpu(problem) {
   for (const el of document.querySelectorAll(".where")) el.textContent = WHERE.cpu;
 }
 
-async function main() {
-  const problem = await whyNoGpu(params);
-  if (problem) useCpu(problem);
-  setState("booting", problem ? "Loading Python (CPU mode)…" : "Loading Python…");
-  const worker = python.start("./worker.js", onWorkerMessage);
+// The worker starts first; the page checks WebGPU meanwhile (runDemo waits for the check
+// before choosing where the kernels run).
+let gpuCheck;
+
+function main() {
+  addSpan("page loaded", 0);
+  setState("booting", "Loading Python…");
+  const worker = python.start(
+    params.get("snapshot") === "off" ? "./worker.js?snapshot=off" : "./worker.js", onWorkerMessage);
   worker.onerror = (ev) => {
     setState("error", "Failed");
     showError("Python's worker failed", ev.message || "worker.js could not be loaded");
   };
+  const t = performance.now();
+  gpuCheck = whyNoGpu(params).then((problem) => {
+    addSpan("WebGPU check", t);
+    if (problem) {
+      useCpu(problem);
+      if (app.state === "booting") setState("booting", "Loading Python (CPU mode)…");
+    }
+    return problem;
+  });
 }
 
 main();

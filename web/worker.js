@@ -8,6 +8,7 @@
 
 import * as bridge from "./bridge.js";
 import { callPython, toPlain } from "./call.js";
+import { cacheStorageStore, startPython } from "./snapshot.js";
 import { Sha256 } from "./sha256.js";
 
 const post = (msg) => self.postMessage(msg);
@@ -135,9 +136,19 @@ function assetFailed(name, url, why) {
   return err;
 }
 
+// The boot's timeline for the page's waterfall (bench boot): each stage runs from the end of
+// the one before; `span` posts work that overlaps them. Times are ms since the epoch (the
+// worker's clock and the page's agree on it; each has its own performance.now() origin).
+const clock = () => performance.timeOrigin + performance.now();
+let stageStart = clock();
 function stage(name, extra = {}) {
-  post({ type: "stage", name, ms: performance.now() - t0, ...extra });
+  const now = clock();
+  post({ type: "stage", name, ms: performance.now() - t0, start: stageStart, end: now, ...extra });
+  stageStart = now;
 }
+const span = (name, start, end = clock()) => post({ type: "span", name, start, end });
+
+const PACKAGES = ["numpy", "pybridge"]; // what boot loads (from config.json's indexURL)
 
 async function boot() {
   const config = await orFailedAsset(fetch("./config.json").then(async (r) => {
@@ -164,13 +175,35 @@ async function boot() {
   } catch (err) {
     throw new AssetError("pyodide.mjs", new URL(indexURL).pathname + "pyodide.mjs", err.message);
   }
-  const pyodide = await orFailedAsset(loadPyodide({ indexURL, fullStdLib: false }));
+  // The wheels download (and are checked) while Python starts; loadPackage then takes them
+  // from the HTTP cache (immutable files).
+  const wheels = Object.keys(integrity).filter((path) => path.startsWith(config.indexURL) &&
+    PACKAGES.some((name) => path.slice(config.indexURL.length).startsWith(`${name}-`)));
+  const fetchStart = clock();
+  const prefetched = Promise.all(wheels.map((path) =>
+    fetch(new URL(path, siteRoot)).then((r) => r.arrayBuffer()))).then(() => span("wheels", fetchStart));
+  const pythonStart = clock();
+  // Python from a memory snapshot (snapshot.js), kept in Cache Storage for exactly the files
+  // config.json lists; ?snapshot=off (the page passes it on) starts without one.
+  const off = new URL(self.location.href).searchParams.get("snapshot") === "off"
+    ? "snapshots are off (?snapshot=off)"
+    : typeof caches === "undefined" ? "this browser has no Cache Storage here" : null;
+  const { pyodide, start } = await orFailedAsset(startPython(loadPyodide,
+    { indexURL, fullStdLib: false }, {
+      files: [config.pyodideVersion, config.integrity],
+      store: off ? null : cacheStorageStore(siteRoot.href),
+      off,
+      fatal: (err) => err instanceof AssetError,
+      onStored: (result) => post({ type: "snapshot-stored", ...result }),
+    }));
+  span(`python (${start.how})`, pythonStart);
+  await orFailedAsset(prefetched);
   self.pyodide = pyodide;
-  stage("pyodide");
+  stage("pyodide", { boot: start });
 
   const loadErrors = [];
   await orFailedAsset(
-    pyodide.loadPackage(["numpy", "pybridge"], {
+    pyodide.loadPackage(PACKAGES, {
       messageCallback: () => {},
       errorCallback: (msg) => loadErrors.push(msg),
     }),

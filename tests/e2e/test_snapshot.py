@@ -1,0 +1,162 @@
+"""Python from a memory snapshot (web/worker.js startPython): a first load makes one and goes
+on from it restored, the next load restores it, ?snapshot=off starts without; all three give
+the same answers. A snapshot is never restored for other files, and a damaged one is refused
+and replaced, the boot going on normally."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import numpy as np
+import pytest
+
+from tests.e2e.conftest import new_page
+from tools.harness import BOOT_TIMEOUT_MS, wait_final
+
+CACHE = "pybridge-python-snapshot"
+
+# The same work on every boot path: a kernel on the GPU, numpy's compiled parts (linalg, fft:
+# their libraries load after the restore), the tokenizer, and the random module's state.
+PROBE = """
+import base64, hashlib, random, numpy as np
+from pybridge.backend import default_backend
+from pybridge.demo import axpy
+from pybridge.tokenizer import WordPiece
+rng = np.random.default_rng(7)
+x, y = rng.standard_normal((2, 4099)).astype(np.float32)
+out = await axpy(await default_backend(), -1.75, x, y)
+m = rng.standard_normal((6, 6))
+{"axpy": base64.b64encode(out.tobytes()).decode(),
+ "numpy": hashlib.sha256(np.linalg.inv(m).tobytes() + np.fft.rfft(m).tobytes()).hexdigest(),
+ "random": random.random()}
+"""
+
+# The stdlib modules loaded now that the snapshot did not hold (imported from the zip after
+# the restore: the boot's own imports should all be in the snapshot).
+STDLIB_AFTER = """
+import sys
+def stdlib(name):
+    f = getattr(sys.modules[name], "__file__", None) or ""
+    return f.startswith("/lib/python3") and "site-packages" not in f
+sorted(m for m in list(sys.modules) if stdlib(m) and m not in set(held))
+"""
+
+
+def load(page, url: str, model: bool = False) -> dict:
+    page.goto(url)
+    assert wait_final(page) == "ready", page.evaluate("pybridge.error")
+    if model:
+        page.wait_for_function("pybridge.lastSearch || pybridge.model === 'error'",
+                               timeout=BOOT_TIMEOUT_MS)
+        assert page.evaluate("pybridge.model") == "ready", page.evaluate("pybridge.error")
+    return page.evaluate("pybridge.boot")
+
+
+def stored(page) -> dict:
+    """The Cache Storage entries (url -> size), once a snapshot made on this load is stored."""
+    page.wait_for_function("pybridge.boot.stored !== undefined", timeout=60_000)
+    assert isinstance(page.evaluate("pybridge.boot.stored"), int), page.evaluate("pybridge.boot")
+    return page.evaluate(f"""async () => {{
+        const cache = await caches.open({CACHE!r});
+        const out = {{}};
+        for (const req of await cache.keys()) out[req.url] = (await (await cache.match(req)).arrayBuffer()).byteLength;
+        return out;
+    }}""")
+
+
+def probe(page) -> dict:
+    return page.evaluate("(code) => pybridge.run(code)", PROBE)
+
+
+@pytest.fixture
+def page(browser, server, guard):
+    page = new_page(browser, server, guard)  # a new context: no snapshot stored
+    yield page
+    page.context.close()
+
+
+def test_first_load_makes_a_snapshot_the_next_restores_it_and_both_match_a_normal_start(page, server):
+    made = load(page, server.url + "?model=none")
+    assert made["how"] == "made" and made["why"] == "no snapshot stored yet for these files"
+    entries = stored(page)
+    assert list(entries.values()) == [made["bytes"]] and made["bytes"] > 10_000_000
+    text = page.locator("#stages").inner_text()
+    assert "snapshot made for the next load" in text
+    first = probe(page)
+
+    restored = load(page, server.url, model=True)
+    assert restored["how"] == "snapshot" and restored["bytes"] == made["bytes"]
+    assert "restored from a snapshot" in page.locator("#stages").inner_text()
+    # every stdlib module the boot imported came with the snapshot (worker.js SNAPSHOT_IMPORTS)
+    extra = page.evaluate("(code) => pybridge.run(code)", f"held = {restored['modules']!r}\n"
+                          + STDLIB_AFTER)
+    assert extra == [], f"imported at boot, not in the snapshot: {extra}"
+    second = probe(page)
+    search_restored = page.evaluate("pybridge.lastSearch.ranked")
+
+    normal = load(page, server.url + "?snapshot=off", model=True)
+    assert normal["how"] == "normal" and "?snapshot=off" in normal["why"]
+    assert "started without a snapshot" in page.locator("#stages").inner_text()
+    third = probe(page)
+    search_normal = page.evaluate("pybridge.lastSearch.ranked")
+
+    # the same bits on every path
+    assert first["axpy"] == second["axpy"] == third["axpy"]
+    assert first["numpy"] == second["numpy"] == third["numpy"]
+    assert search_restored == search_normal
+    # the restored Pythons reseeded: not the snapshot's random state twice
+    assert len({first["random"], second["random"], third["random"]}) == 3
+    # and right, not only equal: the kernel's answer against numpy here
+    rng = np.random.default_rng(7)
+    x, y = rng.standard_normal((2, 4099)).astype(np.float32)
+    np.testing.assert_allclose(np.frombuffer(base64.b64decode(first["axpy"]), np.float32),
+                               -1.75 * x + y, rtol=1e-6, atol=1e-6)
+    assert page.errors == []
+
+
+def test_a_snapshot_is_never_restored_for_other_files(page, server):
+    made = load(page, server.url + "?model=none")
+    assert made["how"] == "made"
+    before = stored(page)
+    # the same page with one listed file changed (here the model's manifest, not fetched by
+    # this boot; a wheel or Pyodide's own files are listed the same way)
+    config = json.loads(page.evaluate("fetch('/config.json').then(r => r.text())"))
+    wheel = [p for p in config["integrity"] if p.endswith(".whl") and "pybridge-" in p]
+    assert wheel, "the pybridge wheel is listed in config.json's integrity (part of the key)"
+    manifest = next(p for p in config["integrity"] if p.endswith("manifest.json"))
+    config["integrity"][manifest] = "sha256-" + "A" * 43 + "="
+
+    def changed(route):
+        route.fulfill(status=200, content_type="application/json", body=json.dumps(config))
+
+    page.route("**/config.json", changed)
+    other = load(page, server.url + "?model=none")
+    assert other["how"] == "made" and other["why"] == "no snapshot stored yet for these files"
+    after = stored(page)
+    assert len(after) == 1 and set(after) != set(before)  # the old key's snapshot is gone
+    page.unroute("**/config.json")
+    again = load(page, server.url + "?model=none")  # the original files: made once more
+    assert again["how"] == "made"
+
+
+@pytest.mark.parametrize("damage", ["garbage", "one byte"])
+def test_a_damaged_snapshot_is_refused_and_replaced(page, server, damage):
+    load(page, server.url + "?model=none")
+    stored(page)
+    page.evaluate(f"""async (damage) => {{
+        const cache = await caches.open({CACHE!r});
+        const [req] = await cache.keys();
+        const hit = await cache.match(req);
+        let bytes = new Uint8Array(await hit.arrayBuffer());
+        if (damage === "garbage") bytes = new Uint8Array(4096).fill(7);
+        else bytes[bytes.length >> 1] ^= 1;  // one bit, in the middle of the heap
+        await cache.put(req, new Response(bytes, {{headers: hit.headers}}));
+    }}""", damage)
+    refused = load(page, server.url + "?model=none")
+    assert refused["how"] == "made" and "the stored snapshot was refused" in refused["why"]
+    assert "sha256" in refused["why"]
+    assert "refused" in page.locator("#stages").inner_text()  # the boot panel says so
+    stored(page)
+    assert load(page, server.url + "?model=none")["how"] == "snapshot"
+    assert page.errors == []
