@@ -8,8 +8,7 @@
 
 import * as bridge from "./bridge.js";
 import { callPython, toPlain } from "./call.js";
-import { cacheStorageStore, startPython } from "./snapshot.js";
-import { Sha256 } from "./sha256.js";
+import { cacheStorageStore, sha256Hex, startPython } from "./snapshot.js";
 
 const post = (msg) => self.postMessage(msg);
 
@@ -34,10 +33,12 @@ assetFailure.catch(() => {}); // handled by the race in boot(); quiet once boot 
 const orFailedAsset = (promise) => Promise.race([promise, assetFailure]);
 
 // Every fetch (Pyodide's own included) is counted, so the page shows per-asset progress, and
-// checked: a file config.json lists is hashed while it streams (a fetch `integrity` would
-// hold the whole body back until it is checked: no progress, no streaming wasm compile), and
-// a truncated or corrupted copy errors the stream at its end, named, instead of failing
-// somewhere later (or not at all).
+// checked: a file config.json lists passes through as it streams, its chunks kept, and is
+// hashed at its end by the platform's SHA-256 (crypto.subtle: ~7x the hand-written JS one
+// here, but whole-buffer only; these files are at most 10 MB); a truncated or corrupted copy
+// errors the stream at its end, named, instead of failing somewhere later (or not at all). A
+// fetch `integrity` would hold the whole body back until it is checked: no progress, no
+// streaming wasm compile.
 const realFetch = self.fetch.bind(self);
 const siteRoot = new URL("./", self.location.href);
 let integrity = {}; // path below the site root -> "sha256-<base64>" (from config.json)
@@ -67,10 +68,10 @@ self.fetch = async (input, init) => {
   }
   let loaded = 0;
   let lastPost = 0;
-  const hash = expected ? new Sha256() : null;
+  const chunks = expected ? [] : null; // hashed at the end: the platform's SHA-256 is whole-buffer
   const counter = new TransformStream({
     transform(chunk, ctl) {
-      if (hash) hash.update(chunk);
+      if (chunks) chunks.push(chunk); // the stream's own chunks, never written again
       loaded += chunk.byteLength;
       const now = performance.now();
       if (now - lastPost > 50) {
@@ -79,8 +80,8 @@ self.fetch = async (input, init) => {
       }
       ctl.enqueue(chunk);
     },
-    flush(ctl) {
-      if (hash && sri(hash.hex()) !== expected) {
+    async flush(ctl) {
+      if (chunks && sri(await sha256Hex(await new Blob(chunks).arrayBuffer())) !== expected) {
         ctl.error(assetFailed(name, url, `truncated or corrupted: ${loaded} bytes whose sha256 ` +
           "does not match the one config.json lists"));
         return;
