@@ -27,6 +27,8 @@ Paths:
                   dispatch, and each step of a plan when it is built)
   "naive"         the labelled baseline
   "stream"        weights: each network chunk copied once into mapped GPU memory
+  "hash"          weights checked by blocks (pybridge.weights): each byte copied once more,
+                  into the block WebCrypto digests (which copies the block again, unseen)
   "header"        weights: the safetensors header, from the response into one ArrayBuffer and
                   from there into Python bytes (2 copies)
   "numpy"         "contiguous": np.ascontiguousarray

@@ -1,18 +1,26 @@
 """Weights: a safetensors file streamed from the server straight into GPU buffers.
 
-    tensors = await load_safetensors(url, sha256=..., progress=lambda done, total: ...)
+    tensors = await load_safetensors(url, sha256=..., blocks=..., progress=lambda done, total: ...)
 
 The JSON header (a few kB) is fetched with Range requests and parsed in Python. The tensor
 bytes never enter the wasm heap, nor a whole-file ArrayBuffer: the response body streams
 chunk by chunk (web/bridge.js `streamWeights`) into STORAGE buffers created
-`mappedAtCreation`, one per tensor, while an incremental SHA-256 checks the whole file. Peak
-extra memory is one network chunk. A dropped connection is resumed where it stopped with a
-Range request (a few times in a row without progress; the hash goes on from the same state).
-A hash mismatch or a download that cannot finish destroys every buffer made for the file and
-raises (IntegrityError, DownloadError, naming the file): nothing half-loaded stays on the GPU.
+`mappedAtCreation`, one per tensor. The file is checked while it streams, in one of two ways:
+- `blocks` (the model manifest's, tools/convert_model.py): the SHA-256 of each block of the
+  file (4 MiB), each digested by WebCrypto (`crypto.subtle.digest`, native code, ~7x the JS
+  hash) as soon as it is whole; where a page has no WebCrypto (not a secure context), by
+  web/sha256.js. Peak extra memory: one block of scratch, plus WebCrypto's copies of the few
+  blocks still being digested (bridge.js: MAX_PENDING_DIGESTS). A mismatch names the first
+  bad block's bytes.
+- `sha256` alone (a file without a block list): an incremental SHA-256 in JS (web/sha256.js,
+  ~100 MB/s, slower than a local download) over the whole file. Peak extra memory: one chunk.
+A dropped connection is resumed where it stopped with a Range request (a few times in a row
+without progress; the hash goes on from the same state, the partial block too). A hash
+mismatch or a download that cannot finish destroys every buffer made for the file and raises
+(IntegrityError, DownloadError, naming the file): nothing half-loaded stays on the GPU.
 
 The native backend streams a local file (or http URL) the same way through wgpu-py's
-mapped ranges, checking the hash with hashlib.
+mapped ranges, checking the whole file's `sha256` with hashlib.
 
 The CPU backend (pybridge/cpu.py) has no GPU memory to stream into: in the browser the same
 stream fills one JS buffer per tensor, and once the file's hash is checked each is copied
@@ -42,13 +50,16 @@ if TYPE_CHECKING:
     import numpy as np
 
 MAX_HEADER_BYTES = 100 << 20  # the format's own limit
+_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 NATIVE_CHUNK = 1 << 20
 
 Progress = Callable[[int, int], Any]
 
-# What the last browser load measured: {"bytes", "peakChunk"} (the largest network chunk held
-# at once: the peak extra memory of streaming). Read by tools/bench_datapath.py.
-last_stream: dict[str, int] = {}
+# What the last browser load measured: {"bytes", "peakChunk" (the largest network chunk held
+# at once), "resumes", "blockHash" ("WebCrypto", "sha256.js" where there is none, or "" for
+# the whole-file hash), "hashWaitMs" (time spent waiting on the block digests, to bound those
+# in flight and after the last byte)}. Read by tools/bench_datapath.py.
+last_stream: dict[str, Any] = {}
 
 
 @dataclass(frozen=True)
@@ -120,17 +131,59 @@ def parse_header(header_json: bytes, file_size: int) -> Header:
 
 
 async def load_safetensors(source: str | Path, backend: Backend | None = None, *,
-                           sha256: str | None = None, progress: Progress | None = None
-                           ) -> dict[str, GpuTensor]:
+                           sha256: str | None = None, blocks: dict[str, Any] | None = None,
+                           progress: Progress | None = None) -> dict[str, GpuTensor]:
     """Stream a safetensors file into one GPU tensor per entry; returns name -> GpuTensor.
 
     Copies the tensor bytes once (network chunk -> mapped GPU memory); 0 bytes pass through
     the wasm heap (on the CPU backend in the browser: twice, see the module's docstring).
-    `sha256` (hex) is checked over the whole file while it streams."""
+    In the browser, `blocks` ({"bytes": B, "sha256": [hex, ...]}: each B bytes' digest, the
+    last block shorter) are checked while the file streams (one more CPU copy of the file,
+    into the hash's block, counted as "hash"); without them, `sha256` (hex) over the whole
+    file, in JS. Natively `sha256` is checked (hashlib), which covers what `blocks` do; pass
+    it (`blocks` alone is refused there rather than left unchecked)."""
     backend = backend or await default_backend()
     if backend.name == "browser" or (backend.name == "cpu" and IN_PYODIDE):
-        return await _load_browser(backend, str(source), sha256, progress)
+        return await _load_browser(backend, str(source), sha256, blocks, progress)
+    if blocks is not None and sha256 is None:
+        raise ValueError(f"{source}: natively the whole file's sha256 is checked (hashlib); "
+                         "pass sha256= (blocks= is what the browser checks)")
     return await _load_native(backend, source, sha256, progress)
+
+
+def check_block_list(url: str, blocks: dict[str, Any], file_size: int) -> int:
+    """The block size of a manifest's `blocks` for a file of `file_size` bytes; ValueError,
+    naming the file, when the list cannot be this file's (checked before anything streams)."""
+    size, digests = blocks.get("bytes"), blocks.get("sha256")
+    if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+        raise ValueError(f"{url}: the manifest's blocks have block size {size!r}: not a "
+                         "positive number of bytes")
+    if not isinstance(digests, list):
+        raise ValueError(f"{url}: the manifest's blocks list no sha256 digests")
+    bad = next((d for d in digests if not (isinstance(d, str) and _HEX64.fullmatch(d))), None)
+    if bad is not None:
+        raise ValueError(f"{url}: the manifest's blocks: not a sha256 hex digest: {bad!r}")
+    if len(digests) != -(-file_size // size):
+        raise ValueError(f"{url}: the manifest lists {len(digests)} blocks of {size} bytes; a "
+                         f"file of {file_size} bytes has {-(-file_size // size)} (not the file "
+                         "the manifest describes)")
+    return size
+
+
+def check_blocks(url: str, got: list[str], blocks: dict[str, Any], file_size: int) -> None:
+    """`got` (each block's sha256, as streamed) against the manifest's `blocks`; IntegrityError
+    naming the file and the first bad block's bytes (inclusive, as HTTP ranges)."""
+    size, want = blocks["bytes"], blocks["sha256"]
+    for k, (g, w) in enumerate(zip(got, want)):
+        if g != w.lower():
+            end = min((k + 1) * size, file_size) - 1
+            raise IntegrityError(
+                f"{url}: bytes {k * size}-{end} of {file_size} (block {k} of {len(want)}) have "
+                f"sha256 {g}, the manifest lists {w} (corrupted on the server or on the way); "
+                "no tensor was kept")
+    if len(got) != len(want):  # streamWeights digests every block of a whole file
+        raise IntegrityError(f"{url}: {len(got)} block digests for the {len(want)} blocks the "
+                             "manifest lists; no tensor was kept")
 
 
 _NUMPY_TO_SAFETENSORS = {"float32": "F32", "float16": "F16", "int32": "I32", "uint32": "U32",
@@ -207,6 +260,7 @@ async def read_header_browser(url: str) -> Header:
 
 
 async def _load_browser(backend: Any, url: str, sha256: str | None,
+                        blocks: dict[str, Any] | None,
                         progress: Progress | None) -> dict[str, GpuTensor]:
     import js
     from pyodide.ffi import JsException, create_proxy, to_js
@@ -214,6 +268,9 @@ async def _load_browser(backend: Any, url: str, sha256: str | None,
     import pybridge_js
 
     header = await read_header_browser(url)
+    # what streamWeights hashes: each block (WebCrypto), else the whole file (JS), else nothing
+    hashing: int | bool = (check_block_list(url, blocks, header.file_size) if blocks is not None
+                           else bool(sha256))
     tensors: dict[str, GpuTensor] = {}
     callback = create_proxy(progress) if progress else None
     ok = False
@@ -229,7 +286,7 @@ async def _load_browser(backend: Any, url: str, sha256: str | None,
         plan = to_js([{"buffer": targets[t.name], "begin": t.begin, "end": t.end}
                       for t in header.tensors], dict_converter=js.Object.fromEntries)
         try:
-            result = await pybridge_js.streamWeights(url, plan, header.file_size, bool(sha256),
+            result = await pybridge_js.streamWeights(url, plan, header.file_size, hashing,
                                                      callback)
         except JsException as e:
             if getattr(e, "name", None) != "DownloadError":
@@ -238,11 +295,17 @@ async def _load_browser(backend: Any, url: str, sha256: str | None,
         finally:
             del plan  # `targets` alone holds each target now: each goes once it is copied
         last_stream.update(bytes=int(result.bytes), peakChunk=int(result.peakChunk),
-                           resumes=int(result.resumes))
-        digest = str(result.sha256) if sha256 else None
-        if sha256 and digest != sha256.lower():
-            raise IntegrityError(f"{url}: sha256 {digest} does not match the expected {sha256}; "
-                                 "no tensor was kept")
+                           resumes=int(result.resumes), hashWaitMs=float(result.hashWaitMs),
+                           blockHash=str(result.blockHash) if blocks is not None else "")
+        if blocks is not None:
+            check_blocks(url, [str(d) for d in result.blocks], blocks, header.file_size)
+            if last_stream["blockHash"] == "WebCrypto":  # each byte into its scratch block
+                accounting.record("weights", "hash", 1, header.file_size)
+        elif sha256:
+            digest = str(result.sha256)
+            if digest != sha256.lower():
+                raise IntegrityError(f"{url}: sha256 {digest} does not match the expected "
+                                     f"{sha256}; no tensor was kept")
         for name, t in tensors.items():
             backend._stream_done(t._buffer, targets.pop(name), t.nbytes)
         ok = True

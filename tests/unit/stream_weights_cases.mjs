@@ -1,6 +1,7 @@
 // web/bridge.js streamWeights under Node, against a scripted fetch: drops, bodies that end
 // early, servers that ignore Range or whose file changed, HTTP errors. Prints one JSON object
 // per case; tests/unit/test_stream_weights.py checks them against hashlib and the file bytes.
+// Cases named "blocks: ..." ask for per-block SHA-256 digests (WebCrypto) of BLOCK bytes each.
 //
 //   node tests/unit/stream_weights_cases.mjs FILE
 
@@ -10,6 +11,7 @@ import { streamWeights } from "../../web/bridge.js";
 const file = new Uint8Array(readFileSync(process.argv[2]));
 const total = file.byteLength;
 const CHUNK = 4096;
+const BLOCK = 65536; // blocks: 4 whole and a short last one of the test's 300000-byte file
 
 // "tensors": 3 ranges of the file, one buffer each (a gap before the first, as a header is)
 const cuts = [64, Math.floor(total / 3), Math.floor((2 * total) / 3), total];
@@ -46,7 +48,8 @@ function respond(a) {
 }
 
 // script(request index, range start or null) -> answer
-async function run(name, script, retries = 4, { onProgress = null, detach = false, thrower = false } = {}) {
+async function run(name, script, retries = 4,
+  { onProgress = null, detach = false, thrower = false, hash = true, noWebCrypto = false } = {}) {
   const requests = [];
   const plan = makePlan();
   globalThis.fetch = async (url, init = {}) => {
@@ -60,11 +63,20 @@ async function run(name, script, retries = 4, { onProgress = null, detach = fals
     return respond(answer);
   };
   let out;
+  // a page from a plain-http origin (not a secure context) has no crypto.subtle
+  const crypto = Object.getOwnPropertyDescriptor(globalThis, "crypto");
+  if (noWebCrypto) {
+    Object.defineProperty(globalThis, "crypto", { value: undefined, configurable: true });
+  }
   try {
-    const r = await streamWeights("/models/x/weights.safetensors", plan, total, true, onProgress, retries);
-    out = { ok: true, sha256: r.sha256, bytes: r.bytes, resumes: r.resumes };
+    const r = await streamWeights("/models/x/weights.safetensors", plan, total, hash, onProgress,
+      retries);
+    out = { ok: true, sha256: r.sha256, blocks: r.blocks, blockHash: r.blockHash, bytes: r.bytes,
+      resumes: r.resumes };
   } catch (err) {
     out = { ok: false, name: err.name, message: err.message };
+  } finally {
+    Object.defineProperty(globalThis, "crypto", crypto);
   }
   out.case = name;
   out.requests = requests;
@@ -96,3 +108,23 @@ await run("buffer detached", () => whole, 4, { detach: true }); // a lost device
 await run("missing, from the worker's fetch", () => ({ status: 404 }), 4, { thrower: true });
 await run("no validator", (i, s) =>
   i === 0 ? { ...whole, etag: null, cutAfter: 60_000, fail: "error" } : rest(s, { etag: null }));
+
+// per-block digests: the partial block goes on across a resume, and is dropped (with the
+// digests so far) when the download starts over
+const blocks = { hash: BLOCK };
+await run("blocks: clean", () => whole, 4, blocks);
+await run("blocks: drop once", (i, s) =>
+  (i === 0 ? { ...whole, cutAfter: 100_000, fail: "error" } : rest(s)), 4, blocks);
+await run("blocks: drop at a block's end", (i, s) =>
+  (i === 0 ? { ...whole, cutAfter: BLOCK, fail: "error" } : rest(s)), 4, blocks);
+await run("blocks: drops thrice with progress", (i, s) =>
+  i < 3 ? (i === 0 ? { ...whole, cutAfter: 40_000, fail: "error" }
+    : rest(s, { cutAfter: 40_000, fail: "error" })) : rest(s), 4, blocks);
+await run("blocks: range ignored", (i) =>
+  (i === 0 ? { ...whole, cutAfter: 140_000, fail: "error" } : whole), 4, blocks);
+await run("blocks: file changed", (i, s) =>
+  i === 0 ? { ...whole, cutAfter: 140_000, fail: "error" } : rest(s, { etag: '"v2"' }), 4, blocks);
+await run("blocks: one block larger than the file", () => whole, 4, { hash: 1 << 22 });
+await run("blocks: no WebCrypto, drop once", (i, s) =>
+  (i === 0 ? { ...whole, cutAfter: 100_000, fail: "error" } : rest(s)), 4,
+{ hash: BLOCK, noWebCrypto: true });

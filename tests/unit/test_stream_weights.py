@@ -2,7 +2,8 @@
 a dropped connection resumes with a Range request and If-Range, a body that ends early
 resumes too, a server that ignores Range or whose file changed makes it start over once,
 and what cannot be mended raises a DownloadError naming the file. The bytes that land in the
-"mapped" buffers and the streamed SHA-256 are checked against the file and hashlib."""
+"mapped" buffers and the streamed SHA-256 are checked against the file and hashlib; so are the
+per-block digests (WebCrypto, one block at a time) against hashlib over the same blocks."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 CASES = ROOT / "tests" / "unit" / "stream_weights_cases.mjs"
+BLOCK = 65536  # stream_weights_cases.mjs's block size for the "blocks: ..." cases
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +93,73 @@ def test_what_is_not_the_network_is_not_retried(results, case, error):
     r = results[1][case]
     assert not r["ok"] and f"{r['name']}: {r['message']}".startswith(error), r
     assert len(r["requests"]) == 1
+
+
+def hashlib_blocks(data: bytes, size: int) -> list[str]:
+    """The independent reference: hashlib over each `size` bytes of the file (the last shorter)."""
+    return [hashlib.sha256(data[i:i + size]).hexdigest() for i in range(0, len(data), size)]
+
+
+@pytest.mark.parametrize("case, resumes, ranges", [
+    ("blocks: clean", 0, [None]),
+    # the partial block (100000 - 65536 bytes of block 1) goes on from where it stopped
+    ("blocks: drop once", 1, [None, "bytes=102400-"]),
+    ("blocks: drop at a block's end", 1, [None, f"bytes={BLOCK}-"]),
+    ("blocks: drops thrice with progress", 3,
+     [None, "bytes=40960-", "bytes=81920-", "bytes=122880-"]),
+    # read again from byte 0 after two whole blocks were digested: their digests, and the
+    # partial third block, are dropped
+    ("blocks: range ignored", 1, [None, "bytes=143360-"]),
+    ("blocks: file changed", 1, [None, "bytes=143360-", None]),
+    # not a secure context (a plain-http LAN page): each block through sha256.js instead
+    ("blocks: no WebCrypto, drop once", 1, [None, "bytes=102400-"]),
+])
+def test_block_digests_equal_hashlib_over_the_same_blocks(results, case, resumes, ranges):
+    data, rs = results
+    r = rs[case]
+    assert r["ok"], r
+    assert r["blocks"] == hashlib_blocks(data, BLOCK) and len(r["blocks"]) == 5
+    assert r["sha256"] is None  # the whole-file JS hash is not run beside the blocks
+    assert r["blockHash"] == ("sha256.js" if "no WebCrypto" in case else "WebCrypto")
+    assert r["resumes"] == resumes and r["bytes"] == len(data)
+    assert [q["range"] for q in r["requests"]] == ranges
+    assert landed(data, r)
+
+
+def test_a_block_larger_than_the_file_is_the_whole_file(results):
+    data, rs = results
+    r = rs["blocks: one block larger than the file"]
+    assert r["ok"] and r["blocks"] == [hashlib.sha256(data).hexdigest()], r
+
+
+def test_a_corrupted_byte_in_a_later_block_is_refused_naming_its_range():
+    # pybridge.weights' check of what streamWeights returns: one byte flipped in block 3 of 5
+    # (not the first): the error names the file and that block's byte range
+    from pybridge.errors import IntegrityError
+    from pybridge.weights import check_blocks
+
+    data = bytearray(os.urandom(300_000))
+    blocks = {"bytes": BLOCK, "sha256": hashlib_blocks(bytes(data), BLOCK)}
+    check_blocks("/m/w.safetensors", hashlib_blocks(bytes(data), BLOCK), blocks, len(data))
+    data[3 * BLOCK + 1234] ^= 0x10
+    with pytest.raises(IntegrityError) as e:
+        check_blocks("/m/w.safetensors", hashlib_blocks(bytes(data), BLOCK), blocks, len(data))
+    assert str(e.value).startswith(
+        f"/m/w.safetensors: bytes {3 * BLOCK}-{4 * BLOCK - 1} of 300000 (block 3 of 5) have "
+        f"sha256 {hashlib.sha256(data[3 * BLOCK:4 * BLOCK]).hexdigest()}")
+    assert str(e.value).endswith("no tensor was kept")
+
+
+@pytest.mark.parametrize("blocks, why", [
+    ({"bytes": BLOCK, "sha256": ["0" * 64] * 4}, "lists 4 blocks of 65536 bytes; a file of "
+                                                 "300000 bytes has 5"),
+    ({"bytes": 0, "sha256": []}, "block size 0"),
+    ({"sha256": ["0" * 64]}, "block size None"),
+    ({"bytes": BLOCK, "sha256": ["xyz"] * 5}, "not a sha256 hex digest: 'xyz'"),
+])
+def test_a_block_list_that_cannot_be_this_file_is_refused_before_streaming(blocks, why):
+    from pybridge.weights import check_block_list
+
+    with pytest.raises(ValueError, match="^/m/w.safetensors: ") as e:
+        check_block_list("/m/w.safetensors", blocks, 300_000)
+    assert why in str(e.value)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from pybridge.weights import header_length, parse_header
+from tools.convert_model import file_hashes
 from tools.gpu.pack import WORK, staged_weights
 
 DTYPE_FILES = {"float32": "model-f32.safetensors", "float16": "model-f16.safetensors"}
@@ -81,8 +82,9 @@ def prepare_model(src: Path, work: Path = WORK, seed: int = 0) -> dict[str, str]
         header = src / (name + ".header")
         if not header.exists():
             raise SystemExit(f"[gpu] {src}: neither {name} nor {header.name}")
-        size, sha = random_safetensors(header.read_bytes(), target, seed)
-        manifest["files"][name] = {"bytes": size, "sha256": sha}
+        size, _ = random_safetensors(header.read_bytes(), target, seed)
+        sha, blocks = file_hashes(target)  # the page checks the blocks (web/bridge.js)
+        manifest["files"][name] = {"bytes": size, "sha256": sha, "blocks": blocks}
         kinds[dtype] = "random"
     (out / "vocab.txt").write_bytes((src / "vocab.txt").read_bytes())
     manifest["weights"] = kinds
