@@ -16,7 +16,7 @@ import asyncio
 import math
 import time
 from abc import ABC, abstractmethod
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Iterable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -176,6 +176,11 @@ def prepare_out(tensor: GpuTensor, out: np.ndarray | None) -> np.ndarray:
     if not out.flags.c_contiguous or not out.flags.writeable:
         raise ValueError("out must be C-contiguous and writeable")
     return out
+
+
+def pipeline_key(op: str, constants: dict[str, float] | None) -> tuple:
+    """How a backend caches kernel `op`'s pipeline: (op, its override constants, sorted)."""
+    return (op, tuple(sorted((constants or {}).items())))
 
 
 class Step(NamedTuple):
@@ -441,6 +446,16 @@ class Backend(ABC):
     def pipeline(self, op: str, constants: dict[str, float] | None = None) -> Any:
         """The compute pipeline of kernel `op` with the given override constants, compiled
         once per device."""
+
+    @abstractmethod
+    async def compile_pipelines(self, keys: Iterable[tuple[str, dict[str, float] | None]]
+                                ) -> None:
+        """Compile ahead the pipelines of `keys`, (op, constants) as `pipeline()` takes them,
+        so that later plans and dispatches find them compiled (keys already compiled are
+        skipped). The browser compiles them all at once (createComputePipelineAsync), while
+        the caller's other awaits go on (e.g. weights streaming). Errors name the kernel: a
+        kernel that does not compile raises GpuValidationError("compile <op>", ...), as
+        compiling it in a plan would, and the pipelines that did compile stay cached."""
 
     @abstractmethod
     async def _compile_plan(self, plan: Plan, steps: list[Step],

@@ -11,7 +11,9 @@ pybridge.accounting; the browser's GPU process copies writeBuffer's data again, 
             4 also copies a zero-padded last word, counted as "pad")
   dispatch  wgsl/<op>.wgsl with GpuTensors (and small uniforms) bound in order; a numpy
             uniform's bytes are copied to look up its buffer ("uniform key", each dispatch)
-            and into a new buffer when no buffer holds them yet ("uniform")
+            and into a new buffer when no buffer holds them yet ("uniform"); pipelines are
+            compiled once per device, ahead and all at once (compile_pipelines:
+            createComputePipelineAsync, as MiniLM.load does) or by the first plan using them
   readback  "ring":  copyBufferToBuffer -> reused MAP_READ buffer -> mapAsync -> out   1 copy
             "naive": to_bytes -> np.frombuffer(...).copy()                  2 copies (baseline)
   plans     a sequence of dispatches resolved once (pipelines, bind groups, grids, uniforms)
@@ -31,14 +33,14 @@ operation.
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from pybridge import accounting
 from pybridge._env import require_browser
-from pybridge.backend import (Backend, GpuTensor, Plan, Step, Submission,
-                              check_dispatch, naive_bytes, naive_result, prepare_out)
+from pybridge.backend import (Backend, GpuTensor, Plan, Step, Submission, check_dispatch,
+                              naive_bytes, naive_result, pipeline_key, prepare_out)
 from pybridge.device import Gpu, request_gpu
 from pybridge.dispatch import shader_source
 from pybridge.dtypes import padded
@@ -67,6 +69,18 @@ def _record_view(nbytes: int) -> None:
     accounting.record("upload", "view", 1, nbytes)
     if nbytes % 4:
         accounting.record("upload", "pad", 1, 4)
+
+
+def _pipeline_error(op: str, reason: Any) -> GpuError:
+    """The error of a rejected createComputePipelineAsync: a GPUPipelineError's reason is
+    "validation" (what the sync path's error scope reports) or "internal"; any other
+    rejection (a TypeError of the descriptor) is reported as validation, as a throwing
+    call inside a scope is."""
+    kind = str(getattr(reason, "reason", "validation"))
+    message = str(getattr(reason, "message", reason))
+    if kind == "internal":
+        return GpuError(op, "internal", message)
+    return GpuValidationError(op, "validation", message)
 
 
 class _ErrorScope:
@@ -400,22 +414,100 @@ class BrowserBackend(Backend):
     # --- dispatch ---------------------------------------------------------------------
     def pipeline(self, op: str, constants: dict[str, float] | None = None) -> Any:
         """The compute pipeline of wgsl/<op>.wgsl ('auto' layout, entry `main`) with the given
-        override constants, compiled once per device. Call inside a scope: compile errors are
+        override constants, compiled once per device (here, synchronously, unless
+        compile_pipelines made it ahead). Call inside a scope: compile errors are
         validation errors."""
-        key = (op, tuple(sorted((constants or {}).items())))
-        if key not in self._pipelines:
-            js, to_js, _, _, _ = _js()
+        key = pipeline_key(op, constants)
+        pipeline = self._pipelines.get(key)
+        if pipeline is None:
             module = self._modules.get(op)
             if module is None:
-                module = self._modules[op] = self.device.createShaderModule(to_js(
-                    {"code": shader_source(op), "label": op}, dict_converter=js.Object.fromEntries))
-            compute = {"module": module, "entryPoint": "main"}
-            if constants:
-                compute["constants"] = {k: float(v) for k, v in constants.items()}
-            self._pipelines[key] = self.device.createComputePipeline(to_js(
-                {"layout": "auto", "label": op, "compute": compute},
-                dict_converter=js.Object.fromEntries))
-        return self._pipelines[key]
+                module = self._modules[op] = self.device.createShaderModule(
+                    self._module_descriptor(op, shader_source(op)))
+            pipeline = self._pipelines[key] = self.device.createComputePipeline(
+                self._pipeline_descriptor(module, op, constants))
+        return pipeline
+
+    async def compile_pipelines(self, keys: Iterable[tuple[str, dict[str, float] | None]]
+                                ) -> None:
+        """Compile every pipeline of `keys` not compiled yet at once: in one synchronous turn,
+        a shader module per kernel (each in its own error scopes, so a WGSL error names its
+        kernel) and createComputePipelineAsync per key; then one await for them all
+        (Promise.allSettled), during which the caller's other tasks run. Errors as the sync
+        path gives them, naming the kernel: GpuValidationError("compile <op>", ...) (the
+        module's WGSL error where the module failed; else the GPUPipelineError's message),
+        GpuError(..., "internal", ...) for a pipeline the implementation could not make,
+        DeviceLost where the device went meanwhile. The pipelines that compiled are cached,
+        failed ones are not (a later compile or plan tries again); nothing else is held."""
+        js, to_js, _, _, _ = _js()
+        wanted: dict[tuple, tuple[str, dict[str, float] | None]] = {}
+        for op, constants in keys:
+            key = pipeline_key(op, constants)
+            if key not in self._pipelines:
+                wanted.setdefault(key, (op, constants))
+        if not wanted:
+            return
+        ops = list(dict.fromkeys(op for op, _ in wanted.values()))
+        where = f"compile {', '.join(ops)}"
+        self.check_alive(where)
+        sources = {op: shader_source(op) for op in ops if op not in self._modules}  # raises
+        # FileNotFoundError naming a kernel that has no file, before any scope is pushed
+        d, cache, generation = self.device, self._pipelines, self.generation
+        modules = {op: self._modules.get(op) for op in ops}
+        popped: dict[str, tuple[Any, Any]] = {}  # op -> its module's (validation, oom) pops
+        # one synchronous turn, from the first push to the last pop: no other coroutine's
+        # error scope can interleave with these
+        for op, source in sources.items():
+            d.pushErrorScope("out-of-memory")
+            d.pushErrorScope("validation")
+            try:
+                modules[op] = d.createShaderModule(self._module_descriptor(op, source))
+            finally:
+                popped[op] = (d.popErrorScope(), d.popErrorScope())
+        settled = js.Promise.allSettled(to_js([
+            d.createComputePipelineAsync(self._pipeline_descriptor(modules[op], op, constants))
+            for op, constants in wanted.values()]))  # never rejects: one result per key
+        errors: dict[str, GpuError] = {}
+        for op, (validation_popped, oom_popped) in popped.items():
+            validation, oom = await validation_popped, await oom_popped
+            if oom is not None:
+                errors[op] = GpuOutOfMemory(f"compile {op}", "out-of-memory", str(oom.message))
+            elif validation is not None:
+                errors[op] = GpuValidationError(f"compile {op}", "validation",
+                                                str(validation.message))
+        results = await settled
+        if self.generation != generation:
+            raise DeviceLost(where, "replaced", "the device was lost and replaced while its "
+                             "pipelines compiled")
+        self.check_alive(where)
+        for op in sources:
+            if op not in errors:
+                self._modules.setdefault(op, modules[op])
+        for key, (op, _), result in zip(wanted, wanted.values(), results):
+            if str(result.status) == "fulfilled":
+                cache.setdefault(key, result.value)  # a sync compile meanwhile: keep its
+            elif op not in errors:
+                errors[op] = _pipeline_error(f"compile {op}", result.reason)
+        if errors:
+            first, *more = errors.values()
+            if more:
+                raise type(first)(first.op, first.kind, f"{first.gpu_message} (and "
+                                  f"{len(more)} more: {', '.join(e.op for e in more)})")
+            raise first
+
+    @staticmethod
+    def _module_descriptor(op: str, source: str) -> Any:
+        js, to_js, _, _, _ = _js()
+        return to_js({"code": source, "label": op}, dict_converter=js.Object.fromEntries)
+
+    @staticmethod
+    def _pipeline_descriptor(module: Any, op: str, constants: dict[str, float] | None) -> Any:
+        js, to_js, _, _, _ = _js()
+        compute = {"module": module, "entryPoint": "main"}
+        if constants:
+            compute["constants"] = {k: float(v) for k, v in constants.items()}
+        return to_js({"layout": "auto", "label": op, "compute": compute},
+                     dict_converter=js.Object.fromEntries)
 
     def _new_uniform(self, data: np.ndarray, label: str) -> Any:
         js, _, _, _, bridge = _js()

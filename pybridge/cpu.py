@@ -27,7 +27,7 @@ import math
 import re
 import time
 from functools import lru_cache
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -402,6 +402,16 @@ class CpuBackend(Backend):
                 f"dispatch {op}", "validation", f"the CPU backend has no numpy twin of kernel "
                 f"{op!r} (it runs {', '.join(sorted(KERNELS))}); this needs a WebGPU device")
         return (op, kernel, dict(constants or {}), bindings)
+
+    async def compile_pipelines(self, keys: Iterable[tuple[str, dict[str, float] | None]]
+                                ) -> None:
+        """Nothing to compile (each kernel is its numpy twin): only checks that every kernel
+        of `keys` has one, raising what a dispatch of it would, named "compile <op>"."""
+        for op, constants in keys:
+            try:
+                self.pipeline(op, constants)
+            except GpuValidationError as e:
+                raise GpuValidationError(f"compile {op}", e.kind, e.gpu_message) from None
 
     def _new_uniform(self, data: np.ndarray, label: str) -> CpuBuffer:
         buf = self._create_buffer(-(-data.nbytes // 4) * 4, label=label)

@@ -24,9 +24,11 @@ Shapes (B sentences, T tokens, M = B*T rows, C = 384 hidden, 12 heads of 32):
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
+from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from itertools import islice
 from pathlib import Path
@@ -35,8 +37,8 @@ from typing import Any, Callable
 import numpy as np
 
 from pybridge._env import IN_PYODIDE
-from pybridge.backend import Backend, GpuTensor, Plan, Step, default_backend
-from pybridge.dispatch import grid_1d, matmul_plan, pack_params
+from pybridge.backend import Backend, GpuTensor, Plan, Step, default_backend, pipeline_key
+from pybridge.dispatch import SPLITK_MAX_ROWS, grid_1d, matmul_plan, pack_params
 from pybridge.errors import DownloadError, IntegrityError, UseAfterFree
 from pybridge.tokenizer import WordPiece, check_texts
 from pybridge.weights import load_safetensors
@@ -48,6 +50,10 @@ PAD_TOKENS_TO = 16  # on a GPU, batches are padded to a multiple of this many to
                     # exact). Not on a CPU implementation (SwiftShader, lavapipe), where the
                     # padded rows cost their full compute (8 x 12 tokens ran 1.15x slower)
 MAX_BATCH = 65535  # attention's grid holds the batch in one dimension
+# rows M = B*T at the edges of pybridge.dispatch.matmul_plan's ranges (matmul_rows up to 32
+# rows, split-K up to SPLITK_MAX_ROWS, tiles beyond, bigger tiles as M grows): with the most
+# rows a batch can have, one M of each range, for pipeline_keys (a unit test checks them)
+_KEY_ROWS = (1, 32, 33, SPLITK_MAX_ROWS, SPLITK_MAX_ROWS + 1)
 DTYPE_FILES = {"float32": "model-f32.safetensors", "float16": "model-f16.safetensors"}
 CONFIG_KEYS = ("hidden_size", "num_heads", "num_layers", "intermediate_size", "max_seq_length",
                "layer_norm_eps")  # what MiniLM reads of its manifest's config
@@ -109,9 +115,19 @@ class MiniLM:
     @classmethod
     async def load(cls, source: str | Path = "/models/all-MiniLM-L6-v2/", *,
                    dtype: str = "float32", backend: Backend | None = None,
-                   progress: Callable[[int, int], Any] | None = None) -> "MiniLM":
+                   progress: Callable[[int, int], Any] | None = None,
+                   timings: dict[str, float] | None = None) -> "MiniLM":
         """Load the converted model (tools/convert_model.py) from a URL (browser) or folder
-        (native). Weights stream into GPU buffers, checked against the manifest's sha256."""
+        (native). Weights stream into GPU buffers, checked against the manifest (browser:
+        each 4 MiB block's sha256, or the whole file's in JS where a manifest from before
+        the blocks lists none; native: the whole file's), while the pipelines of every
+        forward pass are compiled (`pipeline_keys()`: in the browser all at once,
+        asynchronously); it returns when both are done. Where either
+        fails, the weights are freed (a failed compile is raised once the stream ended;
+        the pipelines that did compile stay cached on the device, for a later load).
+        `timings` (ms from this call): "weights" when the weights were on the GPU,
+        "pipelines" when every pipeline was compiled."""
+        started = time.perf_counter()
         if dtype not in DTYPE_FILES:
             raise ValueError(f"dtype {dtype!r} is not available; accepted: {', '.join(DTYPE_FILES)}")
         backend = backend or await default_backend()
@@ -129,12 +145,60 @@ class MiniLM:
             raise ValueError(f"{_join(source, 'manifest.json')} lists no {name}: dtype {dtype!r} "
                              f"is not in this model; it has {', '.join(manifest['files'])}")
         tokenizer = WordPiece.from_vocab_text(await _read_text(source, "vocab.txt", vocab_sha256))
-        weights = await load_safetensors(_join(source, name), backend,
-                                         sha256=manifest["files"][name]["sha256"],
-                                         progress=progress)
+        t = timings if timings is not None else {}
+        compiling = asyncio.ensure_future(cls._compile(backend, config, dtype, started, t))
+        try:
+            weights = await load_safetensors(_join(source, name), backend,
+                                             sha256=manifest["files"][name]["sha256"],
+                                             blocks=manifest["files"][name].get("blocks"),
+                                             progress=progress)
+        except BaseException:
+            compiling.cancel()
+            await asyncio.wait([compiling])  # its own error, if any, is not the one raised
+            compiling.cancelled() or compiling.exception()
+            raise
+        t["weights"] = (time.perf_counter() - started) * 1e3
+        try:
+            subgroups = await compiling
+        except BaseException:
+            compiling.cancel()
+            for w in weights.values():
+                w.free()
+            raise
         model = cls(backend, config, weights, tokenizer, dtype)
-        model.subgroups = await backend.subgroups_usable()
+        model.subgroups = subgroups
         return model
+
+    @classmethod
+    async def _compile(cls, backend: Backend, config: dict[str, Any], dtype: str,
+                       started: float, timings: dict[str, float]) -> bool:
+        """Compile every pipeline a forward pass of any shape uses (for a model of `config`
+        without its weights yet); returns whether split-K uses subgroup shuffles here."""
+        ahead = cls(backend, config, defaultdict(lambda: None), None, dtype)  # no weights
+        ahead.subgroups = await backend.subgroups_usable()
+        await backend.compile_pipelines(ahead.pipeline_keys())
+        timings["pipelines"] = (time.perf_counter() - started) * 1e3
+        return ahead.subgroups
+
+    def pipeline_keys(self, B: int | None = None, T: int | None = None
+                      ) -> list[tuple[str, dict[str, Any]]]:
+        """(op, constants) of each pipeline the forward pass of a (B, T) batch uses or, with
+        no shape, that of any shape uses, as `backend.compile_pipelines` takes them. Read
+        from `_forward` itself over placeholder tensors (no GPU work), so they cannot drift
+        from what a plan compiles. Only the matmul kernels differ between shapes, and
+        matmul_plan picks them by the rows M = B*T alone: one M from each of its ranges
+        (_KEY_ROWS) stands for every shape."""
+        if (B is None) != (T is None):
+            raise ValueError(f"pipeline_keys takes both B and T or neither, got B={B}, T={T}")
+        shapes = [(B, T)] if B is not None and T is not None else [
+            (1, M) for M in (*_KEY_ROWS, MAX_BATCH * self.max_length)]  # (1, M): M rows
+        placeholders: dict[str, Any] = defaultdict(lambda: None)
+        keys: dict[tuple, tuple[str, dict[str, Any]]] = {}
+        for b, t in shapes:
+            for step in self._forward(placeholders, b, t):
+                keys.setdefault(pipeline_key(step.op, step.constants),
+                                (step.op, dict(step.constants or {})))
+        return list(keys.values())
 
     def free(self) -> None:
         """Release the weights, activations and plans. A run already submitted finishes; a

@@ -15,17 +15,18 @@ they are re-raised as pybridge's GpuValidationError / GpuOutOfMemory naming the 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
 import time
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from pybridge import accounting
-from pybridge.backend import (Backend, GpuTensor, Plan, Step, Submission,
-                              check_dispatch, naive_bytes, naive_result, prepare_out)
+from pybridge.backend import (Backend, GpuTensor, Plan, Step, Submission, check_dispatch,
+                              naive_bytes, naive_result, pipeline_key, prepare_out)
 from pybridge.device import OPTIONAL_FEATURES, profile_features, required_limits
 from pybridge.device import limits_profile as chosen_limits_profile
 from pybridge.dispatch import shader_source
@@ -213,7 +214,7 @@ class NativeBackend(Backend):
 
     # --- dispatch ---------------------------------------------------------------------
     def pipeline(self, op: str, constants: dict[str, float] | None = None) -> Any:
-        key = (op, tuple(sorted((constants or {}).items())))
+        key = pipeline_key(op, constants)
         if key not in self._pipelines:
             module = self._modules.get(op)
             if module is None:
@@ -225,6 +226,19 @@ class NativeBackend(Backend):
             self._pipelines[key] = self.device.create_compute_pipeline(
                 layout="auto", compute=compute, label=op)
         return self._pipelines[key]
+
+    async def compile_pipelines(self, keys: Iterable[tuple[str, dict[str, float] | None]]
+                                ) -> None:
+        """Each pipeline of `keys` not compiled yet, compiled now, in turn: wgpu-native (29)
+        has no asynchronous pipeline creation (wgpu-py 0.32's create_compute_pipeline_async
+        compiles synchronously, as `_CREATE_PIPELINE_ASYNC_IS_IMPLEMENTED` is False there).
+        Between two kernels the event loop runs the caller's other tasks. Errors name the
+        kernel: GpuValidationError("compile <op>", ...)."""
+        for op, constants in keys:
+            if pipeline_key(op, constants) not in self._pipelines:
+                with self.scope(f"compile {op}"):
+                    self.pipeline(op, constants)
+                await asyncio.sleep(0)
 
     def _new_uniform(self, data: np.ndarray, label: str) -> Any:
         usage = _wgpu().BufferUsage

@@ -1,17 +1,27 @@
-"""Boot benchmark: navigation -> Python + numpy ready, first load vs cached load, and bytes.
+"""Boot benchmark: from navigation to the first answer, first load against cached loads, as a
+waterfall.
 
-    python3 tools/dev.py bench boot [--runs 3]
+    python3 tools/dev.py bench boot [--runs 3] [--model none]
 
 Headless Debian Chromium (WebGPU through SwiftShader) against the dev server on 127.0.0.1.
-A first load uses a fresh browser context (empty HTTP cache); the cached load reloads the
-same context. Bytes are the transfer sizes the page and its worker report (Resource Timing):
-what crossed the network, headers included, after gzip. Prints a compact table and writes
-bench-results/boot.json.
+Each run opens a fresh browser context (empty HTTP cache, no Python snapshot) and loads the
+demo page three times in it:
+  first     nothing cached: every file downloads, Python starts normally and makes its snapshot
+  cached    the HTTP cache warm and Python restored from the snapshot
+  cached, no snapshot   the same, with ?snapshot=off: what the snapshot saves, side by side
+Milestones are ms since navigation: Python ready (numpy and pybridge imported), the model's
+weights on the GPU with its pipelines compiled, the first search answered. The waterfall is
+the page's own timeline (`pybridge.spans`: the worker's stages and what overlaps them). On
+SwiftShader the search itself and the kernels' compilation run on the CPU: report them, but
+they are not what a GPU does. Bytes are the transfer sizes the page and its worker report
+(Resource Timing): what crossed the network, headers included, after gzip. Prints compact
+tables and writes bench-results/boot.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import sys
@@ -23,76 +33,129 @@ sys.path.insert(0, str(ROOT))
 
 from tools.harness import launch, new_context, start_server, write_result  # noqa: E402
 
-READY = "window.pybridge && ['python-ready', 'ready', 'error'].includes(pybridge.state)"
+LOADS = {"first": "", "cached": "", "cached, no snapshot": "snapshot=off"}
+MILESTONES = {"Python ready": "pythonReady", "model on the GPU": "modelReady",
+              "first answer": "firstAnswer"}
 MEASURE = """() => {
   const nav = performance.getEntriesByType('navigation')[0];
   const page = [nav, ...performance.getEntriesByType('resource')];
   const all = page.concat(pybridge.workerResources || []);
   const sum = (k) => all.reduce((s, e) => s + (e[k] || 0), 0);
-  return {state: pybridge.state, error: pybridge.error, pythonReadyMs: pybridge.timings.pythonReady,
-          stages: pybridge.stages, requests: all.length,
+  return {state: pybridge.state, error: pybridge.error, model: pybridge.model,
+          timings: pybridge.timings, spans: pybridge.spans, boot: pybridge.boot,
+          modelInfo: pybridge.modelInfo, requests: all.length,
           transferBytes: sum('transferSize'), decodedBytes: sum('decodedBodySize')};
 }"""
 
 
-def load(page, url: str) -> dict:
+def load(page, url: str, model: bool) -> dict:
     page.goto(url)
-    page.wait_for_function(READY, timeout=180_000)
+    done = ("pybridge.timings.firstAnswer || pybridge.model === 'error'" if model
+            else "pybridge.state === 'ready'")
+    page.wait_for_function(f"window.pybridge && (pybridge.state === 'error' || {done})",
+                           timeout=600_000)
     m = page.evaluate(MEASURE)
-    if m["state"] not in ("python-ready", "ready"):
-        raise SystemExit(f"boot failed: {m['state']}: {m['error']}")
+    if m["state"] == "error" or m["model"] == "error":
+        raise SystemExit(f"boot failed: {m['state']}/{m['model']}: {m['error']}")
     return m
+
+
+def waterfall(rows: list[dict], width: int = 60) -> list[str]:
+    """Median start and end of each span over the runs, drawn as bars on one time axis."""
+    names: list[str] = []
+    for r in rows:
+        for s in r["spans"]:
+            if s["name"] not in names:
+                names.append(s["name"])
+    spans = []
+    for name in names:
+        got = [next(s for s in r["spans"] if s["name"] == name) for r in rows
+               if any(s["name"] == name for s in r["spans"])]
+        spans.append((name, statistics.median(s["start"] for s in got),
+                      statistics.median(s["end"] for s in got)))
+    spans.sort(key=lambda s: s[1])
+    total = max(end for _, _, end in spans)
+    scale = width / total
+    lines = []
+    for name, start, end in spans:
+        a = int(start * scale)
+        b = max(a + 1, int(round(end * scale)))
+        lines.append(f"  {name[:30]:<30}{start / 1e3:>6.2f}{end / 1e3:>7.2f} s |"
+                     f"{' ' * a}{'█' * (b - a)}{' ' * (width - b)}|")
+    return lines
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--model", choices=["float16", "float32", "none"], default="float16",
+                    help="the demo model's weights, or none (then: Python ready and the kernel)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench-results" / "boot.json")
     args = ap.parse_args()
+    model = args.model != "none"
+    query = "model=none" if not model else f"dtype={args.model}"
 
     from playwright.sync_api import sync_playwright
 
     server = start_server()
-    url = server.url
-    first, cached = [], []
+    rows: dict[str, list[dict]] = {k: [] for k in LOADS}
     try:
         with sync_playwright() as p:
             browser = launch(p)
             version = browser.version
-            for _ in range(args.runs):
-                ctx = new_context(browser)  # empty HTTP cache
+            for run in range(args.runs):
+                ctx = new_context(browser)  # empty HTTP cache and Cache Storage
                 page = ctx.new_page()
-                first.append(load(page, url))
-                cached.append(load(page, url))  # same context: HTTP cache warm
+                for name, extra in LOADS.items():
+                    rows[name].append(load(page, f"{server.url}?{query}"
+                                                 + (f"&{extra}" if extra else ""), model))
+                    if name == "first":  # the snapshot is stored in the background
+                        page.wait_for_function("pybridge.boot.stored !== undefined",
+                                               timeout=120_000)
                 ctx.close()
+                print(f"  run {run + 1}/{args.runs} done", file=sys.stderr)
             browser.close()
     finally:
         server.stop()
 
-    def med(rows, key):
-        return statistics.median(r[key] for r in rows)
+    def med(load_rows, key):
+        values = [r["timings"].get(key) for r in load_rows]
+        return statistics.median(values) if all(v is not None for v in values) else None
 
+    summary = {}
+    for name, load_rows in rows.items():
+        summary[name] = {key: med(load_rows, key) for key in MILESTONES.values()}
+        summary[name].update({k: statistics.median(r[k] for r in load_rows)
+                              for k in ("transferBytes", "decodedBytes", "requests")})
+        summary[name]["python"] = sorted({r["boot"]["how"] for r in load_rows})
     result = {
         "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()} {platform.node()} ({__import__('os').cpu_count()} cores)",
+        "machine": f"{platform.machine()} {platform.node()} ({os.cpu_count()} cores)",
         "browser": f"Chromium {version} headless, WebGPU via SwiftShader",
         "runs": args.runs,
-        "first": {"pythonReadyMs": med(first, "pythonReadyMs"),
-                  "transferBytes": med(first, "transferBytes"),
-                  "decodedBytes": med(first, "decodedBytes"), "requests": med(first, "requests")},
-        "cached": {"pythonReadyMs": med(cached, "pythonReadyMs"),
-                   "transferBytes": med(cached, "transferBytes"),
-                   "decodedBytes": med(cached, "decodedBytes"), "requests": med(cached, "requests")},
-        "raw": {"first": first, "cached": cached},
+        "model": args.model,
+        "loads": summary,
+        "raw": rows,
     }
-    f, c = result["first"], result["cached"]
-    result["cachedOverFirst"] = c["pythonReadyMs"] / f["pythonReadyMs"]
-    print(f"boot: navigation -> Python+numpy ready  ({result['browser']}, median of {args.runs})")
-    print(f"  {'load':<8}{'ready':>10}{'transferred':>14}{'decoded':>12}{'requests':>10}")
-    for name, row in (("first", f), ("cached", c)):
-        print(f"  {name:<8}{row['pythonReadyMs'] / 1000:>9.2f}s{row['transferBytes'] / 1e6:>12.2f}MB"
-              f"{row['decodedBytes'] / 1e6:>10.2f}MB{row['requests']:>10.0f}")
-    print(f"  cached/first time ratio: {result['cachedOverFirst']:.2f}")
+    print(f"boot: navigation -> first answer ({result['browser']}, model {args.model}, "
+          f"median of {args.runs}, {result['date']})")
+    print(f"  {'':<20}" + "".join(f"{name:>22}" for name in LOADS))
+    for label, key in MILESTONES.items():
+        cells = [summary[n][key] for n in LOADS]
+        if any(c is not None for c in cells):
+            print(f"  {label:<20}" + "".join(f"{c / 1e3:>21.2f}s" if c is not None else f"{'-':>22}"
+                                             for c in cells))
+    print(f"  {'transferred':<20}" + "".join(f"{summary[n]['transferBytes'] / 1e6:>20.2f}MB"
+                                             for n in LOADS))
+    print(f"  {'Python started':<20}" + "".join(f"{'/'.join(summary[n]['python']):>22}"
+                                                for n in LOADS))
+    c, off = summary["cached"], summary["cached, no snapshot"]
+    result["snapshotSpeedup"] = off["pythonReady"] / c["pythonReady"]
+    print(f"  cached: Python ready {result['snapshotSpeedup']:.2f}x sooner with the snapshot "
+          "than without (same run)")
+    for name in ("first", "cached"):
+        print(f"waterfall, {name} load (median start and end, s since navigation):")
+        print("\n".join(waterfall(rows[name])))
     write_result(args.out, result)
     return 0
 

@@ -10,6 +10,9 @@ GPU as the yardstick, in the same run.
   dawn.node; tools/gpu/peers_pack.py), same model layout and token ids, in the same run:
     python3 tools/dev.py bench gpu --pack .gpu/pack --peers .gpu/peers   (peers: ~16 MB more)
     python3 tools/bench_gpu.py --run .gpu/pack --peers .gpu/peers
+  the boot to the first answer (three starts: the first makes Python's snapshot, the next
+  restores it, one without), ms from the runner's spawn:
+    python3 tools/bench_gpu.py --run .gpu/pack --boot
   split carry of the real weights (otherwise random values in the real layout are timed):
     python3 tools/dev.py bench gpu --pack-weights .gpu/weights [--piece-mb 20]
     python3 tools/bench_gpu.py --stage .gpu/weights   one call per share of the pieces, then --run
@@ -230,6 +233,45 @@ PEER_SHARED = ("node.xz", "dawn.tar.xz", "vk.tar.xz")  # travel once, in the mai
 SELFTEST_PROFILES = ("adapter", "default", "safari")  # pybridge.device.LIMITS_PROFILES
 
 
+BOOT_SENTENCES = ["The weather is lovely today.", "It is sunny and warm outside.",
+                  "He drove his car to the stadium.", "A man is playing a guitar.",
+                  "The stock market fell sharply.", "She is reading a book in the park.",
+                  "Rain is expected tomorrow afternoon."]
+
+
+def boot_part(start: Callable[[Path | None], NodeApp], snapshots: Path, dtype: str) -> dict:
+    """The first answer on the real GPU, timed from the runner's spawn as the page's worker
+    does it: Python ready (numpy and pybridge imported), the model on the GPU with its
+    pipelines compiled (pybridge.demo.load_model, warm-up included), the first search answered
+    (pybridge.demo.search). Three starts, one after another: "first" makes the snapshot
+    (web/snapshot.js, a file here), "cached" restores it, "no snapshot" starts normally."""
+    shutil.rmtree(snapshots, ignore_errors=True)
+    rows: dict[str, dict] = {}
+    for name, folder in (("first", snapshots), ("cached", snapshots), ("no snapshot", None)):
+        t0 = time.perf_counter()
+        with start(folder) as app:
+            ready = (time.perf_counter() - t0) * 1e3
+            info = app.py("from pybridge import demo\n"
+                          f"await demo.load_model({app.origin + '/models/'!r}, {dtype!r})")
+            model = (time.perf_counter() - t0) * 1e3
+            search = app.py(f"(await demo.search('Is it going to rain?', {BOOT_SENTENCES!r}))"
+                            "['totalMs']")
+            answer = (time.perf_counter() - t0) * 1e3
+            rows[name] = {"python": app.ready["start"], "pythonReadyMs": ready,
+                          "modelReadyMs": model, "firstAnswerMs": answer, "model": info,
+                          "searchMs": search}
+    print(f"\nboot to the first answer (MiniLM {dtype}), ms from the runner's spawn")
+    print(f"  {'start':<12}{'Python':>9}{'ready':>8}{'model':>8}{'answer':>8}  "
+          "(load / compile / warm-up ms)")
+    for name, r in rows.items():
+        m = r["model"]
+        print(f"  {name:<12}{r['python']['how']:>9}{r['pythonReadyMs']:>8.0f}"
+              f"{r['modelReadyMs']:>8.0f}{r['firstAnswerMs']:>8.0f}  ("
+              + " / ".join(f"{m[k]:.0f}" for k in ("loadMs", "compileMs", "warmupMs") if k in m)
+              + ")")
+    return rows
+
+
 def selftest(start: Callable[[], NodeApp], weights: dict[str, str]) -> dict:
     """The /selftest page's checks (pybridge.checks.selftest) in the page's stack on this GPU,
     once per limits profile (a new runner each: a device keeps the limits it was made with).
@@ -430,6 +472,12 @@ def measure(runtime: pack.Runtime, args: argparse.Namespace) -> int:
             result["datapath"] = part("data path", run_datapath)
         result["tokenizer"] = part("tokenizer", lambda: tokenizer_part(app, 5 if args.quick
                                                                        else 20))
+        if args.boot:
+            result["boot"] = part("boot", lambda: boot_part(
+                lambda folder: NodeApp(runtime.node, runtime.webgpu, runtime.pyodide,
+                                       runtime.web, mounts, dawn_flags=tuple(args.dawn_flag),
+                                       log=log, env=env, snapshot_dir=folder),
+                work / "snapshots", dtypes[-1]))
         if args.selftest:
             result["selftest"] = part("self-test", lambda: selftest(
                 lambda: start(tuple(args.dawn_flag)), weights))
@@ -505,6 +553,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="also the /selftest checks under each limits profile (adapter, "
                          "default, safari)")
     ap.add_argument("--no-datapath", action="store_true")
+    ap.add_argument("--boot", action="store_true",
+                    help="time three starts to the first answer: first, cached (from the "
+                         "snapshot), without a snapshot")
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--out", type=Path, default=ROOT / "bench-results" / "gpu.json")
     args = ap.parse_args(argv)

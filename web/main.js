@@ -231,13 +231,14 @@ async function loadModel(dtype) {
   $("#model-panel").hidden = false;
   try {
     const info = await call("pybridge.demo", "load_model", [], { dtype });
+    app.timings.modelReady = performance.now();
     app.modelInfo = info;
     app.model = "ready";
     $("#model-loading").hidden = true;
     $("#search-form").hidden = false;
     $("#model-panel small").textContent =
-      `all-MiniLM-L6-v2 (${info.dtype}) on ${WHERE[app.device]}, from Python · loaded in ${fmtMs(info.loadMs)}, ` +
-      `kernels ready in ${fmtMs(info.warmupMs)}`;
+      `all-MiniLM-L6-v2 (${info.dtype}) on ${WHERE[app.device]}, from Python · weights in ${fmtMs(info.loadMs)}, ` +
+      `kernels compiled in ${fmtMs(info.compileMs)} (side by side), first sentence in ${fmtMs(info.warmupMs)}`;
     await doSearch();
   } catch (err) {
     app.model = "error";

@@ -72,6 +72,11 @@ def test_the_demo_page_loads_the_model_and_ranks_sentences(fresh_page, server):
     fresh_page.wait_for_function("pybridge.lastSearch || pybridge.model === 'error' || pybridge.error",
                                  timeout=300_000)
     assert fresh_page.evaluate("pybridge.model") == "ready", fresh_page.evaluate("pybridge.error")
+    # the load's stages: weights and pipelines side by side, then the warm-up alone
+    info = fresh_page.evaluate("pybridge.modelInfo")
+    assert 0 < info["loadMs"] <= info["readyMs"] and 0 < info["compileMs"] <= info["readyMs"]
+    assert info["warmupMs"] > 0 and fresh_page.evaluate("pybridge.timings.modelReady") > 0
+    assert "kernels compiled in" in fresh_page.locator("#model-panel small").inner_text()
     ranked = fresh_page.evaluate("pybridge.lastSearch.ranked")
     assert ranked[0]["text"].startswith("Boil water")  # "How do I cook pasta?"
     assert all(a["score"] >= b["score"] for a, b in zip(ranked, ranked[1:]))
@@ -173,3 +178,48 @@ def test_embed_refuses_what_javascript_can_send_naming_the_item(app):
                   "m.free()\n"
                   "bool((a == b).all())")
     assert same is True
+
+
+# --- pipelines compiled at load, beside the weights stream (tests/cases/compile_ahead.py) ------
+@pytest.fixture(scope="module")
+def ahead(app):
+    from tests.conftest import ROOT
+
+    app.load_module("compile_cases", ROOT / "tests" / "cases" / "compile_ahead.py")
+    return app
+
+
+def test_pipelines_are_compiled_at_load_identically_to_compiled_lazily(ahead):
+    """createComputePipelineAsync, all at once while the weights stream: every pipeline of
+    every forward pass exists when load returns, the embeds compile none, and their
+    embeddings are bit for bit those of pipelines each plan compiled synchronously."""
+    from tests.unit.test_compile_ahead import check_compiled_at_load
+
+    reference_dir()
+    r = ahead.py("from pybridge.browser import BrowserBackend\nfrom pybridge.minilm import MiniLM\n"
+                 "await compile_cases.compiled_at_load(lambda b: MiniLM.load("
+                 f"{URL!r}, dtype='float16', backend=b), BrowserBackend.create)")
+    check_compiled_at_load(r)
+
+
+def test_async_compile_errors_name_the_kernel(ahead):
+    """A rejected createComputePipelineAsync (GPUPipelineError) and a shader module that
+    fails are Python errors naming the kernel, as a plan's sync compile gives them; nothing
+    stays on the device or in the error scopes, and no proxy is left."""
+    from tests.unit.test_compile_ahead import check_compile_errors
+
+    r = ahead.py("import pybridge, pybridge_js\nb = await pybridge.default_backend()\n"
+                 "await compile_cases.compile_errors(b, pybridge_js.liveProxies)")
+    check_compile_errors(r)
+    assert "broken_kernel" in r["wgsl"]["message"]  # Tint's error names the module's label
+
+
+def test_a_failed_compile_at_load_frees_the_weights_in_the_browser(ahead):
+    from tests.unit.test_compile_ahead import check_failed_load
+
+    reference_dir()
+    r = ahead.py("import pybridge\nfrom pybridge.minilm import MiniLM\n"
+                 "b = await pybridge.default_backend()\n"
+                 "await compile_cases.failed_load_frees_everything(lambda b: MiniLM.load("
+                 f"{URL!r}, dtype='float16', backend=b), b)")
+    check_failed_load(r)

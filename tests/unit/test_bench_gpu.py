@@ -148,6 +148,11 @@ def test_prepare_model_fills_in_random_weights_and_links_real_ones(tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     for name in DTYPE_FILES.values():
         assert manifest["files"][name]["sha256"] == pack.sha256_file(out / name)
+    # the random file's blocks, as the page checks them, against hashlib over each block
+    data = (out / DTYPE_FILES["float16"]).read_bytes()
+    blocks = manifest["files"][DTYPE_FILES["float16"]]["blocks"]
+    assert blocks["sha256"] == [hashlib.sha256(data[i:i + blocks["bytes"]]).hexdigest()
+                                for i in range(0, len(data), blocks["bytes"])]
     assert manifest["weights"] == kinds and (out / "vocab.txt").exists()
 
 
@@ -242,3 +247,41 @@ def test_page_stack_boots_under_node(tmp_path):
         assert manifest["hidden_size"] == 384
         with pytest.raises(RuntimeError, match="ZeroDivisionError"):
             app.py("1 / 0")
+
+
+def test_page_stack_under_node_starts_python_from_a_snapshot(tmp_path):
+    """runner.mjs --snapshot-dir: the first start makes the snapshot (web/snapshot.js, as the
+    page's worker does) and goes on from it; the next restores it; a damaged one is refused and
+    made again. numpy's compiled parts (loaded after the restore) answer the same bits."""
+    node = need_node()
+    pyodide = pack.pyodide_dir()
+    if not (pyodide / "pyodide-lock.json").exists():
+        if IN_CI:
+            pytest.fail("build/site/ is missing (tools/dev.py setup)")
+        pytest.skip("build/site/ is missing (python3 tools/dev.py setup)")
+    snapshots = tmp_path / "snapshots"
+    code = ("import hashlib, random, numpy as np\n"
+            "m = np.random.default_rng(3).standard_normal((5, 5))\n"
+            "[hashlib.sha256(np.linalg.inv(m).tobytes()).hexdigest(), random.random()]")
+
+    def start() -> tuple[dict, list]:
+        with NodeApp(Path(node), tmp_path / "unused", pyodide, ROOT / "web", {}, gpu=False,
+                     log=tmp_path / "node.log", snapshot_dir=snapshots) as app:
+            return app.ready["start"], app.py(code)
+
+    made, first = start()
+    assert made["how"] == "made" and made["why"] == "no snapshot stored yet for these files"
+    stored = sorted(p.name for p in snapshots.iterdir())
+    assert len(stored) == 2 and stored[0].endswith(".sha256") and stored[1].endswith(".snapshot")
+    restored, second = start()
+    assert restored["how"] == "snapshot" and restored["bytes"] == made["bytes"]
+    assert first[0] == second[0]  # the same bits from numpy's compiled linalg
+    assert first[1] != second[1]  # each restored Python reseeded its random module
+    snapshot = next(snapshots.glob("*.snapshot"))
+    data = bytearray(snapshot.read_bytes())
+    data[len(data) // 2] ^= 1
+    snapshot.write_bytes(bytes(data))
+    refused, third = start()
+    assert refused["how"] == "made" and "refused" in refused["why"] and "sha256" in refused["why"]
+    assert third[0] == first[0]
+    assert start()[0]["how"] == "snapshot"

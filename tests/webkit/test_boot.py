@@ -57,3 +57,23 @@ def test_views_are_taken_again_after_the_wasm_heap_grows(app):
                                          "isWasmHeap": True}
     assert r["a7"] == 77  # written through a view taken after the growth
     assert r["tail"]["byteOffset"] + 16 == r["big_end"] <= heap1  # the new memory is viewed
+
+
+def test_python_restored_from_a_snapshot_answers_as_a_normal_start_on_javascriptcore(app, server):
+    """On JavaScriptCore the page's first load makes Python's snapshot and goes on from it
+    restored (web/snapshot.js); numpy's compiled parts then answer as after a normal start
+    (?snapshot=off). WebKitGTK's automation session empties Cache Storage when the page
+    navigates (seen: the entry listed before, none after), so here every load makes its
+    snapshot: restoring one stored by an earlier load is tested on Chromium. The session's
+    page is reloaded: the tests after this one use a page started normally."""
+    code = ("import hashlib, numpy as np\n"
+            "m = np.random.default_rng(5).standard_normal((6, 6))\n"
+            "hashlib.sha256(np.linalg.inv(m).tobytes()).hexdigest()")
+    page = app.page
+    made = page.evaluate("pybridge.boot")
+    assert made["how"] == "made" and made["bytes"] > 10_000_000, made
+    restored = app.py(code)
+    page.session.navigate(server.url + "?gpu=none&model=none&snapshot=off")
+    assert page.wait_for_state(["ready", "error"]) == "ready", page.evaluate("pybridge.error")
+    assert page.evaluate("pybridge.boot.how") == "normal"
+    assert app.py(code) == restored

@@ -35,8 +35,10 @@ class NodeApp(App):
                  mounts: dict[str, Path], dawn_flags: tuple[str, ...] = (),
                  log: Path | None = None, gpu: bool = True,
                  env: dict[str, str] | None = None,
-                 node_flags: tuple[str, ...] = ()) -> None:
-        """`node_flags` go to Node itself (e.g. --expose-gc, which makes `gc()` global)."""
+                 node_flags: tuple[str, ...] = (), snapshot_dir: Path | None = None) -> None:
+        """`node_flags` go to Node itself (e.g. --expose-gc, which makes `gc()` global);
+        `snapshot_dir`: Python restored from (or, the first time, making) a memory snapshot
+        kept there, as the page's worker starts it (web/snapshot.js)."""
         cmd = [str(node), "--experimental-detect-module", *node_flags, str(RUNNER),
                "--webgpu", str(webgpu), "--pyodide", str(pyodide), "--web", str(web)]
         for prefix, folder in mounts.items():
@@ -45,6 +47,8 @@ class NodeApp(App):
             cmd += ["--dawn-flag", flag]
         if not gpu:
             cmd.append("--no-gpu")
+        if snapshot_dir is not None:
+            cmd += ["--snapshot-dir", str(snapshot_dir)]
         self.log = log
         self._log_file = log.open("a") if log else None
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,

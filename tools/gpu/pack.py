@@ -14,7 +14,7 @@ A pack (`write_pack(DIR)`, about 40 MB) holds, each file sha256-listed in DIR/pa
     node.xz        bin/node
     dawn.tar.xz    webgpu/{index.js, package.json, LICENSE.md, dist/linux-x64/dawn.node}
     site.tar.xz    pyodide/  the page's Pyodide core, lock, numpy and pybridge wheels
-                   web/      bridge.js, call.js, sha256.js: the page's JS, of the same moment
+                   web/      bridge.js, call.js, sha256.js, snapshot.js: the page's JS, of the same moment
                              as the wheel; the self-test's stored embeddings
                              (selftest-reference.json)
                    model/    manifest.json, vocab.txt and each weights file's safetensors
@@ -88,7 +88,7 @@ class Runtime:
     node: Path
     webgpu: Path  # the `webgpu` package's index.js
     pyodide: Path  # folder: pyodide.mjs, ..., pyodide-lock.json, the wheels
-    web: Path  # folder: bridge.js, call.js, sha256.js
+    web: Path  # folder: bridge.js, call.js, sha256.js, snapshot.js
     model: Path  # folder: manifest.json, vocab.txt, weights files or their *.header
     vk: Path | None = None  # folder holding libvulkan.so.1, when carried
     about: dict[str, Any] = field(default_factory=dict)
@@ -229,7 +229,7 @@ def site_members() -> dict[str, Path | bytes]:
     for name in (*PYODIDE_CORE_FILES, "pyodide-lock.json",
                  *(lock["packages"][p]["file_name"] for p in wanted)):
         members[f"pyodide/{name}"] = pyodide / name
-    for name in ("bridge.js", "call.js", "sha256.js", "selftest-reference.json"):
+    for name in ("bridge.js", "call.js", "sha256.js", "snapshot.js", "selftest-reference.json"):
         members[f"web/{name}"] = ROOT / "web" / name
     members["web/package.json"] = b'{"type": "module"}\n'  # ES modules for any Node version
     model = SITE / "models" / MODEL_NAME

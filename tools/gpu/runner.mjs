@@ -3,7 +3,11 @@
 // stdin/stdout by tools/gpu/node_app.py (CPython), the way tools/harness.py drives the page.
 //
 //   node runner.mjs --webgpu DIR/index.js --pyodide DIR --web DIR [--mount /prefix/=DIR ...]
-//                   [--dawn-flag FLAG ...] [--no-gpu]
+//                   [--dawn-flag FLAG ...] [--no-gpu] [--snapshot-dir DIR]
+//
+// --snapshot-dir: Python starts as the page's worker starts it (web/snapshot.js), restored from
+// a memory snapshot kept in DIR (a file instead of the browser's Cache Storage), keyed by the
+// sha256 of every file in the Pyodide folder (the wheels included); without it, normally.
 //
 // Start-up: ask Dawn for an adapter first (none: one "no-adapter" message, exit 3); then serve
 // the mounts on loopback (Node's fetch does not read file: URLs), boot Pyodide from the
@@ -22,6 +26,8 @@
 // GPU buffers are counted at the API (tools/gpu/buffers.mjs): `self.gpuBufferCounts` is
 // {created, destroyed, collected} (absent with --no-gpu).
 
+import { createHash } from "node:crypto";
+import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { pathToFileURL } from "node:url";
@@ -42,6 +48,7 @@ const { values: opt } = parseArgs({
     mount: { type: "string", multiple: true, default: [] },
     "dawn-flag": { type: "string", multiple: true, default: [] },
     "no-gpu": { type: "boolean", default: false },
+    "snapshot-dir": { type: "string" },
   },
 });
 
@@ -112,9 +119,47 @@ const server = await serve(mounts);
 const pyodideDir = resolve(opt.pyodide);
 const { loadPyodide } = await import(pathToFileURL(join(pyodideDir, "pyodide.mjs")).href);
 const toStderr = (line) => process.stderr.write(line + "\n");
-const pyodide = await loadPyodide({
-  indexURL: pyodideDir + "/", fullStdLib: false, stdout: toStderr, stderr: toStderr,
-});
+const { startPython } = await import(pathToFileURL(join(resolve(opt.web), "snapshot.js")).href);
+
+// The snapshot store of web/snapshot.js in a folder: KEY.snapshot and KEY.sha256, one key kept.
+function fileStore(dir) {
+  const file = (key, ext) => join(dir, `${key}.${ext}`);
+  return {
+    async get(key) {
+      try {
+        const bytes = await readFile(file(key, "snapshot"));
+        const sha256 = (await readFile(file(key, "sha256"), "utf8")).trim();
+        return { bytes: new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), sha256 };
+      } catch (err) {
+        if (err.code === "ENOENT") return null;
+        throw err;
+      }
+    },
+    async put(key, bytes, sha256) {
+      await mkdir(dir, { recursive: true });
+      for (const name of await readdir(dir)) if (!name.startsWith(key)) await rm(join(dir, name));
+      await writeFile(file(key, "snapshot"), bytes);
+      await writeFile(file(key, "sha256"), sha256);
+    },
+    drop: (key) => rm(file(key, "snapshot"), { force: true }),
+  };
+}
+
+const files = {};
+for (const entry of await readdir(pyodideDir, { withFileTypes: true })) {
+  if (!entry.isFile() || entry.name.endsWith(".gz")) continue;
+  files[entry.name] = createHash("sha256").update(await readFile(join(pyodideDir, entry.name)))
+    .digest("hex");
+}
+let stored = Promise.resolve();
+const { pyodide, start } = await startPython(loadPyodide,
+  { indexURL: pyodideDir + "/", fullStdLib: false, stdout: toStderr, stderr: toStderr }, {
+    files,
+    store: opt["snapshot-dir"] ? fileStore(resolve(opt["snapshot-dir"])) : null,
+    off: "no --snapshot-dir",
+    onStored: (result) => { stored = Promise.resolve(result); },
+  });
+const pythonMs = performance.now() - t0;
 globalThis.self = globalThis; // bridge.js and pybridge.browser read self.pyodide
 // pybridge.demo.load_model posts its progress to the page with the worker's postMessage; Node
 // has no page to post to, so the messages are dropped.
@@ -138,6 +183,7 @@ const versions = pyodide.runPython(
 ).split(" ");
 send({
   type: "ready", origin: server.origin, ms: performance.now() - t0, node: process.version,
+  start: { how: start.how, why: start.why, bytes: start.bytes, ms: pythonMs },
   python: versions[0], numpy: versions[1], pybridge: versions[2], pyodide: pyodide.version,
 });
 
@@ -172,4 +218,5 @@ for await (const line of createInterface({ input: process.stdin })) {
   }
 }
 await server.close();
+await stored;
 process.exit(0);
