@@ -230,8 +230,13 @@ async function loadModel(dtype) {
   app.model = "loading";
   $("#model-panel").hidden = false;
   try {
+    const asked = performance.now();
     const info = await call("pybridge.demo", "load_model", [], { dtype });
     app.timings.modelReady = performance.now();
+    // load_model's stages, from its start (the weights and the pipelines overlap)
+    addSpan("model: weights on the GPU", asked, asked + info.loadMs);
+    addSpan("model: pipelines compiled", asked, asked + info.compileMs);
+    addSpan("model: first sentence", asked + info.readyMs, app.timings.modelReady);
     app.modelInfo = info;
     app.model = "ready";
     $("#model-loading").hidden = true;
