@@ -7,10 +7,12 @@ Headless Debian Chromium (WebGPU through SwiftShader) against the dev server on 
 Each run starts Chromium with a new profile folder (an empty disk cache and no Python
 snapshot, as a person's browser has them: Playwright's usual contexts keep their HTTP cache in
 memory, and the 45 MB of weights pushed Pyodide's files out of it) and loads the demo page
-three times in it:
+three times in it, then once in another new profile:
   first     nothing cached: every file downloads, Python starts normally and makes its snapshot
   cached    the HTTP cache warm and Python restored from the snapshot
   cached, no snapshot   the same, with ?snapshot=off: what the snapshot saves, side by side
+            (the two cached loads take turns going first, run by run)
+  first, no snapshot    a first load with ?snapshot=off: what making the snapshot costs
 Milestones are ms since navigation: Python ready (numpy and pybridge imported), the model's
 weights on the GPU with its pipelines compiled, the first search answered. The waterfall is
 the page's own timeline (`pybridge.spans`: the worker's stages and what overlaps them). On
@@ -38,7 +40,9 @@ sys.path.insert(0, str(ROOT))
 from tools.harness import (CHROMIUM, CHROMIUM_FLAGS, WEBGPU_FLAGS, start_server,  # noqa: E402
                            write_result)
 
-LOADS = {"first": "", "cached": "", "cached, no snapshot": "snapshot=off"}
+# the loads of one run: (name, URL parameter, a new profile first?)
+LOADS = {"first": ("", True), "cached": ("", False), "cached, no snapshot": ("snapshot=off", False),
+         "first, no snapshot": ("snapshot=off", True)}
 MILESTONES = {"Python ready": "pythonReady", "model on the GPU": "modelReady",
               "first answer": "firstAnswer"}
 MEASURE = """() => {
@@ -108,12 +112,21 @@ def main() -> int:
     try:
         with sync_playwright() as p:
             for run in range(args.runs):
-                profile = tempfile.mkdtemp(prefix="pybridge-boot-")
-                ctx = p.chromium.launch_persistent_context(
-                    profile, executable_path=str(CHROMIUM), headless=True,
-                    args=CHROMIUM_FLAGS + WEBGPU_FLAGS, bypass_csp=True)  # see new_context
-                page = ctx.pages[0] if ctx.pages else ctx.new_page()
-                for name, extra in LOADS.items():
+                order = list(LOADS)
+                if run % 2:  # the two cached loads in the other order: no order bias
+                    order[1], order[2] = order[2], order[1]
+                ctx = profile = None
+                for name in order:
+                    extra, fresh = LOADS[name]
+                    if fresh:
+                        if ctx:
+                            ctx.close()
+                            shutil.rmtree(profile, ignore_errors=True)
+                        profile = tempfile.mkdtemp(prefix="pybridge-boot-")
+                        ctx = p.chromium.launch_persistent_context(
+                            profile, executable_path=str(CHROMIUM), headless=True,
+                            args=CHROMIUM_FLAGS + WEBGPU_FLAGS, bypass_csp=True)  # see new_context
+                        page = ctx.pages[0] if ctx.pages else ctx.new_page()
                     rows[name].append(load(page, f"{server.url}?{query}"
                                                  + (f"&{extra}" if extra else ""), model))
                     if name == "first":  # the snapshot is stored in the background

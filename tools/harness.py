@@ -46,10 +46,14 @@ class Server:
         self.proc.wait(timeout=10)
 
 
-def start_server(mounts: dict[str, Path] | None = None, script: Path | None = None) -> Server:
+def start_server(mounts: dict[str, Path] | None = None, script: Path | None = None,
+                 host: str | None = None) -> Server:
     """tools/server.py on a free port; `mounts` adds {"/prefix/": folder}; `script` runs
-    another server with the same command line (tests/e2e/fault_server.py)."""
+    another server with the same command line (tests/e2e/fault_server.py); `host` (e.g.
+    "0.0.0.0") listens beyond loopback."""
     cmd = [sys.executable, str(script or ROOT / "tools" / "server.py"), "--port", "0"]
+    if host:
+        cmd += ["--host", host]
     for prefix, folder in (mounts or {}).items():
         cmd += ["--mount", f"{prefix}={folder}"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

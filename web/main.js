@@ -6,7 +6,8 @@
 //   device     "gpu" | "cpu": where the kernels run. Without WebGPU (or with ?gpu=none) the
 //              page still boots and answers: every kernel runs on numpy in the worker
 //              (pybridge.cpu), and `noWebGPU` says why
-//   model      "off" | "loading" | "ready" | "error": the demo model, loaded once "ready"
+//   model      "off" | "loading" | "ready" | "error": the demo model, loaded once the backend
+//              is chosen, beside the kernel self-check; a failed self-check ends it as "error"
 //              (the URL parameter ?model=none skips it; ?dtype=float32 picks the weights;
 //              ?limits=safari|default asks the device for Safari's or WebGPU's default limits)
 //   run(code)  run Python in the worker (async); resolves with its last expression's value
@@ -155,7 +156,7 @@ function onWorkerMessage(ev) {
       break;
     case "stage":
       app.stages[msg.name] = msg.ms;
-      if (msg.boot) app.boot = msg.boot;
+      if (msg.boot) app.boot = { ...app.boot, ...msg.boot }; // "stored" may have come first
       addSpan(`worker: ${msg.name}`, msg.start - performance.timeOrigin,
         msg.end - performance.timeOrigin);
       if (msg.python) {
@@ -222,7 +223,17 @@ async function runDemo() {
     setState("error", "Failed");
     showError(app.device === "cpu" ? "The kernel self-check failed" : "The GPU kernel failed",
       err.message);
+    closeModel(); // the kernels are not to be trusted: no search on them
   }
+}
+
+// The model panel closed after a failed self-check (while or after the model loaded).
+function closeModel() {
+  if (app.model === "off") return;
+  app.model = "error";
+  $("#search-form").hidden = true;
+  $("#model-loading").hidden = false;
+  $("#model-status").textContent = "Search is not offered: the kernel self-check failed.";
 }
 
 // --- the demo: semantic search with all-MiniLM-L6-v2 ---------------------------------------
@@ -232,6 +243,7 @@ async function loadModel(dtype) {
   try {
     const asked = performance.now();
     const info = await call("pybridge.demo", "load_model", [], { dtype });
+    if (app.model === "error") return; // the self-check failed meanwhile: closeModel()
     app.timings.modelReady = performance.now();
     // load_model's stages, from its start (the weights and the pipelines overlap)
     addSpan("model: weights on the GPU", asked, asked + info.loadMs);

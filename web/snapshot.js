@@ -31,23 +31,45 @@ import struct, subprocess, tarfile, tempfile, textwrap, threading, token, tokeni
 import types, typing, urllib, urllib.parse, warnings, weakref, zipfile, zipimport
 import pyodide._package_loader, pyodide.code, pyodide.ffi, pyodide.webloop`;
 
-// What every restored Python runs first: the random module's state is the snapshot's (the same
-// on every load) until reseeded from the OS. Its value: the modules the snapshot holds.
-const AFTER_RESTORE = "import random, sys; random.seed(); ' '.join(sorted(sys.modules))";
+// Bump when how a snapshot is made changes (not its import list: that is in the key itself).
+export const SNAPSHOT_VERSION = 2;
+
+// What every restored Python runs first, for the state a snapshot would otherwise carry from
+// the moment it was made: the random module's state (reseeded from the OS), logging's start
+// time, and sys.path's '' (Pyodide inserts it again after a restore). What it cannot reset is
+// in the key instead (the language and time zone, read at Python's start: os.environ's LANG,
+// time.tzname), or stays: str hashes use the snapshot's hash seed on every load of it (hash
+// randomization defends a server against crafted keys; this Python serves one page). Its
+// value: the modules the snapshot holds.
+const AFTER_RESTORE = `import logging, random, sys, time
+random.seed()
+logging._startTime = time.time()
+if sys.path[:2] == ["", ""]:
+    del sys.path[0]
+" ".join(sorted(sys.modules))`;
+
+// A restore that cannot instantiate its memory (Pyodide logs "wasm instantiation failed!")
+// never settles: it is given this long, then refused.
+export const RESTORE_TIMEOUT_MS = 30_000;
 
 export const sha256Hex = async (bytes) =>
   Array.from(new Uint8Array(await crypto.subtle.digest("SHA-256", bytes)),
     (b) => b.toString(16).padStart(2, "0")).join("");
 
-// The key of a snapshot made from `files` (any JSON value naming the exact files: hashes).
-export const snapshotKey = (files) =>
-  sha256Hex(new TextEncoder().encode(JSON.stringify([files, SNAPSHOT_IMPORTS])));
+// The key of a snapshot made from `files` (any JSON value naming the exact files: hashes)
+// with loadPyodide `options`, in this place's language and time zone (Python reads them at
+// its start).
+export const snapshotKey = (files, options = {}) => sha256Hex(new TextEncoder().encode(
+  JSON.stringify([SNAPSHOT_VERSION, files, SNAPSHOT_IMPORTS, options,
+    globalThis.navigator?.languages?.[0] ?? null, Intl.DateTimeFormat().resolvedOptions().timeZone,
+    new Date(2026, 0, 1).getTimezoneOffset(), new Date(2026, 6, 1).getTimezoneOffset()])));
 
 // A store: get(key) -> {bytes, sha256} or null; put(key, bytes, sha256) (dropping every other
 // key: one snapshot is kept); drop(key).
 // The browser's: Cache Storage, entries named `${root}python-snapshot/${key}`.
 export function cacheStorageStore(root, name = "pybridge-python-snapshot") {
   const url = (key) => new URL(`python-snapshot/${key}`, root).href;
+  const mine = url(""); // another site root on this origin keeps its own
   const open = () => caches.open(name);
   return {
     async get(key) {
@@ -57,7 +79,9 @@ export function cacheStorageStore(root, name = "pybridge-python-snapshot") {
     },
     async put(key, bytes, sha256) {
       const cache = await open();
-      for (const req of await cache.keys()) if (req.url !== url(key)) await cache.delete(req);
+      for (const req of await cache.keys()) {
+        if (req.url.startsWith(mine) && req.url !== url(key)) await cache.delete(req);
+      }
       await cache.put(url(key), new Response(bytes, {
         headers: { "Content-Type": "application/octet-stream", "X-Snapshot-Sha256": sha256 } }));
     },
@@ -72,28 +96,43 @@ export function cacheStorageStore(root, name = "pybridge-python-snapshot") {
 // recording proxy, and calling a browser method through it throws "Illegal invocation"), which
 // is restored at once, so a first load runs the same Python as every later one, and stored in
 // the background. `store` null: a normal start (`off` says why). `fatal(err)`: errors that must
-// fail the boot rather than fall back (a file that did not load). `onStored({bytes} | {error})`
-// when a made snapshot is stored. Resolves with {pyodide, start: {how: "snapshot" (restored) |
-// "made" (made now, then restored) | "normal" (without one), why (not restored: the reason),
-// bytes (the snapshot's size), modules (what it holds)}}.
+// fail the boot rather than fall back (a file that did not load). Resolves with {pyodide,
+// start: {how: "snapshot" (restored) | "made" (made now, then restored) | "normal" (without
+// one), why (not restored: the reason), bytes (the snapshot's size), modules (what it holds)},
+// stored: a made snapshot's storing (a promise of {bytes} or {error}), else null}.
 export async function startPython(loadPyodide, options, { files, store, off, fatal = () => false,
-  onStored = () => {} }) {
-  if (!store) return { pyodide: await loadPyodide(options), start: { how: "normal", why: off } };
+  restoreTimeoutMs = RESTORE_TIMEOUT_MS }) {
+  const normal = async (why) =>
+    ({ pyodide: await loadPyodide(options), start: { how: "normal", why }, stored: null });
+  const first = (err) => String(err?.message || err).split("\n")[0];
+  const restore = async (bytes) => {
+    let timer;
+    const late = new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`not restored in ${restoreTimeoutMs / 1000} s`)),
+        restoreTimeoutMs);
+    });
+    try {
+      const pyodide = await Promise.race([loadPyodide({ ...options, _loadSnapshot: bytes }), late]);
+      return { pyodide, modules: pyodide.runPython(AFTER_RESTORE).split(" ") };
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+  if (!store) return normal(off);
   let key, why;
   try {
-    key = await snapshotKey(files);
+    key = await snapshotKey(files, options);
     const hit = await store.get(key);
     if (hit) {
       try {
         if (await sha256Hex(hit.bytes) !== hit.sha256) {
           throw new Error(`its ${hit.bytes.byteLength} bytes do not match the sha256 stored with it`);
         }
-        const pyodide = await loadPyodide({ ...options, _loadSnapshot: hit.bytes });
-        const modules = pyodide.runPython(AFTER_RESTORE).split(" ");
-        return { pyodide, start: { how: "snapshot", bytes: hit.bytes.byteLength, modules } };
+        const { pyodide, modules } = await restore(hit.bytes);
+        return { pyodide, start: { how: "snapshot", bytes: hit.bytes.byteLength, modules }, stored: null };
       } catch (err) {
         if (fatal(err)) throw err;
-        why = `the stored snapshot was refused (${String(err.message || err).split("\n")[0]})`;
+        why = `the stored snapshot was refused (${first(err)})`;
         await store.drop(key);
       }
     } else {
@@ -101,23 +140,19 @@ export async function startPython(loadPyodide, options, { files, store, off, fat
     }
   } catch (err) {
     if (fatal(err)) throw err;
-    const reason = `the snapshot store failed (${String(err.message || err).split("\n")[0]})`;
-    return { pyodide: await loadPyodide(options), start: { how: "normal", why: reason } };
+    return normal(`the snapshot store failed (${first(err)})`);
   }
   let snapshot;
   try {
     const maker = await loadPyodide({ ...options, _makeSnapshot: true });
     maker.runPython(SNAPSHOT_IMPORTS);
     snapshot = maker.makeMemorySnapshot();
-    const pyodide = await loadPyodide({ ...options, _loadSnapshot: snapshot });
-    const modules = pyodide.runPython(AFTER_RESTORE).split(" ");
-    sha256Hex(snapshot).then((sha) => store.put(key, snapshot, sha))
-      .then(() => onStored({ bytes: snapshot.byteLength }), (err) => onStored({ error: err.message }));
-    return { pyodide, start: { how: "made", why, bytes: snapshot.byteLength, modules } };
+    const { pyodide, modules } = await restore(snapshot);
+    const stored = sha256Hex(snapshot).then((sha) => store.put(key, snapshot, sha))
+      .then(() => ({ bytes: snapshot.byteLength }), (err) => ({ error: err.message }));
+    return { pyodide, start: { how: "made", why, bytes: snapshot.byteLength, modules }, stored };
   } catch (err) {
     if (fatal(err)) throw err;
-    why = `a snapshot could not be ${snapshot ? "restored" : "made"} ` +
-      `(${String(err.message || err).split("\n")[0]})`;
-    return { pyodide: await loadPyodide(options), start: { how: "normal", why } };
+    return normal(`a snapshot could not be ${snapshot ? "restored" : "made"} (${first(err)})`);
   }
 }

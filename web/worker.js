@@ -3,11 +3,13 @@
 // Boot: config.json -> Pyodide core -> numpy + pybridge wheels -> import -> ready.
 // Every fetch is counted per asset, checked against config.json's sha256 where it lists one,
 // and reported to the page; a failed asset is named.
-// Messages to the page: {type: "asset" | "stage" | "ready" | "error" | "result"}.
+// Messages to the page: {type: "config" | "asset" | "stage" | "span" | "snapshot-stored" |
+// "ready" | "error" | "result"}, and "model-progress" | "model-recovering" from pybridge.demo.
 // Messages from the page: {type: "run", id, code}: run Python (async), answer with "result".
 
 import * as bridge from "./bridge.js";
 import { callPython, toPlain } from "./call.js";
+import { Sha256 } from "./sha256.js";
 import { cacheStorageStore, sha256Hex, startPython } from "./snapshot.js";
 
 const post = (msg) => self.postMessage(msg);
@@ -78,10 +80,14 @@ self.fetch = async (input, init) => {
   }
   let loaded = 0;
   let lastPost = 0;
-  const chunks = expected ? [] : null; // hashed at the end: the platform's SHA-256 is whole-buffer
+  // hashed at the end by the platform's SHA-256 (whole-buffer only); where a page has no
+  // WebCrypto (plain http from a LAN address: no secure context), chunk by chunk in JS
+  const chunks = expected && crypto.subtle ? [] : null;
+  const hash = expected && !chunks ? new Sha256() : null;
   const counter = new TransformStream({
     transform(chunk, ctl) {
       if (chunks) chunks.push(chunk); // the stream's own chunks, never written again
+      if (hash) hash.update(chunk);
       loaded += chunk.byteLength;
       const now = performance.now();
       if (now - lastPost > 50) {
@@ -91,7 +97,8 @@ self.fetch = async (input, init) => {
       ctl.enqueue(chunk);
     },
     async flush(ctl) {
-      if (chunks && sri(await sha256Hex(await new Blob(chunks).arrayBuffer())) !== expected) {
+      const got = chunks ? await sha256Hex(await new Blob(chunks).arrayBuffer()) : hash?.hex();
+      if (expected && sri(got) !== expected) {
         ctl.error(assetFailed(name, url, `truncated or corrupted: ${loaded} bytes whose sha256 ` +
           "does not match the one config.json lists"));
         return;
@@ -198,15 +205,16 @@ async function boot() {
   // config.json lists; ?snapshot=off (the page passes it on) starts without one.
   const off = new URL(self.location.href).searchParams.get("snapshot") === "off"
     ? "snapshots are off (?snapshot=off)"
-    : typeof caches === "undefined" ? "this browser has no Cache Storage here" : null;
-  const { pyodide, start } = await orFailedAsset(startPython(loadPyodide,
+    : typeof caches === "undefined" || !crypto.subtle
+      ? "no Cache Storage or WebCrypto here (not a secure context: https:// or localhost)" : null;
+  const { pyodide, start, stored } = await orFailedAsset(startPython(loadPyodide,
     { indexURL, fullStdLib: false }, {
       files: [config.pyodideVersion, config.integrity],
       store: off ? null : cacheStorageStore(siteRoot.href),
       off,
       fatal: (err) => err instanceof AssetError,
-      onStored: (result) => post({ type: "snapshot-stored", ...result }),
     }));
+  stored?.then((result) => post({ type: "snapshot-stored", ...result }));
   span(`python (${start.how})`, pythonStart);
   await orFailedAsset(prefetched);
   self.pyodide = pyodide;

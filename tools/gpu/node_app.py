@@ -35,7 +35,8 @@ class NodeApp(App):
                  mounts: dict[str, Path], dawn_flags: tuple[str, ...] = (),
                  log: Path | None = None, gpu: bool = True,
                  env: dict[str, str] | None = None,
-                 node_flags: tuple[str, ...] = (), snapshot_dir: Path | None = None) -> None:
+                 node_flags: tuple[str, ...] = (), snapshot_dir: Path | None = None,
+                 snapshot_timeout_ms: int | None = None) -> None:
         """`node_flags` go to Node itself (e.g. --expose-gc, which makes `gc()` global);
         `snapshot_dir`: Python restored from (or, the first time, making) a memory snapshot
         kept there, as the page's worker starts it (web/snapshot.js)."""
@@ -49,6 +50,8 @@ class NodeApp(App):
             cmd.append("--no-gpu")
         if snapshot_dir is not None:
             cmd += ["--snapshot-dir", str(snapshot_dir)]
+        if snapshot_timeout_ms is not None:  # how long a restore may take (web/snapshot.js)
+            cmd += ["--snapshot-timeout-ms", str(snapshot_timeout_ms)]
         self.log = log
         self._log_file = log.open("a") if log else None
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,

@@ -3,7 +3,7 @@
 // stdin/stdout by tools/gpu/node_app.py (CPython), the way tools/harness.py drives the page.
 //
 //   node runner.mjs --webgpu DIR/index.js --pyodide DIR --web DIR [--mount /prefix/=DIR ...]
-//                   [--dawn-flag FLAG ...] [--no-gpu] [--snapshot-dir DIR]
+//                   [--dawn-flag FLAG ...] [--no-gpu] [--snapshot-dir DIR [--snapshot-timeout-ms MS]]
 //
 // --snapshot-dir: Python starts as the page's worker starts it (web/snapshot.js), restored from
 // a memory snapshot kept in DIR (a file instead of the browser's Cache Storage), keyed by the
@@ -49,6 +49,7 @@ const { values: opt } = parseArgs({
     "dawn-flag": { type: "string", multiple: true, default: [] },
     "no-gpu": { type: "boolean", default: false },
     "snapshot-dir": { type: "string" },
+    "snapshot-timeout-ms": { type: "string" },
   },
 });
 
@@ -151,13 +152,12 @@ for (const entry of await readdir(pyodideDir, { withFileTypes: true })) {
   files[entry.name] = createHash("sha256").update(await readFile(join(pyodideDir, entry.name)))
     .digest("hex");
 }
-let stored = Promise.resolve();
-const { pyodide, start } = await startPython(loadPyodide,
+const { pyodide, start, stored } = await startPython(loadPyodide,
   { indexURL: pyodideDir + "/", fullStdLib: false, stdout: toStderr, stderr: toStderr }, {
     files,
     store: opt["snapshot-dir"] ? fileStore(resolve(opt["snapshot-dir"])) : null,
     off: "no --snapshot-dir",
-    onStored: (result) => { stored = Promise.resolve(result); },
+    ...(opt["snapshot-timeout-ms"] ? { restoreTimeoutMs: Number(opt["snapshot-timeout-ms"]) } : {}),
   });
 const pythonMs = performance.now() - t0;
 globalThis.self = globalThis; // bridge.js and pybridge.browser read self.pyodide
@@ -218,5 +218,5 @@ for await (const line of createInterface({ input: process.stdin })) {
   }
 }
 await server.close();
-await stored;
+await stored; // a snapshot made by this start is written before the process ends
 process.exit(0);
