@@ -215,8 +215,10 @@ def fake_webgpu(folder: Path) -> Path:
 
 
 def test_no_adapter_is_one_line_and_a_failing_status(tmp_path, monkeypatch, capsys):
+    # Dawn is asked while Python starts (as the page checks WebGPU while its worker boots):
+    # the answer comes at once, before Python is ready
     runtime = pack.Runtime(node=Path(need_node()), webgpu=fake_webgpu(tmp_path / "webgpu"),
-                           pyodide=tmp_path / "unused", web=tmp_path / "unused",
+                           pyodide=pack.pyodide_dir(), web=ROOT / "web",
                            model=tmp_path / "unused")
     monkeypatch.setattr(pack, "WORK", tmp_path / "work")
     args = argparse.Namespace(

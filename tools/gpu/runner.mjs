@@ -9,8 +9,8 @@
 // a memory snapshot kept in DIR (a file instead of the browser's Cache Storage), keyed by the
 // sha256 of every file in the Pyodide folder (the wheels included); without it, normally.
 //
-// Start-up: ask Dawn for an adapter first (none: one "no-adapter" message, exit 3); then serve
-// the mounts on loopback (Node's fetch does not read file: URLs), boot Pyodide from the
+// Start-up: ask Dawn for an adapter while Python starts (none: one "no-adapter" message, exit
+// 3; else the "adapter" message comes before "ready"); serve the mounts on loopback (Node's fetch does not read file: URLs), boot Pyodide from the
 // page's files and register web/bridge.js as `pybridge_js` as web/worker.js does.
 // Protocol: every message to the driver is one stdout line "@@pybridge <json>" (other output
 // goes to stderr): {type: "adapter" | "no-adapter" | "ready" | "result" | "fatal", ...}.
@@ -85,7 +85,12 @@ function attributes(obj) {
 // --- navigator.gpu from Dawn ----------------------------------------------------------------
 const userAgent = globalThis.navigator?.userAgent ?? `Node.js/${process.versions.node}`;
 const navigatorObject = { userAgent }; // Pyodide reads navigator.userAgent at start-up
-if (!opt["no-gpu"]) {
+Object.defineProperty(globalThis, "navigator", {
+  value: navigatorObject, configurable: true, writable: true, enumerable: true,
+});
+// Dawn starts while Python starts, as the page checks WebGPU while its worker boots; Python
+// asks for navigator.gpu only once it is ready (the "adapter" message comes first).
+const adapterReady = opt["no-gpu"] ? Promise.resolve() : (async () => {
   const { create, globals } = await import(pathToFileURL(resolve(opt.webgpu)).href);
   const gpu = create(opt["dawn-flag"]);
   const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
@@ -103,14 +108,12 @@ if (!opt["no-gpu"]) {
     features: [...adapter.features].sort(),
     limits: attributes(adapter.limits),
     flags: opt["dawn-flag"],
+    ms: performance.now() - t0,
   });
   navigatorObject.gpu = gpu;
   Object.assign(globalThis, globals); // GPUBufferUsage, GPUMapMode, ... as in a browser
   globalThis.gpuBufferCounts = countBuffers(globals);
-}
-Object.defineProperty(globalThis, "navigator", {
-  value: navigatorObject, configurable: true, writable: true, enumerable: true,
-});
+})();
 
 // --- the model and benchmark files over loopback HTTP -------------------------------------
 const mounts = Object.fromEntries(opt.mount.map((m) => m.split(/=(.*)/s, 2)));
@@ -170,6 +173,7 @@ await pyodide.loadPackage(["numpy", "pybridge"], {
   messageCallback: () => {},
   errorCallback: (msg) => loadErrors.push(msg),
 });
+await adapterReady;
 const bridge = await import(pathToFileURL(join(resolve(opt.web), "bridge.js")).href);
 const { callPython, toPlain } = await import(pathToFileURL(join(resolve(opt.web), "call.js")).href);
 pyodide.registerJsModule("pybridge_js", bridge);
