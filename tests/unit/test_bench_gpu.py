@@ -218,7 +218,7 @@ def test_no_adapter_is_one_line_and_a_failing_status(tmp_path, monkeypatch, caps
     # Dawn is asked while Python starts (as the page checks WebGPU while its worker boots):
     # the answer comes at once, before Python is ready
     runtime = pack.Runtime(node=Path(need_node()), webgpu=fake_webgpu(tmp_path / "webgpu"),
-                           pyodide=pack.pyodide_dir(), web=ROOT / "web",
+                           pyodide=site_pyodide(), web=ROOT / "web",
                            model=tmp_path / "unused")
     monkeypatch.setattr(pack, "WORK", tmp_path / "work")
     args = argparse.Namespace(
@@ -228,15 +228,21 @@ def test_no_adapter_is_one_line_and_a_failing_status(tmp_path, monkeypatch, caps
     assert out.count("\n") == 1 and out.startswith("bench gpu: no WebGPU adapter: Dawn")
 
 
-def test_page_stack_boots_under_node(tmp_path):
-    """Pyodide from build/site/, the pybridge wheel, web/bridge.js as pybridge_js; the
-    model's manifest fetched over the runner's loopback server (no GPU asked for)."""
-    node = need_node()
+def site_pyodide() -> Path:
+    """build/site/'s Pyodide folder (the page's files); fails in CI where set-up did not make
+    it, skips elsewhere."""
     pyodide = pack.pyodide_dir()
     if not (pyodide / "pyodide-lock.json").exists():
         if IN_CI:
             pytest.fail("build/site/ is missing (tools/dev.py setup)")
         pytest.skip("build/site/ is missing (python3 tools/dev.py setup)")
+    return pyodide
+
+
+def test_page_stack_boots_under_node(tmp_path):
+    """Pyodide from build/site/, the pybridge wheel, web/bridge.js as pybridge_js; the
+    model's manifest fetched over the runner's loopback server (no GPU asked for)."""
+    node, pyodide = need_node(), site_pyodide()
     model = SITE / "models" / pack.MODEL_NAME
     with NodeApp(Path(node), tmp_path / "unused", pyodide, ROOT / "web", {"/models/": model},
                  gpu=False, log=tmp_path / "node.log") as app:
@@ -255,12 +261,7 @@ def test_page_stack_under_node_starts_python_from_a_snapshot(tmp_path):
     """runner.mjs --snapshot-dir: the first start makes the snapshot (web/snapshot.js, as the
     page's worker does) and goes on from it; the next restores it; a damaged one is refused and
     made again. numpy's compiled parts (loaded after the restore) answer the same bits."""
-    node = need_node()
-    pyodide = pack.pyodide_dir()
-    if not (pyodide / "pyodide-lock.json").exists():
-        if IN_CI:
-            pytest.fail("build/site/ is missing (tools/dev.py setup)")
-        pytest.skip("build/site/ is missing (python3 tools/dev.py setup)")
+    node, pyodide = need_node(), site_pyodide()
     snapshots = tmp_path / "snapshots"
     code = ("import hashlib, random, numpy as np\n"
             "m = np.random.default_rng(3).standard_normal((5, 5))\n"
