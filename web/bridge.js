@@ -5,7 +5,7 @@
 // never kept: wasm memory growth detaches them. Python passes arrays as temporary PyProxies,
 // which Pyodide destroys when the call returns.
 
-import { Sha256 } from "./sha256.js";
+import { Sha256, toHex } from "./sha256.js";
 
 const padded = (n) => Math.max(4, (n + 3) & ~3);
 
@@ -279,9 +279,6 @@ export function hostBuffer(n) {
 // page, which has no WebGPU either and loads into the CPU backend) each block is fed straight
 // to sha256.js instead, no scratch: the same digests, at its speed.
 const MAX_PENDING_DIGESTS = 2;
-
-const toHex = (buf) =>
-  Array.from(new Uint8Array(buf), (b) => b.toString(16).padStart(2, "0")).join("");
 
 class BlockDigests {
   constructor(blockBytes) {

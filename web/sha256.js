@@ -83,3 +83,7 @@ export class Sha256 {
     return Array.from(this.h, (x) => (x >>> 0).toString(16).padStart(8, "0")).join("");
   }
 }
+
+// The hex of a digest's bytes (WebCrypto's ArrayBuffer): bridge.js's blocks, snapshot.js.
+export const toHex = (buf) =>
+  Array.from(new Uint8Array(buf), (b) => b.toString(16).padStart(2, "0")).join("");

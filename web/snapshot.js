@@ -18,6 +18,8 @@
 // storage is refused and made again. A missing, stale or refused snapshot never stops a boot:
 // Python then starts normally and `start.why` says why.
 
+import { toHex } from "./sha256.js";
+
 export const SNAPSHOT_IMPORTS = `import __future__, abc, ast, asyncio, base64, bisect, bz2, calendar, codecs, collections
 import collections.abc, concurrent.futures, contextlib, contextvars, copy, copyreg, csv, ctypes
 import dataclasses, datetime, dis, email, email.charset, email.encoders, email.errors
@@ -52,9 +54,7 @@ if sys.path[:2] == ["", ""]:
 // never settles: it is given this long, then refused.
 export const RESTORE_TIMEOUT_MS = 30_000;
 
-export const sha256Hex = async (bytes) =>
-  Array.from(new Uint8Array(await crypto.subtle.digest("SHA-256", bytes)),
-    (b) => b.toString(16).padStart(2, "0")).join("");
+export const sha256Hex = async (bytes) => toHex(await crypto.subtle.digest("SHA-256", bytes));
 
 // The key of a snapshot made from `files` (any JSON value naming the exact files: hashes)
 // with loadPyodide `options`, in this place's language and time zone (Python reads them at
