@@ -193,13 +193,15 @@ async function boot() {
   } catch (err) {
     throw new AssetError("pyodide.mjs", new URL(indexURL).pathname + "pyodide.mjs", err.message);
   }
-  // The wheels download (and are checked) while Python starts; loadPackage then takes them
-  // from the HTTP cache (immutable files).
+  // The wheels download while Python starts, into the HTTP cache (immutable files), where
+  // loadPackage's own fetch finds them: that fetch checks them and names a failure, so this
+  // one neither hashes them (once is enough) nor reports.
   const wheels = Object.keys(integrity).filter((path) => path.startsWith(config.indexURL) &&
     PACKAGES.some((name) => path.slice(config.indexURL.length).startsWith(`${name}-`)));
   const fetchStart = clock();
   const prefetched = Promise.all(wheels.map((path) =>
-    fetch(new URL(path, siteRoot)).then((r) => r.arrayBuffer()))).then(() => span("wheels", fetchStart));
+    realFetch(new URL(path, siteRoot)).then((r) => r.arrayBuffer()).catch(() => {})))
+    .then(() => span("wheels", fetchStart));
   const pythonStart = clock();
   // Python from a memory snapshot (snapshot.js), kept in Cache Storage for exactly the files
   // config.json lists; ?snapshot=off (the page passes it on) starts without one.
