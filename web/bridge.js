@@ -281,11 +281,14 @@ export function hostBuffer(n) {
 const MAX_PENDING_DIGESTS = 2;
 
 class BlockDigests {
-  constructor(blockBytes) {
+  // `fail(why)`: the download's named error (a digest WebCrypto refuses becomes one)
+  constructor(blockBytes, totalBytes, fail) {
     this.blockBytes = blockBytes;
+    this.fail = fail;
     this.subtle = globalThis.crypto?.subtle ?? null;
     this.via = this.subtle ? "WebCrypto" : "sha256.js";
-    this.scratch = this.subtle ? new Uint8Array(blockBytes) : null;
+    // no block is longer than the file: a manifest's huge block size allocates no more
+    this.scratch = this.subtle ? new Uint8Array(Math.min(blockBytes, totalBytes)) : null;
     this.waitMs = 0; // waiting on WebCrypto: to bound the blocks in flight, and at the end
     this.reset();
   }
@@ -332,7 +335,10 @@ class BlockDigests {
     // data be the result of getting a copy of the bytes held by the data parameter", then
     // "Return promise and perform the remaining steps in parallel"), so the scratch block is
     // refilled at once while the digest runs.
-    const p = this.subtle.digest("SHA-256", this.scratch.subarray(0, this.fill));
+    const block = this.done.length + this.pending.length + 1;
+    const p = this.subtle.digest("SHA-256", this.scratch.subarray(0, this.fill)).catch((err) => {
+      throw this.fail(`WebCrypto could not hash block ${block} (${err.message || err})`);
+    });
     p.catch(() => {}); // awaited below or in finish(), or dropped by reset(): never unhandled
     this.pending.push(p);
     this.fill = 0;
@@ -380,7 +386,7 @@ export async function streamWeights(url, plan, totalBytes, hash, onProgress, ret
     end: p.end,
     bytes: new Uint8Array(p.buffer.getMappedRange(), 0, p.end - p.begin),
   }));
-  const blocks = typeof hash === "number" ? new BlockDigests(hash) : null;
+  const blocks = typeof hash === "number" ? new BlockDigests(hash, totalBytes, fail) : null;
   const whole = () => (hash === true ? new Sha256() : null);
   let sha = whole();
   let pos = 0;

@@ -49,7 +49,8 @@ function respond(a) {
 
 // script(request index, range start or null) -> answer
 async function run(name, script, retries = 4,
-  { onProgress = null, detach = false, thrower = false, hash = true, noWebCrypto = false } = {}) {
+  { onProgress = null, detach = false, thrower = false, hash = true, noWebCrypto = false,
+    digestFails = false } = {}) {
   const requests = [];
   const plan = makePlan();
   globalThis.fetch = async (url, init = {}) => {
@@ -68,6 +69,15 @@ async function run(name, script, retries = 4,
   if (noWebCrypto) {
     Object.defineProperty(globalThis, "crypto", { value: undefined, configurable: true });
   }
+  // WebCrypto refusing a block (e.g. out of memory): from the second block on
+  const subtle = globalThis.crypto?.subtle;
+  if (digestFails) {
+    let calls = 0;
+    const digest = subtle.digest;
+    subtle.digest = (...args) => (++calls >= 2
+      ? Promise.reject(new DOMException("digest failed", "OperationError"))
+      : digest.apply(subtle, args));
+  }
   try {
     const r = await streamWeights("/models/x/weights.safetensors", plan, total, hash, onProgress,
       retries);
@@ -77,6 +87,7 @@ async function run(name, script, retries = 4,
     out = { ok: false, name: err.name, message: err.message };
   } finally {
     Object.defineProperty(globalThis, "crypto", crypto);
+    if (digestFails) delete subtle.digest; // the prototype's again
   }
   out.case = name;
   out.requests = requests;
@@ -125,6 +136,7 @@ await run("blocks: range ignored", (i) =>
 await run("blocks: file changed", (i, s) =>
   i === 0 ? { ...whole, cutAfter: 140_000, fail: "error" } : rest(s, { etag: '"v2"' }), 4, blocks);
 await run("blocks: one block larger than the file", () => whole, 4, { hash: 1 << 22 });
+await run("blocks: WebCrypto fails", () => whole, 4, { hash: BLOCK, digestFails: true });
 await run("blocks: no WebCrypto, drop once", (i, s) =>
   (i === 0 ? { ...whole, cutAfter: 100_000, fail: "error" } : rest(s)), 4,
 { hash: BLOCK, noWebCrypto: true });

@@ -126,6 +126,13 @@ def test_block_digests_equal_hashlib_over_the_same_blocks(results, case, resumes
     assert landed(data, r)
 
 
+def test_a_block_webcrypto_cannot_hash_is_a_named_download_error(results):
+    # found in review: the raw OperationError reached Python as it was
+    r = results[1]["blocks: WebCrypto fails"]
+    assert not r["ok"] and r["name"] == "DownloadError", r
+    assert "weights.safetensors" in r["message"] and "WebCrypto" in r["message"], r
+
+
 def test_a_block_larger_than_the_file_is_the_whole_file(results):
     data, rs = results
     r = rs["blocks: one block larger than the file"]
