@@ -144,6 +144,16 @@ async def _reload_after_loss(lost: Any) -> None:
             _reloading = None
 
 
+def unload_model() -> None:
+    """Free the demo model's GPU buffers; searches then raise until a load. The page calls it
+    when the kernel self-check failed: the model loads beside it, on kernels not to be
+    trusted."""
+    global _model
+    model, _model = _model, None
+    if model is not None:
+        model.free()
+
+
 async def search(query: str, sentences: list[str]) -> dict[str, Any]:
     """Rank `sentences` by cosine similarity to `query` (embeddings are unit vectors). If the
     GPU was lost (a driver reset, another tab taking it), the model is loaded again on a new

@@ -230,7 +230,9 @@ async function runDemo() {
 // The model panel closed after a failed self-check (while or after the model loaded).
 function closeModel() {
   if (app.model === "off") return;
+  const loaded = app.model === "ready"; // else loadModel unloads it when its load returns
   app.model = "error";
+  if (loaded) call("pybridge.demo", "unload_model").catch(() => {});
   $("#search-form").hidden = true;
   $("#model-loading").hidden = false;
   $("#model-status").textContent = "Search is not offered: the kernel self-check failed.";
@@ -243,7 +245,10 @@ async function loadModel(dtype) {
   try {
     const asked = performance.now();
     const info = await call("pybridge.demo", "load_model", [], { dtype });
-    if (app.model === "error") return; // the self-check failed meanwhile: closeModel()
+    if (app.model === "error") { // the self-check failed meanwhile: closeModel()
+      await call("pybridge.demo", "unload_model").catch(() => {});
+      return;
+    }
     app.timings.modelReady = performance.now();
     // load_model's stages, from its start (the weights and the pipelines overlap)
     addSpan("model: weights on the GPU", asked, asked + info.loadMs);

@@ -116,3 +116,29 @@ def test_a_missing_browser_fails_the_run_unless_the_skip_is_asked_for(env, args,
                         "tests/e2e/test_boot.py", *args], cwd=ROOT, env=run_env,
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == rc and says in p.stdout + p.stderr, p.stdout + p.stderr
+
+
+def test_unload_model_frees_the_demo_model_once_and_searches_then_refuse():
+    """The page unloads the demo model when the kernel self-check failed (found in review:
+    the model stayed on the GPU and answered searches on kernels the page had just
+    distrusted)."""
+    import asyncio
+
+    from pybridge import demo
+
+    class Model:
+        freed = 0
+
+        def free(self):
+            Model.freed += 1
+
+    saved = demo._model
+    try:
+        demo._model = Model()
+        demo.unload_model()
+        demo.unload_model()  # nothing loaded: nothing to free
+        assert Model.freed == 1 and demo._model is None
+        with pytest.raises(RuntimeError, match="not loaded"):
+            asyncio.run(demo.search("q", ["a"]))
+    finally:
+        demo._model = saved
