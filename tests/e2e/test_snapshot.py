@@ -1,7 +1,9 @@
 """Python from a memory snapshot (web/worker.js startPython): a first load makes one and goes
 on from it restored, the next load restores it, ?snapshot=off starts without; all three give
 the same answers. A snapshot is never restored for other files, and a damaged one is refused
-and replaced, the boot going on normally."""
+and replaced, the boot going on normally. The same for the bytecode of numpy and pybridge kept
+beside it (web/snapshot.js bytecodeCache): a first load keeps what its imports compiled, the
+next installs it before importing."""
 
 from __future__ import annotations
 
@@ -55,16 +57,38 @@ def load(page, url: str, model: bool = False) -> dict:
     return page.evaluate("pybridge.boot")
 
 
-def stored(page) -> dict:
-    """The Cache Storage entries (url -> size), once a snapshot made on this load is stored."""
+def stored(page, bytecode: bool = True) -> dict:
+    """The Cache Storage entries (url -> size), once a snapshot made on this load is stored
+    and, with `bytecode`, the bytecode this load compiled."""
     page.wait_for_function("pybridge.boot.stored !== undefined", timeout=60_000)
     assert isinstance(page.evaluate("pybridge.boot.stored"), int), page.evaluate("pybridge.boot")
+    if bytecode:
+        page.wait_for_function("pybridge.boot.bytecodeStored !== undefined", timeout=60_000)
+        assert isinstance(page.evaluate("pybridge.boot.bytecodeStored"), int), page.evaluate("pybridge.boot")
     return page.evaluate(f"""async () => {{
         const cache = await caches.open({CACHE!r});
         const out = {{}};
         for (const req of await cache.keys()) out[req.url] = (await (await cache.match(req)).arrayBuffer()).byteLength;
         return out;
     }}""")
+
+
+# numpy's bytecode as installed: for each pyc, whether it is an unchecked hash-based one
+# (PEP 552 flags 0b01) and whether its hash is that of the source beside it (Python's own
+# importlib.util.source_hash, not the bundle's code)
+PYCS = """
+import os, numpy, importlib.util as u
+root = os.path.dirname(numpy.__file__)
+def check(path):
+    with open(path, "rb") as f:
+        head = f.read(16)
+    with open(u.source_from_cache(path), "rb") as f:
+        source = f.read()
+    return [os.path.relpath(path, root), head[:4] == u.MAGIC_NUMBER,
+            head[4:8] == bytes([1, 0, 0, 0]), head[8:16] == u.source_hash(source)]
+[check(os.path.join(folder, name)) for folder, _, names in sorted(os.walk(root))
+ if folder.endswith("__pycache__") for name in sorted(names)]
+"""
 
 
 def probe(page) -> dict:
@@ -81,15 +105,25 @@ def page(browser, server, guard):
 def test_first_load_makes_a_snapshot_the_next_restores_it_and_both_match_a_normal_start(page, server):
     made = load(page, server.url + "?model=none")
     assert made["how"] == "made" and made["why"] == "no snapshot stored yet for these files"
+    assert made["bytecode"] == {"how": "none", "why": "none stored yet for these files"}
     entries = stored(page)
-    assert list(entries.values()) == [made["bytes"]] and made["bytes"] > 10_000_000
+    snapshot = next(url for url in entries if not url.endswith(".bytecode"))
+    assert entries == {snapshot: made["bytes"], snapshot + ".bytecode": page.evaluate("pybridge.boot.bytecodeStored")}
+    assert made["bytes"] > 10_000_000 and entries[snapshot + ".bytecode"] > 500_000
     text = page.locator("#stages").inner_text()
-    assert "snapshot made for the next load" in text
+    assert "snapshot made for the next load" in text and "bytecode compiled: none stored yet" in text
     first = probe(page)
 
     restored = load(page, server.url, model=True)
     assert restored["how"] == "snapshot" and restored["bytes"] == made["bytes"]
-    assert "restored from a snapshot" in page.locator("#stages").inner_text()
+    assert restored["bytecode"]["how"] == "installed", restored["bytecode"]
+    assert restored["bytecode"]["bytes"] == entries[snapshot + ".bytecode"]
+    assert "bytecodeStored" not in restored  # none kept again
+    text = page.locator("#stages").inner_text()
+    assert "restored from a snapshot" in text and "bytecode from the last load" in text
+    pycs = page.evaluate("(code) => pybridge.run(code)", PYCS)
+    assert "__pycache__/__init__.cpython-312.pyc" in [name for name, *_ in pycs], pycs
+    assert len(pycs) >= 50 and all(all(ok) for _, *ok in pycs), pycs
     # every stdlib module the boot imported came with the snapshot (worker.js SNAPSHOT_IMPORTS)
     extra = page.evaluate("(code) => pybridge.run(code)", f"held = {restored['modules']!r}\n"
                           + STDLIB_AFTER)
@@ -99,6 +133,8 @@ def test_first_load_makes_a_snapshot_the_next_restores_it_and_both_match_a_norma
 
     normal = load(page, server.url + "?snapshot=off", model=True)
     assert normal["how"] == "normal" and "?snapshot=off" in normal["why"]
+    assert normal["bytecode"]["how"] == "none" and "?snapshot=off" in normal["bytecode"]["why"]
+    assert page.evaluate("(code) => pybridge.run(code)", PYCS) == []  # nothing installed, none written
     assert "started without a snapshot" in page.locator("#stages").inner_text()
     third = probe(page)
     search_normal = page.evaluate("pybridge.lastSearch.ranked")
@@ -135,11 +171,12 @@ def test_a_snapshot_is_never_restored_for_other_files(page, server):
     page.route("**/config.json", changed)
     other = load(page, server.url + "?model=none")
     assert other["how"] == "made" and other["why"] == "no snapshot stored yet for these files"
+    assert other["bytecode"]["how"] == "none"  # nor bytecode
     after = stored(page)
-    assert len(after) == 1 and set(after) != set(before)  # the old key's snapshot is gone
+    assert len(after) == 2 and not set(after) & set(before)  # the old key's entries are gone
     page.unroute("**/config.json")
     again = load(page, server.url + "?model=none")  # the original files: made once more
-    assert again["how"] == "made"
+    assert again["how"] == "made" and again["bytecode"]["how"] == "none"
 
 
 @pytest.mark.parametrize("damage, why", [
@@ -151,7 +188,7 @@ def test_a_damaged_snapshot_is_refused_and_replaced(page, server, damage, why):
     stored(page)
     page.evaluate(f"""async (damage) => {{
         const cache = await caches.open({CACHE!r});
-        const [req] = await cache.keys();
+        const req = (await cache.keys()).find((r) => !r.url.endsWith(".bytecode"));
         const hit = await cache.match(req);
         let bytes = new Uint8Array(await hit.arrayBuffer());
         const headers = new Headers(hit.headers);
@@ -168,8 +205,52 @@ def test_a_damaged_snapshot_is_refused_and_replaced(page, server, damage, why):
     assert refused["how"] == "made" and "the stored snapshot was refused" in refused["why"]
     assert why in refused["why"], refused["why"]
     assert "refused" in page.locator("#stages").inner_text()  # the boot panel says so
-    stored(page)
+    assert refused["bytecode"]["how"] == "installed"  # the bytecode beside it was not damaged
+    stored(page, bytecode=False)
     assert load(page, server.url + "?model=none")["how"] == "snapshot"
+    assert page.errors == []
+
+
+@pytest.mark.parametrize("damage, why", [
+    ("one bit", "do not match the sha256 stored with it"),
+    # damaged where its stored sha256 still matches: a file outside site-packages' __pycache__
+    ("a path elsewhere, sha256 matching", "not a bytecode bundle: its entry")])
+def test_damaged_bytecode_is_refused_and_replaced(page, server, damage, why):
+    load(page, server.url + "?model=none")
+    stored(page)
+    page.evaluate(f"""async (damage) => {{
+        const cache = await caches.open({CACHE!r});
+        const req = (await cache.keys()).find((r) => r.url.endsWith(".bytecode"));
+        const hit = await cache.match(req);
+        let bytes = new Uint8Array(await hit.arrayBuffer());
+        const headers = new Headers(hit.headers);
+        if (damage === "one bit") bytes[bytes.length >> 1] ^= 1;
+        else {{
+            const n = new DataView(bytes.buffer).getUint32(0, true);
+            const head = new TextDecoder().decode(bytes.subarray(4, 4 + n));
+            const moved = new TextEncoder().encode(head.replace("/site-packages/", "/site-package/"));
+            const out = new Uint8Array(bytes.length - n + moved.length);
+            new DataView(out.buffer).setUint32(0, moved.length, true);
+            out.set(moved, 4);
+            out.set(bytes.subarray(4 + n), 4 + moved.length);
+            bytes = out;
+            const sha = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+            headers.set("X-Snapshot-Sha256", Array.from(sha, (b) => b.toString(16).padStart(2, "0")).join(""));
+        }}
+        await cache.put(req, new Response(bytes, {{headers}}));
+    }}""", damage)
+    refused = load(page, server.url + "?model=none")
+    assert refused["how"] == "snapshot" and refused["bytecode"]["how"] == "none"
+    assert "the stored bytecode was refused" in refused["bytecode"]["why"], refused["bytecode"]
+    assert why in refused["bytecode"]["why"], refused["bytecode"]
+    assert "bytecode compiled: the stored bytecode was refused" in page.locator("#stages").inner_text()
+    # nothing of it was written: the pycs there are the timestamp-based ones this load's
+    # imports wrote, for the bytecode it keeps instead
+    pycs = page.evaluate("(code) => pybridge.run(code)", PYCS)
+    assert pycs and not any(hashed for _, _, hashed, _ in pycs), pycs
+    page.wait_for_function("pybridge.boot.bytecodeStored !== undefined", timeout=60_000)
+    assert isinstance(page.evaluate("pybridge.boot.bytecodeStored"), int)
+    assert load(page, server.url + "?model=none")["bytecode"]["how"] == "installed"
     assert page.errors == []
 
 

@@ -260,7 +260,8 @@ def test_page_stack_boots_under_node(tmp_path):
 def test_page_stack_under_node_starts_python_from_a_snapshot(tmp_path):
     """runner.mjs --snapshot-dir: the first start makes the snapshot (web/snapshot.js, as the
     page's worker does) and goes on from it; the next restores it; a damaged one is refused and
-    made again. numpy's compiled parts (loaded after the restore) answer the same bits."""
+    made again. numpy's compiled parts (loaded after the restore) answer the same bits. The
+    bytecode the first start's imports compiled is kept beside it and installed by the next."""
     node, pyodide = need_node(), site_pyodide()
     snapshots = tmp_path / "snapshots"
     code = ("import hashlib, random, numpy as np\n"
@@ -275,10 +276,17 @@ def test_page_stack_under_node_starts_python_from_a_snapshot(tmp_path):
 
     made, first = start()
     assert made["how"] == "made" and made["why"] == "no snapshot stored yet for these files"
+    assert made["bytecode"] == {"how": "none", "why": "none stored yet for these files"}
     stored = sorted(p.name for p in snapshots.iterdir())
-    assert len(stored) == 2 and stored[0].endswith(".sha256") and stored[1].endswith(".snapshot")
+    key = stored[0].split(".")[0]
+    assert stored == [f"{key}.{part}" for part in ("bytecode", "bytecode.sha256", "snapshot",
+                                                   "snapshot.sha256")], stored
+    bundle = (snapshots / f"{key}.bytecode").read_bytes()
+    assert hashlib.sha256(bundle).hexdigest() == (snapshots / f"{key}.bytecode.sha256").read_text()
     restored, second = start()
     assert restored["how"] == "snapshot" and restored["bytes"] == made["bytes"]
+    assert restored["bytecode"]["how"] == "installed" and restored["bytecode"]["bytes"] == len(bundle)
+    assert restored["bytecode"]["files"] >= 50, restored["bytecode"]
     assert first[0] == second[0]  # the same bits from numpy's compiled linalg
     assert first[1] != second[1]  # each restored Python reseeded its random module
     snapshot = next(snapshots.glob("*.snapshot"))
@@ -292,7 +300,7 @@ def test_page_stack_under_node_starts_python_from_a_snapshot(tmp_path):
     # restore never settles (found in review: the boot hung); it is refused after the timeout
     snapshot = next(snapshots.glob("*.snapshot"))
     snapshot.write_bytes(bytes(4096))
-    snapshot.with_suffix(".sha256").write_text(hashlib.sha256(bytes(4096)).hexdigest())
+    snapshot.with_suffix(".snapshot.sha256").write_text(hashlib.sha256(bytes(4096)).hexdigest())
     late, fourth = start(timeout_ms=5000)
     assert late["how"] == "made" and "not restored in 5 s" in late["why"], late
     assert fourth[0] == first[0]

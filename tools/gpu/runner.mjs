@@ -125,27 +125,28 @@ const { loadPyodide } = await import(pathToFileURL(join(pyodideDir, "pyodide.mjs
 const toStderr = (line) => process.stderr.write(line + "\n");
 const { startPython } = await import(pathToFileURL(join(resolve(opt.web), "snapshot.js")).href);
 
-// The snapshot store of web/snapshot.js in a folder: KEY.snapshot and KEY.sha256, one key kept.
+// The snapshot store of web/snapshot.js in a folder: KEY.PART and KEY.PART.sha256 (PART:
+// snapshot, bytecode), one key kept.
 function fileStore(dir) {
-  const file = (key, ext) => join(dir, `${key}.${ext}`);
+  const file = (key, part) => join(dir, `${key}.${part}`);
   return {
-    async get(key) {
+    async get(key, part) {
       try {
-        const bytes = await readFile(file(key, "snapshot"));
-        const sha256 = (await readFile(file(key, "sha256"), "utf8")).trim();
+        const bytes = await readFile(file(key, part));
+        const sha256 = (await readFile(file(key, `${part}.sha256`), "utf8")).trim();
         return { bytes: new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), sha256 };
       } catch (err) {
         if (err.code === "ENOENT") return null;
         throw err;
       }
     },
-    async put(key, bytes, sha256) {
+    async put(key, part, bytes, sha256) {
       await mkdir(dir, { recursive: true });
       for (const name of await readdir(dir)) if (!name.startsWith(key)) await rm(join(dir, name));
-      await writeFile(file(key, "snapshot"), bytes);
-      await writeFile(file(key, "sha256"), sha256);
+      await writeFile(file(key, part), bytes);
+      await writeFile(file(key, `${part}.sha256`), sha256);
     },
-    drop: (key) => rm(file(key, "snapshot"), { force: true }),
+    drop: (key, part) => rm(file(key, part), { force: true }),
   };
 }
 
@@ -155,7 +156,7 @@ for (const entry of await readdir(pyodideDir, { withFileTypes: true })) {
   files[entry.name] = createHash("sha256").update(await readFile(join(pyodideDir, entry.name)))
     .digest("hex");
 }
-const { pyodide, start, stored } = await startPython(loadPyodide,
+const { pyodide, start, stored, bytecode } = await startPython(loadPyodide,
   { indexURL: pyodideDir + "/", fullStdLib: false, stdout: toStderr, stderr: toStderr }, {
     files,
     store: opt["snapshot-dir"] ? fileStore(resolve(opt["snapshot-dir"])) : null,
@@ -173,6 +174,7 @@ await pyodide.loadPackage(["numpy", "pybridge"], {
   messageCallback: () => {},
   errorCallback: (msg) => loadErrors.push(msg),
 });
+const compiled = await bytecode.install(pyodide);
 await adapterReady;
 const bridge = await import(pathToFileURL(join(resolve(opt.web), "bridge.js")).href);
 const { callPython, toPlain } = await import(pathToFileURL(join(resolve(opt.web), "call.js")).href);
@@ -185,9 +187,11 @@ try {
 const versions = pyodide.runPython(
   "import sys, numpy, pybridge; f'{sys.version.split()[0]} {numpy.__version__} {pybridge.__version__}'",
 ).split(" ");
+// where none was installed: keep what these imports compiled, for the next start
+const keptBytecode = bytecode.save(pyodide, ["numpy", "pybridge"]);
 send({
   type: "ready", origin: server.origin, ms: performance.now() - t0, node: process.version,
-  start: { how: start.how, why: start.why, bytes: start.bytes, ms: pythonMs },
+  start: { how: start.how, why: start.why, bytes: start.bytes, ms: pythonMs, bytecode: compiled },
   python: versions[0], numpy: versions[1], pybridge: versions[2], pyodide: pyodide.version,
 });
 
@@ -222,5 +226,6 @@ for await (const line of createInterface({ input: process.stdin })) {
   }
 }
 await server.close();
-await stored; // a snapshot made by this start is written before the process ends
+await stored; // a snapshot (and bytecode) made by this start is written before the process ends
+await keptBytecode;
 process.exit(0);
