@@ -9,9 +9,9 @@ snapshot, as a person's browser has them: Playwright's usual contexts keep their
 memory, and the 45 MB of weights pushed Pyodide's files out of it) and loads the demo page
 three times in it, then once in another new profile:
   first     nothing cached: every file downloads, Python starts normally and makes its snapshot
-            (and keeps the bytecode its imports compiled)
-  cached    the HTTP cache warm and Python restored from the snapshot, the bytecode installed
-  cached, no snapshot   the same, with ?snapshot=off (no bytecode kept either): what they
+            (and keeps numpy and pybridge as installed, with their bytecode)
+  cached    the HTTP cache warm, Python restored from the snapshot, the packages installed
+  cached, no snapshot   the same, with ?snapshot=off (no packages kept either): what they
             save, side by side
             (the two cached loads take turns going first, run by run)
   first, no snapshot    a first load with ?snapshot=off: what making the snapshot costs
@@ -131,9 +131,9 @@ def main() -> int:
                         page = ctx.pages[0] if ctx.pages else ctx.new_page()
                     rows[name].append(load(page, f"{server.url}?{query}"
                                                  + (f"&{extra}" if extra else ""), model))
-                    if name == "first":  # the snapshot and bytecode are stored in the background
+                    if name == "first":  # the snapshot and packages are stored in the background
                         page.wait_for_function("pybridge.boot.stored !== undefined && "
-                                               "pybridge.boot.bytecodeStored !== undefined",
+                                               "pybridge.boot.packagesStored !== undefined",
                                                timeout=120_000)
                 version = ctx.new_cdp_session(page).send("Browser.getVersion")["product"]
                 version = version.split("/")[-1]  # "HeadlessChrome/156.0.8078.108"
@@ -152,8 +152,8 @@ def main() -> int:
         summary[name] = {key: med(load_rows, key) for key in MILESTONES.values()}
         summary[name].update({k: statistics.median(r[k] for r in load_rows)
                               for k in ("transferBytes", "decodedBytes", "requests")})
-        summary[name]["python"] = sorted({r["boot"]["how"] + ("+pyc" if r["boot"].get(
-            "bytecode", {}).get("how") == "installed" else "") for r in load_rows})
+        summary[name]["python"] = sorted({r["boot"]["how"] + ("+packages" if r["boot"].get(
+            "packages", {}).get("how") == "installed" else "") for r in load_rows})
     result = {
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()} {platform.node()} ({os.cpu_count()} cores)",

@@ -244,7 +244,7 @@ def boot_part(start: Callable[[Path | None], NodeApp], snapshots: Path, dtype: s
     does it: Python ready (numpy and pybridge imported), the model on the GPU with its
     pipelines compiled (pybridge.demo.load_model, warm-up included), the first search answered
     (pybridge.demo.search). Four starts, one after another: "first" makes the snapshot
-    (web/snapshot.js, a file here) and keeps the bytecode its imports compiled, "cached" and
+    (web/snapshot.js, a file here) and keeps numpy and pybridge as installed, "cached" and
     "cached again" restore and install them, "no snapshot" starts normally."""
     shutil.rmtree(snapshots, ignore_errors=True)
     rows: dict[str, dict] = {}
@@ -263,13 +263,13 @@ def boot_part(start: Callable[[Path | None], NodeApp], snapshots: Path, dtype: s
                           "modelReadyMs": model, "firstAnswerMs": answer, "model": info,
                           "searchMs": search}
     print(f"\nboot to the first answer (MiniLM {dtype}), ms from the runner's spawn")
-    print(f"  {'start':<13}{'Python':>13}{'ready':>8}{'model':>8}{'answer':>8}  "
+    print(f"  {'start':<13}{'Python':>14}{'ready':>8}{'model':>8}{'answer':>8}  "
           "(load / compile / warm-up ms)")
     for name, r in rows.items():
         m = r["model"]
-        how = r["python"]["how"] + ("+pyc" if r["python"].get("bytecode", {}).get("how")
+        how = r["python"]["how"] + ("+pkgs" if r["python"].get("packages", {}).get("how")
                                     == "installed" else "")
-        print(f"  {name:<13}{how:>13}{r['pythonReadyMs']:>8.0f}"
+        print(f"  {name:<13}{how:>14}{r['pythonReadyMs']:>8.0f}"
               f"{r['modelReadyMs']:>8.0f}{r['firstAnswerMs']:>8.0f}  ("
               + " / ".join(f"{m[k]:.0f}" for k in ("loadMs", "compileMs", "warmupMs") if k in m)
               + ")")

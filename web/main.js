@@ -15,9 +15,10 @@
 //   search(query, sentences)  rank sentences by similarity to the query (the demo)
 //   boot       how Python started: {how: "snapshot" | "made" | "normal", why (the reason a
 //              start was not from a snapshot), bytes, stored (once a made snapshot is stored:
-//              its size, or "failed: ..."), bytecode (numpy's and pybridge's: {how:
-//              "installed" (kept by the last load), files, bytes | "none", why}), bytecodeStored
-//              (where none was installed: the size of what this load kept, or "failed: ...")};
+//              its size, or "failed: ..."), packages (numpy and pybridge: {how: "installed"
+//              (as the last load installed them, with their bytecode), files, bytes | "none",
+//              why}), packagesStored (where none were installed: the size of what this load
+//              kept, or "failed: ...")};
 //              ?snapshot=off starts without one
 //   spans      the boot's timeline: [{name, start, end}] in ms since navigation (bench boot)
 //   assets, stages, timings, gpu, result, error, modelInfo, lastSearch   what the page shows
@@ -111,10 +112,10 @@ function renderStages() {
     let how = null;
     if (k === "pyodide" && app.boot?.how) {
       how = START_LABELS[app.boot.how] + (app.boot.why ? `: ${app.boot.why}` : "");
-    } else if (k === "packages" && app.boot?.bytecode) {
-      const { bytecode } = app.boot;
-      how = bytecode.how === "installed" ? `bytecode from the last load: ${bytecode.files} files`
-        : `bytecode compiled: ${bytecode.why}`;
+    } else if (k === "packages" && app.boot?.packages) {
+      const { packages } = app.boot;
+      how = packages.how === "installed" ? `installed as on the last load: ${packages.files} files`
+        : `unpacked and compiled: ${packages.why}`;
     }
     li.firstChild.textContent = (STAGE_LABELS[k] || k) + (how ? ` (${how})` : "");
     li.lastChild.textContent = fmtMs(v);
@@ -166,7 +167,7 @@ function onWorkerMessage(ev) {
     case "stage":
       app.stages[msg.name] = msg.ms;
       if (msg.boot) app.boot = { ...app.boot, ...msg.boot }; // "stored" may have come first
-      if (msg.bytecode) app.boot = { ...app.boot, bytecode: msg.bytecode };
+      if (msg.packages) app.boot = { ...app.boot, packages: msg.packages };
       addSpan(`worker: ${msg.name}`, msg.start - performance.timeOrigin,
         msg.end - performance.timeOrigin);
       if (msg.python) {
@@ -181,8 +182,8 @@ function onWorkerMessage(ev) {
     case "snapshot-stored": // in the background, after a start that made one
       app.boot = { ...app.boot, stored: msg.error ? `failed: ${msg.error}` : msg.bytes };
       break;
-    case "bytecode-stored": // after a boot that had none from the last load
-      app.boot = { ...app.boot, bytecodeStored: msg.error ? `failed: ${msg.error}` : msg.bytes };
+    case "packages-stored": // after a boot that had none from the last load
+      app.boot = { ...app.boot, packagesStored: msg.error ? `failed: ${msg.error}` : msg.bytes };
       break;
     case "ready":
       app.timings.pythonReady = performance.now(); // ms since navigation start

@@ -18,13 +18,15 @@
 // storage is refused and made again. A missing, stale or refused snapshot never stops a boot:
 // Python then starts normally and `start.why` says why.
 //
-// Bytecode is kept beside the snapshot, under the same key. numpy's wheel ships Python
-// sources only and Pyodide sets sys.dont_write_bytecode, so every load compiled the ~100
-// modules numpy and pybridge import at boot (0.6 s of a 0.9 s import here). A load with none
-// stored lets Python write its bytecode while it imports (to memory: MEMFS); `bytecode.save`
-// then keeps it, for the packages the boot loaded only, as unchecked hash-based pycs (PEP 552:
-// Python loads them without reading the source, which the key pins), and `bytecode.install`
-// writes them back on the next load, before its imports.
+// The boot's packages, installed, are kept beside the snapshot under the same key (the
+// "packages" part). Every load unpacked numpy's wheel in Python (zipfile into MEMFS: 0.3-0.5 s
+// here) and, as the wheel ships sources only and Pyodide sets sys.dont_write_bytecode,
+// compiled the ~100 modules numpy and pybridge import (0.6 s of a 0.9 s import). A load with
+// none stored unpacks as usual and lets its imports write their bytecode (to MEMFS);
+// `packages.save` then keeps the installed files and that bytecode, as unchecked hash-based
+// pycs (PEP 552: Python loads them without reading the source, which the key pins). The next
+// load writes them back with `packages.install` before loadPackage, which then loads those
+// wheels' dynamic libraries without unpacking them again.
 
 import { toHex } from "./sha256.js";
 
@@ -42,7 +44,7 @@ import types, typing, urllib, urllib.parse, warnings, weakref, zipfile, zipimpor
 import pyodide._package_loader, pyodide.code, pyodide.ffi, pyodide.webloop`;
 
 // Bump when how a snapshot is made changes (not its import list: that is in the key itself).
-export const SNAPSHOT_VERSION = 2;
+export const SNAPSHOT_VERSION = 3;
 
 // What every restored Python runs first, for the state a snapshot would otherwise carry from
 // the moment it was made: the random module's state (reseeded from the OS), logging's start
@@ -72,9 +74,9 @@ export const snapshotKey = (files, options = {}) => sha256Hex(new TextEncoder().
     globalThis.navigator?.languages?.[0] ?? null, Intl.DateTimeFormat().resolvedOptions().timeZone,
     new Date(2026, 0, 1).getTimezoneOffset(), new Date(2026, 6, 1).getTimezoneOffset()])));
 
-// A store keeps the parts of one key: "snapshot" and "bytecode". get(key, part) ->
-// {bytes, sha256} or null; put(key, part, bytes, sha256) (dropping every other key's parts:
-// one key is kept); drop(key, part).
+// A store keeps the parts of one key: "snapshot" and "packages". get(key, part) -> null or
+// {sha256, bytes: a promise of the Uint8Array, read while the caller goes on}; put(key, part,
+// bytes, sha256) (dropping every other key's parts: one key is kept); drop(key, part).
 // The browser's: Cache Storage, entries named `${root}python-snapshot/${key}` (the snapshot)
 // and `${root}python-snapshot/${key}.${part}`.
 export function cacheStorageStore(root, name = "pybridge-python-snapshot") {
@@ -85,8 +87,8 @@ export function cacheStorageStore(root, name = "pybridge-python-snapshot") {
   return {
     async get(key, part) {
       const hit = await (await open()).match(url(key, part));
-      if (!hit) return null;
-      return { bytes: new Uint8Array(await hit.arrayBuffer()), sha256: hit.headers.get("X-Snapshot-Sha256") };
+      return hit && { sha256: hit.headers.get("X-Snapshot-Sha256"),
+        bytes: hit.arrayBuffer().then((buffer) => new Uint8Array(buffer)) };
     },
     async put(key, part, bytes, sha256) {
       const cache = await open();
@@ -102,101 +104,158 @@ export function cacheStorageStore(root, name = "pybridge-python-snapshot") {
   };
 }
 
-// The bytecode the imports wrote for the boot's packages (by name), as one bundle: a
-// little-endian u32 n, n bytes of JSON [[path, size], ...], then the files, each an unchecked
-// hash-based pyc of a source that is there.
-const BYTECODE_BUNDLE = `def _bytecode_bundle(names):
-    import json, os, sys
-    from importlib.util import MAGIC_NUMBER, source_from_cache, source_hash
-    listed, blobs = [], []
-    for name in names:
-        for folder, _, files in os.walk(os.path.dirname(sys.modules[name].__file__)):
-            if os.path.basename(folder) != "__pycache__":
-                continue
-            for file in sorted(files):
-                path = os.path.join(folder, file)
-                try:
-                    with open(source_from_cache(path), "rb") as f:
-                        digest = source_hash(f.read())
-                except (OSError, ValueError):  # not the pyc of a source here
-                    continue
+const first = (err) => String(err?.message || err).split("\n")[0];
+
+// The bytes of a store's hit, once they match the sha256 stored with them.
+const verified = (hit) => hit.bytes.then(async (bytes) => {
+  if (await sha256Hex(bytes) !== hit.sha256) {
+    throw new Error(`its ${bytes.byteLength} bytes do not match the sha256 stored with it`);
+  }
+  return bytes;
+});
+
+// The boot's packages as the last load installed them: Python code run once per start
+// (install() below). It wraps Pyodide's unpack_buffer, which loadPackage calls with each wheel:
+// a wheel whose files were written from the bundle is not unpacked again (its dynamic
+// libraries are named, and loadPackage loads them as usual); any other is unpacked and
+// remembered. bundle() puts back the original, then packs what this load unpacked: for each
+// wheel, the files its RECORD lists and its .dist-info holds, and the bytecode the imports
+// wrote beside its sources as unchecked hash-based pycs of them. The bundle: a little-endian
+// u32 n, n bytes of JSON {"wheels": {file name: [dynamic library, ...]}, "files": [[path,
+// size], ...]}, then the files.
+const PACKAGES_PY = `def _pybridge_packages():
+    import json, os
+    from importlib.metadata import distribution
+    from importlib.util import MAGIC_NUMBER, cache_from_source, source_hash
+    import pyodide._package_loader as loader
+    from pyodide.ffi import to_js
+    original = loader.unpack_buffer
+    written, unpacked = {}, {}  # wheel file name -> its dynamic libraries
+
+    def unpack_buffer(buffer, *, filename="", calculate_dynlibs=False, **kwargs):
+        name = filename.rpartition("/")[-1]
+        if name in written:
+            return to_js(written.pop(name)) if calculate_dynlibs else None
+        dynlibs = original(buffer, filename=filename, calculate_dynlibs=True, **kwargs)
+        unpacked[name] = [str(path) for path in dynlibs]
+        return dynlibs if calculate_dynlibs else None
+
+    def expect(head):
+        written.update(json.loads(head)["wheels"])
+
+    def bundle():
+        loader.unpack_buffer = original
+        site = os.path.realpath(loader.SITE_PACKAGES)
+        listed, blobs = [], []
+        def add(path, data):
+            listed.append([path, len(data)])
+            blobs.append(data)
+        for wheel in unpacked:
+            files = distribution(loader.parse_wheel_name(wheel)[0]).files
+            record = next(f for f in files if f.name == "RECORD")
+            info = os.path.realpath(record.locate().parent)
+            paths = {os.path.realpath(f.locate()) for f in files}
+            paths |= {os.path.join(info, name) for name in os.listdir(info)}
+            for path in sorted(p for p in paths if p.startswith(site + "/") and os.path.isfile(p)):
                 with open(path, "rb") as f:
-                    pyc = f.read()
-                if pyc[:4] == MAGIC_NUMBER and len(pyc) > 16:
-                    blobs.append(MAGIC_NUMBER + (1).to_bytes(4, "little") + digest + pyc[16:])
-                    listed.append([path, len(blobs[-1])])
-    head = json.dumps(listed).encode()
-    return len(head).to_bytes(4, "little") + head + b"".join(blobs)
-_bytecode_bundle`;
+                    data = f.read()
+                add(path, data)
+                pyc = cache_from_source(path) if path.endswith(".py") else None
+                if pyc and os.path.isfile(pyc):
+                    with open(pyc, "rb") as f:
+                        compiled = f.read()
+                    if compiled[:4] == MAGIC_NUMBER and len(compiled) > 16:
+                        add(pyc, MAGIC_NUMBER + (1).to_bytes(4, "little") + source_hash(data)
+                            + compiled[16:])
+        head = json.dumps({"wheels": unpacked, "files": listed}).encode()
+        return len(head).to_bytes(4, "little") + head + b"".join(blobs) if unpacked else None
 
-// Where a bundle's files may go: pycs in site-packages, nowhere else.
-const BYTECODE_PATH = /^\/lib\/python3\.\d+\/site-packages\/([\w.-]+\/)*__pycache__\/[\w.-]+\.pyc$/;
+    loader.unpack_buffer = unpack_buffer
+    return expect, bundle
+_pybridge_packages()`;
 
-// Write a bundle's files (all checked first); returns how many.
+// Where a bundle's files may go: site-packages, no `..`.
+const PACKAGE_PATH = /^\/lib\/python3\.\d+\/site-packages(\/(?!\.\.?\/)[^/]+)+$/;
+
+// Write a bundle's files (every entry checked first); returns its head's JSON and how many.
 function writeBundle(FS, bytes) {
   const n = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(0, true);
-  const listed = JSON.parse(new TextDecoder().decode(bytes.subarray(4, 4 + n)));
+  const text = new TextDecoder().decode(bytes.subarray(4, 4 + n));
+  const { wheels, files } = JSON.parse(text);
+  if (!wheels || typeof wheels !== "object" || !Array.isArray(files)) throw new Error("not a packages bundle");
   let end = 4 + n;
-  for (const [path, size] of listed) {
-    if (!BYTECODE_PATH.test(path) || !(size > 16) || end + size > bytes.byteLength) {
-      throw new Error(`not a bytecode bundle: its entry ${JSON.stringify([path, size])}`);
+  for (const [path, size] of files) {
+    if (!PACKAGE_PATH.test(path) || !(size >= 0) || end + size > bytes.byteLength) {
+      throw new Error(`not a packages bundle: its entry ${JSON.stringify([path, size])}`);
     }
     end += size;
   }
-  if (end !== bytes.byteLength) throw new Error(`not a bytecode bundle: ${bytes.byteLength - end} bytes left over`);
+  if (end !== bytes.byteLength) throw new Error(`not a packages bundle: ${bytes.byteLength - end} bytes left over`);
+  const paths = new Set(files.map(([path]) => path));
+  for (const [wheel, dynlibs] of Object.entries(wheels)) {
+    const missing = Array.isArray(dynlibs) ? dynlibs.find((path) => !paths.has(path)) : wheel;
+    if (missing !== undefined) throw new Error(`not a packages bundle: ${wheel} names ${JSON.stringify(missing)}`);
+  }
   let offset = 4 + n;
-  for (const [path, size] of listed) {
+  for (const [path, size] of files) {
     FS.mkdirTree(path.slice(0, path.lastIndexOf("/")));
     FS.writeFile(path, bytes.subarray(offset, offset + size));
     offset += size;
   }
-  return listed.length;
+  return { text, files: files.length };
 }
 
-// The bytecode part of `key` in `store`. install(pyodide): after loadPackage, before the
-// imports -> {how: "installed", files, bytes} | {how: "none", why}. save(pyodide, names):
-// after the imports; keeps the bytecode of packages `names` where install found none ->
-// {bytes} | {error}, else null. Without a store both do nothing.
-function bytecodeCache(store, key, off) {
-  let writing = false;
-  const first = (err) => String(err?.message || err).split("\n")[0];
+// The "packages" part of `key` in `store`, read and checked from now on, while Python starts.
+// install(pyodide): before loadPackage -> {how: "installed", files, bytes} (the last load's,
+// written) | {how: "none", why} (loadPackage unpacks; the imports write their bytecode).
+// save(pyodide): after the imports -> {bytes} | {error} where install found none and this load
+// unpacked wheels, else null. Without a store both do nothing.
+function packagesCache(store, key, off) {
+  const reading = store && key ? store.get(key, "packages").then((hit) => hit && verified(hit)) : null;
+  reading?.catch(() => {}); // install() reports its error
+  let saving = false, bundle = null;
   return {
     async install(pyodide) {
-      if (!store || !key) return { how: "none", why: off ?? "no snapshot store" };
-      let why;
+      if (!reading) return { how: "none", why: off ?? "no snapshot store" };
+      let why, expect;
+      const pair = pyodide.runPython(PACKAGES_PY);
+      [expect, bundle] = pair;
+      pair.destroy();
       try {
-        const hit = await store.get(key, "bytecode");
-        if (!hit) {
-          why = "none stored yet for these files";
-        } else if (await sha256Hex(hit.bytes) !== hit.sha256) {
-          throw new Error(`its ${hit.bytes.byteLength} bytes do not match the sha256 stored with it`);
-        } else {
-          return { how: "installed", files: writeBundle(pyodide.FS, hit.bytes), bytes: hit.bytes.byteLength };
+        const bytes = await reading;
+        if (bytes) {
+          const { text, files } = writeBundle(pyodide.FS, bytes);
+          expect(text);
+          return { how: "installed", files, bytes: bytes.byteLength };
         }
+        why = "none stored yet for these files";
       } catch (err) {
-        why = `the stored bytecode was refused (${first(err)})`;
-        await Promise.resolve(store.drop(key, "bytecode")).catch(() => {});
+        why = `the stored packages were refused (${first(err)})`;
+        await Promise.resolve(store.drop(key, "packages")).catch(() => {});
+      } finally {
+        expect.destroy();
       }
-      writing = true;
+      saving = true;
       pyodide.runPython("import sys; sys.dont_write_bytecode = False");
       return { how: "none", why };
     },
-    async save(pyodide, names) {
-      if (!writing) return null;
-      writing = false;
-      let make, bundle;
+    async save(pyodide) {
+      if (!bundle) return null;
+      let made;
       try {
+        made = bundle(); // puts unpack_buffer back, always
+        if (!saving) return null;
         pyodide.runPython("import sys; sys.dont_write_bytecode = True");
-        make = pyodide.runPython(BYTECODE_BUNDLE);
-        bundle = make(names);
-        const bytes = bundle.toJs();
-        await store.put(key, "bytecode", bytes, await sha256Hex(bytes));
+        if (!made) return null;
+        const bytes = made.toJs();
+        await store.put(key, "packages", bytes, await sha256Hex(bytes));
         return { bytes: bytes.byteLength };
       } catch (err) {
         return { error: first(err) };
       } finally {
-        make?.destroy();
-        bundle?.destroy();
+        made?.destroy();
+        bundle.destroy();
+        bundle = null;
       }
     },
   };
@@ -210,15 +269,14 @@ function bytecodeCache(store, key, off) {
 // fail the boot rather than fall back (a file that did not load). Resolves with {pyodide,
 // start: {how: "snapshot" (restored) | "made" (made now, then restored) | "normal" (without
 // one), why (not restored: the reason), bytes (the snapshot's size), modules (what it holds)},
-// stored: a made snapshot's storing (a promise of {bytes} or {error}), else null, bytecode:
-// the bytecode part of the same key (bytecodeCache above)}.
+// stored: a made snapshot's storing (a promise of {bytes} or {error}), else null, packages:
+// the packages part of the same key (packagesCache above)}.
 export async function startPython(loadPyodide, options, { files, store, off, fatal = () => false,
   restoreTimeoutMs = RESTORE_TIMEOUT_MS }) {
-  let key;
+  let key, packages;
   const normal = async (why) => ({ pyodide: await loadPyodide(options), start: { how: "normal", why },
-    stored: null, bytecode: bytecodeCache(store, key, why) });
-  const first = (err) => String(err?.message || err).split("\n")[0];
-  const restore = async (bytes) => {
+    stored: null, packages: packages ?? packagesCache(store, key, why) });
+  const restore = async (bytes) => { // bytes: a promise, read while Pyodide's script loads
     let timer;
     const late = new Promise((_, reject) => {
       timer = setTimeout(() => reject(new Error(`not restored in ${restoreTimeoutMs / 1000} s`)),
@@ -235,15 +293,15 @@ export async function startPython(loadPyodide, options, { files, store, off, fat
   let why;
   try {
     key = await snapshotKey(files, options);
+    packages = packagesCache(store, key); // read while Python starts
     const hit = await store.get(key, "snapshot");
     if (hit) {
+      const bytes = verified(hit);
+      bytes.catch(() => {}); // the restore fails with its error
       try {
-        if (await sha256Hex(hit.bytes) !== hit.sha256) {
-          throw new Error(`its ${hit.bytes.byteLength} bytes do not match the sha256 stored with it`);
-        }
-        const { pyodide, modules } = await restore(hit.bytes);
-        return { pyodide, start: { how: "snapshot", bytes: hit.bytes.byteLength, modules }, stored: null,
-          bytecode: bytecodeCache(store, key) };
+        const { pyodide, modules } = await restore(bytes);
+        return { pyodide, start: { how: "snapshot", bytes: (await bytes).byteLength, modules },
+          stored: null, packages };
       } catch (err) {
         if (fatal(err)) throw err;
         why = `the stored snapshot was refused (${first(err)})`;
@@ -265,7 +323,7 @@ export async function startPython(loadPyodide, options, { files, store, off, fat
     const stored = sha256Hex(snapshot).then((sha) => store.put(key, "snapshot", snapshot, sha))
       .then(() => ({ bytes: snapshot.byteLength }), (err) => ({ error: err.message }));
     return { pyodide, start: { how: "made", why, bytes: snapshot.byteLength, modules }, stored,
-      bytecode: bytecodeCache(store, key) };
+      packages };
   } catch (err) {
     if (fatal(err)) throw err;
     return normal(`a snapshot could not be ${snapshot ? "restored" : "made"} (${first(err)})`);

@@ -4,7 +4,7 @@
 // Every fetch is counted per asset, checked against config.json's sha256 where it lists one,
 // and reported to the page; a failed asset is named.
 // Messages to the page: {type: "config" | "asset" | "stage" | "span" | "snapshot-stored" |
-// "bytecode-stored" | "ready" | "error" | "result"}, and "model-progress" | "model-recovering" from pybridge.demo.
+// "packages-stored" | "ready" | "error" | "result"}, and "model-progress" | "model-recovering" from pybridge.demo.
 // Messages from the page: {type: "run", id, code}: run Python (async), answer with "result".
 
 import * as bridge from "./bridge.js";
@@ -209,7 +209,7 @@ async function boot() {
     ? "snapshots are off (?snapshot=off)"
     : typeof caches === "undefined" || !crypto.subtle
       ? "no Cache Storage or WebCrypto here (not a secure context: https:// or localhost)" : null;
-  const { pyodide, start, stored, bytecode } = await orFailedAsset(startPython(loadPyodide,
+  const { pyodide, start, stored, packages } = await orFailedAsset(startPython(loadPyodide,
     { indexURL, fullStdLib: false }, {
       files: [config.pyodideVersion, config.integrity],
       store: off ? null : cacheStorageStore(siteRoot.href),
@@ -222,6 +222,9 @@ async function boot() {
   self.pyodide = pyodide;
   stage("pyodide", { boot: start });
 
+  // numpy and pybridge as the last load installed them (snapshot.js): loadPackage then loads
+  // their libraries without unpacking the wheels again
+  const installed = await packages.install(pyodide);
   const loadErrors = [];
   await orFailedAsset(
     pyodide.loadPackage(PACKAGES, {
@@ -229,9 +232,7 @@ async function boot() {
       errorCallback: (msg) => loadErrors.push(msg),
     }),
   );
-  // the bytecode of numpy and pybridge the last load kept (snapshot.js), before their imports
-  const compiled = await bytecode.install(pyodide);
-  stage("packages", { bytecode: compiled });
+  stage("packages", { packages: installed });
 
   pyodide.registerJsModule("pybridge_js", bridge);
   // loadPackage does not raise on a failed fetch: import, and name what is missing if it fails.
@@ -247,8 +248,8 @@ async function boot() {
     "import sys, numpy, pybridge; f'{sys.version.split()[0]} {numpy.__version__} {pybridge.__version__}'",
   ).split(" ");
   stage("ready", { python: versions[0], numpy: versions[1], pybridge: versions[2] });
-  // where none was installed: keep what these imports compiled, for the next load
-  bytecode.save(pyodide, PACKAGES).then((result) => result && post({ type: "bytecode-stored", ...result }));
+  // where none was installed: keep the packages as installed, and their bytecode, for the next load
+  packages.save(pyodide).then((result) => result && post({ type: "packages-stored", ...result }));
   return pyodide;
 }
 

@@ -1,22 +1,24 @@
 """Python from a memory snapshot (web/worker.js startPython): a first load makes one and goes
 on from it restored, the next load restores it, ?snapshot=off starts without; all three give
 the same answers. A snapshot is never restored for other files, and a damaged one is refused
-and replaced, the boot going on normally. The same for the bytecode of numpy and pybridge kept
-beside it (web/snapshot.js bytecodeCache): a first load keeps what its imports compiled, the
-next installs it before importing."""
+and replaced, the boot going on normally. The same for numpy and pybridge as installed, kept
+beside it with their bytecode (web/snapshot.js packagesCache): a first load unpacks the wheels
+and keeps them with what its imports compiled, the next writes them back instead of unpacking."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 import socket
+import zipfile
 
 import numpy as np
 import pytest
 
 from tests.e2e.conftest import new_page
-from tools.harness import BOOT_TIMEOUT_MS, new_context, start_server, wait_final
+from tools.harness import BOOT_TIMEOUT_MS, ROOT, new_context, start_server, wait_final
 
 CACHE = "pybridge-python-snapshot"
 
@@ -57,14 +59,14 @@ def load(page, url: str, model: bool = False) -> dict:
     return page.evaluate("pybridge.boot")
 
 
-def stored(page, bytecode: bool = True) -> dict:
+def stored(page, packages: bool = True) -> dict:
     """The Cache Storage entries (url -> size), once a snapshot made on this load is stored
-    and, with `bytecode`, the bytecode this load compiled."""
+    and, with `packages`, the packages this load installed."""
     page.wait_for_function("pybridge.boot.stored !== undefined", timeout=60_000)
     assert isinstance(page.evaluate("pybridge.boot.stored"), int), page.evaluate("pybridge.boot")
-    if bytecode:
-        page.wait_for_function("pybridge.boot.bytecodeStored !== undefined", timeout=60_000)
-        assert isinstance(page.evaluate("pybridge.boot.bytecodeStored"), int), page.evaluate("pybridge.boot")
+    if packages:
+        page.wait_for_function("pybridge.boot.packagesStored !== undefined", timeout=60_000)
+        assert isinstance(page.evaluate("pybridge.boot.packagesStored"), int), page.evaluate("pybridge.boot")
     return page.evaluate(f"""async () => {{
         const cache = await caches.open({CACHE!r});
         const out = {{}};
@@ -91,6 +93,39 @@ def check(path):
 """
 
 
+# numpy as installed in the page: the sha256 of each file of its package and .dist-info (not
+# the bytecode), what importlib.metadata and Pyodide say of it, and whether Pyodide's
+# unpack_buffer is its own again after the boot
+INSTALLED = """
+import hashlib, os, numpy, importlib.metadata as md, pyodide_js
+import pyodide._package_loader as loader
+site = os.path.dirname(os.path.dirname(numpy.__file__))
+files = {}
+for top in ("numpy", "numpy-2.0.2.dist-info"):
+    for folder, _, names in os.walk(os.path.join(site, top)):
+        if not folder.endswith("__pycache__"):
+            for name in names:
+                with open(os.path.join(folder, name), "rb") as f:
+                    files[os.path.relpath(os.path.join(folder, name), site)] = hashlib.sha256(f.read()).hexdigest()
+{"files": files, "version": md.version("numpy"), "installer": md.distribution("numpy").read_text("INSTALLER"),
+ "loaded": pyodide_js.loadedPackages.numpy, "unpack": loader.unpack_buffer.__qualname__}
+"""
+
+
+def check_installed(page) -> None:
+    """numpy's files in the page are exactly its wheel's (read here by CPython's zipfile), plus
+    the two Pyodide adds; Pyodide counts it loaded and its unpack_buffer is its own again."""
+    got = page.evaluate("(code) => pybridge.run(code)", INSTALLED)
+    wheel = next((ROOT / "build" / "site").rglob("numpy-2.0.2-*.whl"))
+    with zipfile.ZipFile(wheel) as z:
+        want = {n: hashlib.sha256(z.read(n)).hexdigest() for n in z.namelist() if not n.endswith("/")}
+    info = "numpy-2.0.2.dist-info/"
+    assert set(got["files"]) == set(want) | {info + "INSTALLER", info + "PYODIDE_SOURCE"}
+    assert {n: got["files"][n] for n in want} == want
+    assert got["version"] == "2.0.2" and got["installer"] == "pyodide.loadPackage"
+    assert got["loaded"] == "default channel" and got["unpack"] == "unpack_buffer"
+
+
 def probe(page) -> dict:
     return page.evaluate("(code) => pybridge.run(code)", PROBE)
 
@@ -105,22 +140,23 @@ def page(browser, server, guard):
 def test_first_load_makes_a_snapshot_the_next_restores_it_and_both_match_a_normal_start(page, server):
     made = load(page, server.url + "?model=none")
     assert made["how"] == "made" and made["why"] == "no snapshot stored yet for these files"
-    assert made["bytecode"] == {"how": "none", "why": "none stored yet for these files"}
+    assert made["packages"] == {"how": "none", "why": "none stored yet for these files"}
     entries = stored(page)
-    snapshot = next(url for url in entries if not url.endswith(".bytecode"))
-    assert entries == {snapshot: made["bytes"], snapshot + ".bytecode": page.evaluate("pybridge.boot.bytecodeStored")}
-    assert made["bytes"] > 10_000_000 and entries[snapshot + ".bytecode"] > 500_000
+    snapshot = next(url for url in entries if not url.endswith(".packages"))
+    assert entries == {snapshot: made["bytes"], snapshot + ".packages": page.evaluate("pybridge.boot.packagesStored")}
+    assert made["bytes"] > 10_000_000 and entries[snapshot + ".packages"] > 10_000_000
     text = page.locator("#stages").inner_text()
-    assert "snapshot made for the next load" in text and "bytecode compiled: none stored yet" in text
+    assert "snapshot made for the next load" in text and "unpacked and compiled: none stored yet" in text
+    check_installed(page)
     first = probe(page)
 
     restored = load(page, server.url, model=True)
     assert restored["how"] == "snapshot" and restored["bytes"] == made["bytes"]
-    assert restored["bytecode"]["how"] == "installed", restored["bytecode"]
-    assert restored["bytecode"]["bytes"] == entries[snapshot + ".bytecode"]
-    assert "bytecodeStored" not in restored  # none kept again
+    assert restored["packages"]["how"] == "installed", restored["packages"]
+    assert restored["packages"]["bytes"] == entries[snapshot + ".packages"]
+    assert "packagesStored" not in restored  # none kept again
     text = page.locator("#stages").inner_text()
-    assert "restored from a snapshot" in text and "bytecode from the last load" in text
+    assert "restored from a snapshot" in text and "installed as on the last load" in text
     pycs = page.evaluate("(code) => pybridge.run(code)", PYCS)
     assert "__pycache__/__init__.cpython-312.pyc" in [name for name, *_ in pycs], pycs
     assert len(pycs) >= 50 and all(all(ok) for _, *ok in pycs), pycs
@@ -128,12 +164,13 @@ def test_first_load_makes_a_snapshot_the_next_restores_it_and_both_match_a_norma
     extra = page.evaluate("(code) => pybridge.run(code)", f"held = {restored['modules']!r}\n"
                           + STDLIB_AFTER)
     assert extra == [], f"imported at boot, not in the snapshot: {extra}"
+    check_installed(page)  # written from the bundle, not unpacked: the same files
     second = probe(page)
     search_restored = page.evaluate("pybridge.lastSearch.ranked")
 
     normal = load(page, server.url + "?snapshot=off", model=True)
     assert normal["how"] == "normal" and "?snapshot=off" in normal["why"]
-    assert normal["bytecode"]["how"] == "none" and "?snapshot=off" in normal["bytecode"]["why"]
+    assert normal["packages"]["how"] == "none" and "?snapshot=off" in normal["packages"]["why"]
     assert page.evaluate("(code) => pybridge.run(code)", PYCS) == []  # nothing installed, none written
     assert "started without a snapshot" in page.locator("#stages").inner_text()
     third = probe(page)
@@ -171,12 +208,12 @@ def test_a_snapshot_is_never_restored_for_other_files(page, server):
     page.route("**/config.json", changed)
     other = load(page, server.url + "?model=none")
     assert other["how"] == "made" and other["why"] == "no snapshot stored yet for these files"
-    assert other["bytecode"]["how"] == "none"  # nor bytecode
+    assert other["packages"]["how"] == "none"  # nor the packages
     after = stored(page)
     assert len(after) == 2 and not set(after) & set(before)  # the old key's entries are gone
     page.unroute("**/config.json")
     again = load(page, server.url + "?model=none")  # the original files: made once more
-    assert again["how"] == "made" and again["bytecode"]["how"] == "none"
+    assert again["how"] == "made" and again["packages"]["how"] == "none"
 
 
 @pytest.mark.parametrize("damage, why", [
@@ -188,7 +225,7 @@ def test_a_damaged_snapshot_is_refused_and_replaced(page, server, damage, why):
     stored(page)
     page.evaluate(f"""async (damage) => {{
         const cache = await caches.open({CACHE!r});
-        const req = (await cache.keys()).find((r) => !r.url.endsWith(".bytecode"));
+        const req = (await cache.keys()).find((r) => !r.url.endsWith(".packages"));
         const hit = await cache.match(req);
         let bytes = new Uint8Array(await hit.arrayBuffer());
         const headers = new Headers(hit.headers);
@@ -205,8 +242,8 @@ def test_a_damaged_snapshot_is_refused_and_replaced(page, server, damage, why):
     assert refused["how"] == "made" and "the stored snapshot was refused" in refused["why"]
     assert why in refused["why"], refused["why"]
     assert "refused" in page.locator("#stages").inner_text()  # the boot panel says so
-    assert refused["bytecode"]["how"] == "installed"  # the bytecode beside it was not damaged
-    stored(page, bytecode=False)
+    assert refused["packages"]["how"] == "installed"  # the packages beside it were not damaged
+    stored(page, packages=False)
     assert load(page, server.url + "?model=none")["how"] == "snapshot"
     assert page.errors == []
 
@@ -214,21 +251,26 @@ def test_a_damaged_snapshot_is_refused_and_replaced(page, server, damage, why):
 @pytest.mark.parametrize("damage, why", [
     ("one bit", "do not match the sha256 stored with it"),
     # damaged where its stored sha256 still matches: a file outside site-packages' __pycache__
-    ("a path elsewhere, sha256 matching", "not a bytecode bundle: its entry")])
-def test_damaged_bytecode_is_refused_and_replaced(page, server, damage, why):
+    # damaged where its stored sha256 still matches: a file outside site-packages, a library
+    # that is not in it
+    ("a path elsewhere, sha256 matching", "not a packages bundle: its entry"),
+    ("a library not in it, sha256 matching", "not a packages bundle: numpy-2.0.2")])
+def test_damaged_packages_are_refused_and_replaced(page, server, damage, why):
     load(page, server.url + "?model=none")
     stored(page)
     page.evaluate(f"""async (damage) => {{
         const cache = await caches.open({CACHE!r});
-        const req = (await cache.keys()).find((r) => r.url.endsWith(".bytecode"));
+        const req = (await cache.keys()).find((r) => r.url.endsWith(".packages"));
         const hit = await cache.match(req);
         let bytes = new Uint8Array(await hit.arrayBuffer());
         const headers = new Headers(hit.headers);
         if (damage === "one bit") bytes[bytes.length >> 1] ^= 1;
         else {{
             const n = new DataView(bytes.buffer).getUint32(0, true);
-            const head = new TextDecoder().decode(bytes.subarray(4, 4 + n));
-            const moved = new TextEncoder().encode(head.replace("/site-packages/", "/site-package/"));
+            const head = JSON.parse(new TextDecoder().decode(bytes.subarray(4, 4 + n)));
+            if (damage.startsWith("a path")) head.files[0][0] = "/lib/python3.12/site-packages/../../../home/x.py";
+            else head.wheels[Object.keys(head.wheels).find((w) => w.startsWith("numpy"))][0] = "/lib/python3.12/site-packages/numpy/x.so";
+            const moved = new TextEncoder().encode(JSON.stringify(head));
             const out = new Uint8Array(bytes.length - n + moved.length);
             new DataView(out.buffer).setUint32(0, moved.length, true);
             out.set(moved, 4);
@@ -240,17 +282,18 @@ def test_damaged_bytecode_is_refused_and_replaced(page, server, damage, why):
         await cache.put(req, new Response(bytes, {{headers}}));
     }}""", damage)
     refused = load(page, server.url + "?model=none")
-    assert refused["how"] == "snapshot" and refused["bytecode"]["how"] == "none"
-    assert "the stored bytecode was refused" in refused["bytecode"]["why"], refused["bytecode"]
-    assert why in refused["bytecode"]["why"], refused["bytecode"]
-    assert "bytecode compiled: the stored bytecode was refused" in page.locator("#stages").inner_text()
+    assert refused["how"] == "snapshot" and refused["packages"]["how"] == "none"
+    assert "the stored packages were refused" in refused["packages"]["why"], refused["packages"]
+    assert why in refused["packages"]["why"], refused["packages"]
+    assert "unpacked and compiled: the stored packages were refused" in page.locator("#stages").inner_text()
+    check_installed(page)  # unpacked from the wheel instead
     # nothing of it was written: the pycs there are the timestamp-based ones this load's
-    # imports wrote, for the bytecode it keeps instead
+    # imports wrote, for the packages it keeps instead
     pycs = page.evaluate("(code) => pybridge.run(code)", PYCS)
     assert pycs and not any(hashed for _, _, hashed, _ in pycs), pycs
-    page.wait_for_function("pybridge.boot.bytecodeStored !== undefined", timeout=60_000)
-    assert isinstance(page.evaluate("pybridge.boot.bytecodeStored"), int)
-    assert load(page, server.url + "?model=none")["bytecode"]["how"] == "installed"
+    page.wait_for_function("pybridge.boot.packagesStored !== undefined", timeout=60_000)
+    assert isinstance(page.evaluate("pybridge.boot.packagesStored"), int)
+    assert load(page, server.url + "?model=none")["packages"]["how"] == "installed"
     assert page.errors == []
 
 

@@ -126,19 +126,20 @@ const toStderr = (line) => process.stderr.write(line + "\n");
 const { startPython } = await import(pathToFileURL(join(resolve(opt.web), "snapshot.js")).href);
 
 // The snapshot store of web/snapshot.js in a folder: KEY.PART and KEY.PART.sha256 (PART:
-// snapshot, bytecode), one key kept.
+// snapshot, packages), one key kept.
 function fileStore(dir) {
   const file = (key, part) => join(dir, `${key}.${part}`);
   return {
     async get(key, part) {
+      let sha256;
       try {
-        const bytes = await readFile(file(key, part));
-        const sha256 = (await readFile(file(key, `${part}.sha256`), "utf8")).trim();
-        return { bytes: new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), sha256 };
+        sha256 = (await readFile(file(key, `${part}.sha256`), "utf8")).trim();
       } catch (err) {
         if (err.code === "ENOENT") return null;
         throw err;
       }
+      return { sha256, bytes: readFile(file(key, part)).then((bytes) =>
+        new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength)) };
     },
     async put(key, part, bytes, sha256) {
       await mkdir(dir, { recursive: true });
@@ -156,7 +157,7 @@ for (const entry of await readdir(pyodideDir, { withFileTypes: true })) {
   files[entry.name] = createHash("sha256").update(await readFile(join(pyodideDir, entry.name)))
     .digest("hex");
 }
-const { pyodide, start, stored, bytecode } = await startPython(loadPyodide,
+const { pyodide, start, stored, packages } = await startPython(loadPyodide,
   { indexURL: pyodideDir + "/", fullStdLib: false, stdout: toStderr, stderr: toStderr }, {
     files,
     store: opt["snapshot-dir"] ? fileStore(resolve(opt["snapshot-dir"])) : null,
@@ -169,12 +170,12 @@ globalThis.self = globalThis; // bridge.js and pybridge.browser read self.pyodid
 // has no page to post to, so the messages are dropped.
 globalThis.postMessage = () => {};
 self.pyodide = pyodide;
+const installed = await packages.install(pyodide); // the last start's, as the worker does
 const loadErrors = [];
 await pyodide.loadPackage(["numpy", "pybridge"], {
   messageCallback: () => {},
   errorCallback: (msg) => loadErrors.push(msg),
 });
-const compiled = await bytecode.install(pyodide);
 await adapterReady;
 const bridge = await import(pathToFileURL(join(resolve(opt.web), "bridge.js")).href);
 const { callPython, toPlain } = await import(pathToFileURL(join(resolve(opt.web), "call.js")).href);
@@ -187,11 +188,11 @@ try {
 const versions = pyodide.runPython(
   "import sys, numpy, pybridge; f'{sys.version.split()[0]} {numpy.__version__} {pybridge.__version__}'",
 ).split(" ");
-// where none was installed: keep what these imports compiled, for the next start
-const keptBytecode = bytecode.save(pyodide, ["numpy", "pybridge"]);
+// where none was installed: keep the packages as installed, and their bytecode, for the next start
+const keptPackages = packages.save(pyodide);
 send({
   type: "ready", origin: server.origin, ms: performance.now() - t0, node: process.version,
-  start: { how: start.how, why: start.why, bytes: start.bytes, ms: pythonMs, bytecode: compiled },
+  start: { how: start.how, why: start.why, bytes: start.bytes, ms: pythonMs, packages: installed },
   python: versions[0], numpy: versions[1], pybridge: versions[2], pyodide: pyodide.version,
 });
 
@@ -226,6 +227,6 @@ for await (const line of createInterface({ input: process.stdin })) {
   }
 }
 await server.close();
-await stored; // a snapshot (and bytecode) made by this start is written before the process ends
-await keptBytecode;
+await stored; // a snapshot (and packages) kept by this start are written before the process ends
+await keptPackages;
 process.exit(0);
