@@ -23,10 +23,10 @@
 // here) and, as the wheel ships sources only and Pyodide sets sys.dont_write_bytecode,
 // compiled the ~100 modules numpy and pybridge import (0.6 s of a 0.9 s import). A load with
 // none stored unpacks as usual and lets its imports write their bytecode (to MEMFS);
-// `packages.save` then keeps the installed files and that bytecode, as unchecked hash-based
-// pycs (PEP 552: Python loads them without reading the source, which the key pins). The next
-// load writes them back with `packages.install` before loadPackage, which then loads those
-// wheels' dynamic libraries without unpacking them again.
+// `packages.save` then keeps the installed files and that bytecode, as checked hash-based pycs
+// (PEP 552: Python compares the source's hash, not its time, which unpacking changes). The
+// next load writes them back with `packages.install` before loadPackage, which then loads
+// those wheels' dynamic libraries without unpacking them again.
 
 import { toHex } from "./sha256.js";
 
@@ -43,7 +43,8 @@ import struct, subprocess, tarfile, tempfile, textwrap, threading, token, tokeni
 import types, typing, urllib, urllib.parse, warnings, weakref, zipfile, zipimport
 import pyodide._package_loader, pyodide.code, pyodide.ffi, pyodide.webloop`;
 
-// Bump when how a snapshot is made changes (not its import list: that is in the key itself).
+// Bump when how a snapshot is made changes (not its import list, nor the Python that keeps
+// the packages: they are in the key itself).
 export const SNAPSHOT_VERSION = 3;
 
 // What every restored Python runs first, for the state a snapshot would otherwise carry from
@@ -70,7 +71,7 @@ export const sha256Hex = async (bytes) => toHex(await crypto.subtle.digest("SHA-
 // with loadPyodide `options`, in this place's language and time zone (Python reads them at
 // its start).
 export const snapshotKey = (files, options = {}) => sha256Hex(new TextEncoder().encode(
-  JSON.stringify([SNAPSHOT_VERSION, files, SNAPSHOT_IMPORTS, options,
+  JSON.stringify([SNAPSHOT_VERSION, files, SNAPSHOT_IMPORTS, PACKAGES_PY, options,
     globalThis.navigator?.languages?.[0] ?? null, Intl.DateTimeFormat().resolvedOptions().timeZone,
     new Date(2026, 0, 1).getTimezoneOffset(), new Date(2026, 6, 1).getTimezoneOffset()])));
 
@@ -104,7 +105,12 @@ export function cacheStorageStore(root, name = "pybridge-python-snapshot") {
   };
 }
 
-const first = (err) => String(err?.message || err).split("\n")[0];
+// The first line of an error's message; of a Python exception, its last line (the first is
+// "Traceback (most recent call last):").
+const brief = (err) => {
+  const lines = String(err?.message || err).split("\n").filter((line) => line.trim());
+  return (err?.type ? lines.at(-1) : lines[0]) ?? String(err);
+};
 
 // The bytes of a store's hit, once they match the sha256 stored with them.
 const verified = (hit) => hit.bytes.then(async (bytes) => {
@@ -114,14 +120,18 @@ const verified = (hit) => hit.bytes.then(async (bytes) => {
   return bytes;
 });
 
-// The boot's packages as the last load installed them: Python code run once per start
-// (install() below). It wraps Pyodide's unpack_buffer, which loadPackage calls with each wheel:
-// a wheel whose files were written from the bundle is not unpacked again (its dynamic
-// libraries are named, and loadPackage loads them as usual); any other is unpacked and
-// remembered. bundle() puts back the original, then packs what this load unpacked: for each
-// wheel, the files its RECORD lists and its .dist-info holds, and the bytecode the imports
-// wrote beside its sources as unchecked hash-based pycs of them. The bundle: a little-endian
-// u32 n, n bytes of JSON {"wheels": {file name: [dynamic library, ...]}, "files": [[path,
+// The boot's packages as the last load installed them: Python run once per start (install()
+// below). It wraps Pyodide's unpack_buffer, which loadPackage calls with each wheel: a wheel
+// whose files were written from the bundle is not unpacked again (its dynamic libraries are
+// named, and loadPackage loads them as usual); any other is unpacked and remembered.
+// describe() puts the original back, then names what this load unpacked: for each wheel, the
+// files its RECORD lists and its .dist-info holds (a wheel with files beyond site-packages is
+// skipped: writing it back would not redo them), and the bytecode the imports wrote beside its
+// sources, with the hash of each source (importlib's). save() packs them from MEMFS in JS (no
+// copy through the wasm heap), each pyc made checked hash-based (PEP 552 flags 0b11: Python
+// checks it against the source on import, so a source changed later, by micropip or by hand,
+// is compiled again). The bundle: a little-endian u32 n, n bytes of JSON {"names": the
+// packages the boot loads, "wheels": {file name: [dynamic library, ...]}, "files": [[path,
 // size], ...]}, then the files.
 const PACKAGES_PY = `def _pybridge_packages():
     import json, os
@@ -134,103 +144,175 @@ const PACKAGES_PY = `def _pybridge_packages():
 
     def unpack_buffer(buffer, *, filename="", calculate_dynlibs=False, **kwargs):
         name = filename.rpartition("/")[-1]
+        if not name.endswith(".whl"):
+            return original(buffer, filename=filename, calculate_dynlibs=calculate_dynlibs, **kwargs)
         if name in written:
             return to_js(written.pop(name)) if calculate_dynlibs else None
         dynlibs = original(buffer, filename=filename, calculate_dynlibs=True, **kwargs)
         unpacked[name] = [str(path) for path in dynlibs]
         return dynlibs if calculate_dynlibs else None
 
-    def expect(head):
-        written.update(json.loads(head)["wheels"])
+    def expect(wheels):
+        written.update(json.loads(wheels))
 
-    def bundle():
+    def describe():
         loader.unpack_buffer = original
-        site = os.path.realpath(loader.SITE_PACKAGES)
-        listed, blobs = [], []
-        def add(path, data):
-            listed.append([path, len(data)])
-            blobs.append(data)
-        for wheel in unpacked:
-            files = distribution(loader.parse_wheel_name(wheel)[0]).files
-            record = next(f for f in files if f.name == "RECORD")
+        site = os.path.realpath(loader.SITE_PACKAGES) + "/"
+        wheels, files, pycs, skipped = {}, [], [], []
+        for wheel, dynlibs in unpacked.items():
+            listed = distribution(loader.parse_wheel_name(wheel)[0]).files or []
+            record = next((f for f in listed if f.name == "RECORD"), None)
+            paths = {os.path.realpath(f.locate()) for f in listed}
+            if record is None or any(not path.startswith(site) for path in paths):
+                skipped.append(wheel)
+                continue
             info = os.path.realpath(record.locate().parent)
-            paths = {os.path.realpath(f.locate()) for f in files}
             paths |= {os.path.join(info, name) for name in os.listdir(info)}
-            for path in sorted(p for p in paths if p.startswith(site + "/") and os.path.isfile(p)):
-                with open(path, "rb") as f:
-                    data = f.read()
-                add(path, data)
+            wheels[wheel] = dynlibs
+            for path in sorted(path for path in paths if os.path.isfile(path)):
+                files.append(path)
                 pyc = cache_from_source(path) if path.endswith(".py") else None
                 if pyc and os.path.isfile(pyc):
-                    with open(pyc, "rb") as f:
-                        compiled = f.read()
-                    if compiled[:4] == MAGIC_NUMBER and len(compiled) > 16:
-                        add(pyc, MAGIC_NUMBER + (1).to_bytes(4, "little") + source_hash(data)
-                            + compiled[16:])
-        head = json.dumps({"wheels": unpacked, "files": listed}).encode()
-        return len(head).to_bytes(4, "little") + head + b"".join(blobs) if unpacked else None
+                    with open(path, "rb") as f:
+                        pycs.append([pyc, source_hash(f.read()).hex()])
+        return json.dumps({"magic": MAGIC_NUMBER.hex(), "wheels": wheels, "files": files,
+                           "pycs": pycs, "skipped": skipped})
 
     loader.unpack_buffer = unpack_buffer
-    return expect, bundle
+    return expect, describe
 _pybridge_packages()`;
 
-// Where a bundle's files may go: site-packages, no `..`.
-const PACKAGE_PATH = /^\/lib\/python3\.\d+\/site-packages(\/(?!\.\.?\/)[^/]+)+$/;
+// Where a bundle's files may go: site-packages, no `.` or `..` step.
+const PACKAGE_PATH = /^\/lib\/python3\.\d+\/site-packages(\/(?!\.\.?(\/|$))[^/]+)+$/;
 
-// Write a bundle's files (every entry checked first); returns its head's JSON and how many.
-function writeBundle(FS, bytes) {
+const hexBytes = (hex) => Uint8Array.from(hex.match(/../g), (h) => parseInt(h, 16));
+
+// A bundle's head and files, every entry checked: paths in site-packages, none twice, none
+// both a file and a folder; sizes that add up; each wheel's libraries among its files.
+function readBundle(bytes) {
   const n = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(0, true);
-  const text = new TextDecoder().decode(bytes.subarray(4, 4 + n));
-  const { wheels, files } = JSON.parse(text);
-  if (!wheels || typeof wheels !== "object" || !Array.isArray(files)) throw new Error("not a packages bundle");
+  const head = JSON.parse(new TextDecoder().decode(bytes.subarray(4, 4 + n)));
+  const { names, wheels, files } = head;
+  if (!Array.isArray(names) || !wheels || typeof wheels !== "object" || !Array.isArray(files)) {
+    throw new Error("not a packages bundle");
+  }
+  const paths = new Set();
   let end = 4 + n;
   for (const [path, size] of files) {
-    if (!PACKAGE_PATH.test(path) || !(size >= 0) || end + size > bytes.byteLength) {
+    if (!PACKAGE_PATH.test(path) || paths.has(path) || !(size >= 0) || end + size > bytes.byteLength) {
       throw new Error(`not a packages bundle: its entry ${JSON.stringify([path, size])}`);
     }
+    paths.add(path);
     end += size;
   }
   if (end !== bytes.byteLength) throw new Error(`not a packages bundle: ${bytes.byteLength - end} bytes left over`);
-  const paths = new Set(files.map(([path]) => path));
+  for (const path of paths) {
+    for (let i = path.indexOf("/", 1); i > 0; i = path.indexOf("/", i + 1)) {
+      if (paths.has(path.slice(0, i))) throw new Error(`not a packages bundle: ${path.slice(0, i)} is a file and a folder`);
+    }
+  }
   for (const [wheel, dynlibs] of Object.entries(wheels)) {
     const missing = Array.isArray(dynlibs) ? dynlibs.find((path) => !paths.has(path)) : wheel;
     if (missing !== undefined) throw new Error(`not a packages bundle: ${wheel} names ${JSON.stringify(missing)}`);
   }
-  let offset = 4 + n;
-  for (const [path, size] of files) {
-    FS.mkdirTree(path.slice(0, path.lastIndexOf("/")));
-    FS.writeFile(path, bytes.subarray(offset, offset + size));
-    offset += size;
+  return { names, wheels, files, offset: 4 + n };
+}
+
+// Write a checked bundle's files; if one fails, remove those written and throw.
+function writeFiles(FS, bytes, { files, offset }) {
+  const written = [];
+  try {
+    for (const [path, size] of files) {
+      FS.mkdirTree(path.slice(0, path.lastIndexOf("/")));
+      FS.writeFile(path, bytes.subarray(offset, offset + size));
+      written.push(path);
+      offset += size;
+    }
+  } catch (err) {
+    removeFiles(FS, written);
+    throw err;
   }
-  return { text, files: files.length };
+  return written;
+}
+
+function removeFiles(FS, paths) {
+  for (const path of paths) {
+    try {
+      FS.unlink(path);
+    } catch {
+      // gone already
+    }
+  }
+}
+
+// The bundle of what describe() names (its JSON), read from MEMFS, or null if it names no wheel.
+function makeBundle(FS, described, names) {
+  const { magic, wheels, files, pycs } = JSON.parse(described);
+  if (!Object.keys(wheels).length) return null;
+  const parts = [], listed = [];
+  for (const path of files) {
+    const data = FS.readFile(path);
+    parts.push(data);
+    listed.push([path, data.byteLength]);
+  }
+  const want = hexBytes(magic);
+  for (const [path, hash] of pycs) {
+    const pyc = FS.readFile(path);
+    if (pyc.byteLength <= 16 || want.some((b, i) => pyc[i] !== b)) continue;
+    const checked = pyc.slice();
+    checked.set([3, 0, 0, 0], 4); // hash-based, checked against the source
+    checked.set(hexBytes(hash), 8);
+    parts.push(checked);
+    listed.push([path, checked.byteLength]);
+  }
+  const head = new TextEncoder().encode(JSON.stringify({ names, wheels, files: listed }));
+  const out = new Uint8Array(4 + head.byteLength + parts.reduce((sum, p) => sum + p.byteLength, 0));
+  new DataView(out.buffer).setUint32(0, head.byteLength, true);
+  out.set(head, 4);
+  let offset = 4 + head.byteLength;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.byteLength;
+  }
+  return out;
 }
 
 // The "packages" part of `key` in `store`, read and checked from now on, while Python starts.
-// install(pyodide): before loadPackage -> {how: "installed", files, bytes} (the last load's,
-// written) | {how: "none", why} (loadPackage unpacks; the imports write their bytecode).
-// save(pyodide): after the imports -> {bytes} | {error} where install found none and this load
-// unpacked wheels, else null. Without a store both do nothing.
+// install(pyodide, names): before loadPackage(names) -> {how: "installed", files, bytes} (the
+// last load's, written) | {how: "none", why} (loadPackage unpacks; the imports write their
+// bytecode). save(pyodide): after the imports -> {bytes} | {error} where install found none
+// and this load unpacked wheels, else null. Without a store both do nothing.
 function packagesCache(store, key, off) {
   const reading = store && key ? store.get(key, "packages").then((hit) => hit && verified(hit)) : null;
   reading?.catch(() => {}); // install() reports its error
-  let saving = false, bundle = null;
+  let saving = false, describe = null, names = [];
   return {
-    async install(pyodide) {
+    async install(pyodide, packages) {
+      names = [...packages];
       if (!reading) return { how: "none", why: off ?? "no snapshot store" };
       let why, expect;
       const pair = pyodide.runPython(PACKAGES_PY);
-      [expect, bundle] = pair;
+      [expect, describe] = pair;
       pair.destroy();
       try {
         const bytes = await reading;
         if (bytes) {
-          const { text, files } = writeBundle(pyodide.FS, bytes);
-          expect(text);
-          return { how: "installed", files, bytes: bytes.byteLength };
+          const bundle = readBundle(bytes);
+          if (JSON.stringify(bundle.names) !== JSON.stringify(names)) {
+            throw new Error(`they are ${bundle.names.join(", ")}; this boot loads ${names.join(", ")}`);
+          }
+          const written = writeFiles(pyodide.FS, bytes, bundle);
+          try {
+            expect(JSON.stringify(bundle.wheels));
+          } catch (err) {
+            removeFiles(pyodide.FS, written);
+            throw err;
+          }
+          return { how: "installed", files: written.length, bytes: bytes.byteLength };
         }
         why = "none stored yet for these files";
       } catch (err) {
-        why = `the stored packages were refused (${first(err)})`;
+        why = `the stored packages were refused (${brief(err)})`;
         await Promise.resolve(store.drop(key, "packages")).catch(() => {});
       } finally {
         expect.destroy();
@@ -240,22 +322,21 @@ function packagesCache(store, key, off) {
       return { how: "none", why };
     },
     async save(pyodide) {
-      if (!bundle) return null;
-      let made;
+      if (!describe) return null;
       try {
-        made = bundle(); // puts unpack_buffer back, always
+        const described = describe(); // puts unpack_buffer back, always
         if (!saving) return null;
         pyodide.runPython("import sys; sys.dont_write_bytecode = True");
-        if (!made) return null;
-        const bytes = made.toJs();
-        await store.put(key, "packages", bytes, await sha256Hex(bytes));
-        return { bytes: bytes.byteLength };
+        const { skipped } = JSON.parse(described);
+        const bytes = makeBundle(pyodide.FS, described, names);
+        if (bytes) await store.put(key, "packages", bytes, await sha256Hex(bytes));
+        if (skipped.length) return { error: `not kept (files beyond site-packages): ${skipped.join(", ")}` };
+        return bytes && { bytes: bytes.byteLength };
       } catch (err) {
-        return { error: first(err) };
+        return { error: brief(err) };
       } finally {
-        made?.destroy();
-        bundle.destroy();
-        bundle = null;
+        describe.destroy();
+        describe = null;
       }
     },
   };
@@ -304,7 +385,7 @@ export async function startPython(loadPyodide, options, { files, store, off, fat
           stored: null, packages };
       } catch (err) {
         if (fatal(err)) throw err;
-        why = `the stored snapshot was refused (${first(err)})`;
+        why = `the stored snapshot was refused (${brief(err)})`;
         await store.drop(key, "snapshot");
       }
     } else {
@@ -312,7 +393,7 @@ export async function startPython(loadPyodide, options, { files, store, off, fat
     }
   } catch (err) {
     if (fatal(err)) throw err;
-    return normal(`the snapshot store failed (${first(err)})`);
+    return normal(`the snapshot store failed (${brief(err)})`);
   }
   let snapshot;
   try {
@@ -326,6 +407,6 @@ export async function startPython(loadPyodide, options, { files, store, off, fat
       packages };
   } catch (err) {
     if (fatal(err)) throw err;
-    return normal(`a snapshot could not be ${snapshot ? "restored" : "made"} (${first(err)})`);
+    return normal(`a snapshot could not be ${snapshot ? "restored" : "made"} (${brief(err)})`);
   }
 }

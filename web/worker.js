@@ -224,7 +224,7 @@ async function boot() {
 
   // numpy and pybridge as the last load installed them (snapshot.js): loadPackage then loads
   // their libraries without unpacking the wheels again
-  const installed = await packages.install(pyodide);
+  const installed = await packages.install(pyodide, PACKAGES);
   const loadErrors = [];
   await orFailedAsset(
     pyodide.loadPackage(PACKAGES, {

@@ -75,8 +75,8 @@ def stored(page, packages: bool = True) -> dict:
     }}""")
 
 
-# numpy's bytecode as installed: for each pyc, whether it is an unchecked hash-based one
-# (PEP 552 flags 0b01) and whether its hash is that of the source beside it (Python's own
+# numpy's bytecode as installed: for each pyc, whether it is a checked hash-based one (PEP 552
+# flags 0b11) and whether its hash is that of the source beside it (Python's own
 # importlib.util.source_hash, not the bundle's code)
 PYCS = """
 import os, numpy, importlib.util as u
@@ -87,7 +87,7 @@ def check(path):
     with open(u.source_from_cache(path), "rb") as f:
         source = f.read()
     return [os.path.relpath(path, root), head[:4] == u.MAGIC_NUMBER,
-            head[4:8] == bytes([1, 0, 0, 0]), head[8:16] == u.source_hash(source)]
+            head[4:8] == bytes([3, 0, 0, 0]), head[8:16] == u.source_hash(source)]
 [check(os.path.join(folder, name)) for folder, _, names in sorted(os.walk(root))
  if folder.endswith("__pycache__") for name in sorted(names)]
 """
@@ -109,6 +109,35 @@ for top in ("numpy", "numpy-2.0.2.dist-info"):
                     files[os.path.relpath(os.path.join(folder, name), site)] = hashlib.sha256(f.read()).hexdigest()
 {"files": files, "version": md.version("numpy"), "installer": md.distribution("numpy").read_text("INSTALLER"),
  "loaded": pyodide_js.loadedPackages.numpy, "unpack": loader.unpack_buffer.__qualname__}
+"""
+
+
+# Whether Python loads a module's code from the kept pyc (no compile), and compiles its source
+# again once the source changes (a checked pyc: micropip or an edit may change a source)
+PYC_USED = """
+import importlib.machinery as m, pybridge._env
+path = pybridge._env.__file__
+with open(path) as f:
+    source = f.read()
+compiled = []
+original = m.SourceFileLoader.source_to_code
+def counting(self, data, path, **kwargs):
+    compiled.append(path)
+    return original(self, data, path, **kwargs)
+m.SourceFileLoader.source_to_code = counting
+try:
+    m.SourceFileLoader("probe", path).get_code("probe")
+    from_pyc = compiled == []
+    with open(path, "a") as f:
+        f.write("\\nPROBE = 7\\n")
+    space = {"__name__": "probe"}
+    exec(m.SourceFileLoader("probe", path).get_code("probe"), space)
+    again = compiled == [path] and space.get("PROBE") == 7
+finally:
+    m.SourceFileLoader.source_to_code = original
+    with open(path, "w") as f:
+        f.write(source)
+[from_pyc, again]
 """
 
 
@@ -165,6 +194,7 @@ def test_first_load_makes_a_snapshot_the_next_restores_it_and_both_match_a_norma
                           + STDLIB_AFTER)
     assert extra == [], f"imported at boot, not in the snapshot: {extra}"
     check_installed(page)  # written from the bundle, not unpacked: the same files
+    assert page.evaluate("(code) => pybridge.run(code)", PYC_USED) == [True, True]
     second = probe(page)
     search_restored = page.evaluate("pybridge.lastSearch.ranked")
 
@@ -250,11 +280,12 @@ def test_a_damaged_snapshot_is_refused_and_replaced(page, server, damage, why):
 
 @pytest.mark.parametrize("damage, why", [
     ("one bit", "do not match the sha256 stored with it"),
-    # damaged where its stored sha256 still matches: a file outside site-packages' __pycache__
-    # damaged where its stored sha256 still matches: a file outside site-packages, a library
-    # that is not in it
+    # damaged where its stored sha256 still matches: a file outside site-packages, a file listed
+    # twice, a library that is not in it; and a bundle made for another list of packages
     ("a path elsewhere, sha256 matching", "not a packages bundle: its entry"),
-    ("a library not in it, sha256 matching", "not a packages bundle: numpy-2.0.2")])
+    ("a path twice, sha256 matching", "not a packages bundle: its entry"),
+    ("a library not in it, sha256 matching", "not a packages bundle: numpy-2.0.2"),
+    ("other packages, sha256 matching", "they are numpy; this boot loads numpy, pybridge")])
 def test_damaged_packages_are_refused_and_replaced(page, server, damage, why):
     load(page, server.url + "?model=none")
     stored(page)
@@ -268,8 +299,10 @@ def test_damaged_packages_are_refused_and_replaced(page, server, damage, why):
         else {{
             const n = new DataView(bytes.buffer).getUint32(0, true);
             const head = JSON.parse(new TextDecoder().decode(bytes.subarray(4, 4 + n)));
-            if (damage.startsWith("a path")) head.files[0][0] = "/lib/python3.12/site-packages/../../../home/x.py";
-            else head.wheels[Object.keys(head.wheels).find((w) => w.startsWith("numpy"))][0] = "/lib/python3.12/site-packages/numpy/x.so";
+            if (damage.startsWith("a path elsewhere")) head.files[0][0] = "/lib/python3.12/site-packages/../../../home/x.py";
+            else if (damage.startsWith("a path twice")) head.files[1][0] = head.files[0][0];
+            else if (damage.startsWith("a library")) head.wheels[Object.keys(head.wheels).find((w) => w.startsWith("numpy"))][0] = "/lib/python3.12/site-packages/numpy/x.so";
+            else head.names = ["numpy"];
             const moved = new TextEncoder().encode(JSON.stringify(head));
             const out = new Uint8Array(bytes.length - n + moved.length);
             new DataView(out.buffer).setUint32(0, moved.length, true);
@@ -287,8 +320,8 @@ def test_damaged_packages_are_refused_and_replaced(page, server, damage, why):
     assert why in refused["packages"]["why"], refused["packages"]
     assert "unpacked and compiled: the stored packages were refused" in page.locator("#stages").inner_text()
     check_installed(page)  # unpacked from the wheel instead
-    # nothing of it was written: the pycs there are the timestamp-based ones this load's
-    # imports wrote, for the packages it keeps instead
+    # nothing of it was written (every entry is checked first): the pycs there are the
+    # timestamp-based ones this load's imports wrote, for the packages it keeps instead
     pycs = page.evaluate("(code) => pybridge.run(code)", PYCS)
     assert pycs and not any(hashed for _, _, hashed, _ in pycs), pycs
     page.wait_for_function("pybridge.boot.packagesStored !== undefined", timeout=60_000)

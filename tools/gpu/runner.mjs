@@ -27,7 +27,7 @@
 // {created, destroyed, collected} (absent with --no-gpu).
 
 import { createHash } from "node:crypto";
-import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { pathToFileURL } from "node:url";
@@ -144,10 +144,15 @@ function fileStore(dir) {
     async put(key, part, bytes, sha256) {
       await mkdir(dir, { recursive: true });
       for (const name of await readdir(dir)) if (!name.startsWith(key)) await rm(join(dir, name));
-      await writeFile(file(key, part), bytes);
-      await writeFile(file(key, `${part}.sha256`), sha256);
+      for (const [name, data] of [[part, bytes], [`${part}.sha256`, sha256]]) {
+        await writeFile(`${file(key, name)}.${process.pid}.tmp`, data); // whole, or not there
+        await rename(`${file(key, name)}.${process.pid}.tmp`, file(key, name));
+      }
     },
-    drop: (key, part) => rm(file(key, part), { force: true }),
+    async drop(key, part) {
+      await rm(file(key, part), { force: true });
+      await rm(file(key, `${part}.sha256`), { force: true });
+    },
   };
 }
 
@@ -170,12 +175,15 @@ globalThis.self = globalThis; // bridge.js and pybridge.browser read self.pyodid
 // has no page to post to, so the messages are dropped.
 globalThis.postMessage = () => {};
 self.pyodide = pyodide;
-const installed = await packages.install(pyodide); // the last start's, as the worker does
+const PACKAGES = ["numpy", "pybridge"];
+const installed = await packages.install(pyodide, PACKAGES); // the last start's, as the worker does
 const loadErrors = [];
-await pyodide.loadPackage(["numpy", "pybridge"], {
+await pyodide.loadPackage(PACKAGES, {
   messageCallback: () => {},
   errorCallback: (msg) => loadErrors.push(msg),
 });
+// a wheel that did not load fails the start, even where the last start's files would import
+if (loadErrors.length) throw new Error(`Python packages did not load. ${loadErrors.join(" ")}`);
 await adapterReady;
 const bridge = await import(pathToFileURL(join(resolve(opt.web), "bridge.js")).href);
 const { callPython, toPlain } = await import(pathToFileURL(join(resolve(opt.web), "call.js")).href);
