@@ -2,7 +2,8 @@
 
     tensors = await load_safetensors(url, sha256=..., blocks=..., progress=lambda done, total: ...)
 
-The JSON header (a few kB) is fetched with Range requests and parsed in Python. The tensor
+The JSON header (a few kB) is fetched with Range requests (from a server that ignores them,
+as the start of the whole file, the rest cancelled) and parsed in Python. The tensor
 bytes never enter the wasm heap, nor a whole-file ArrayBuffer: the response body streams
 chunk by chunk (web/bridge.js `streamWeights`) into STORAGE buffers created
 `mappedAtCreation`, one per tensor. The file is checked while it streams, in one of two ways:
@@ -221,7 +222,9 @@ def write_safetensors(path: str | Path, tensors: dict[str, "np.ndarray"],
 
 # --- browser ---------------------------------------------------------------------------------
 async def _fetch_range(url: str, start: int, end: int) -> tuple[bytes, int]:
-    """Bytes [start, end) of url and the file's total size (from Content-Range)."""
+    """Bytes [start, end) of url and the file's total size: a Range request, or where the
+    server ignores Range (a plain static host: HTTP 200, the whole file) the first `end` bytes
+    of the body, the rest cancelled, and the size from Content-Length."""
     import js
     from pyodide.ffi import to_js
 
@@ -231,19 +234,40 @@ async def _fetch_range(url: str, start: int, end: int) -> tuple[bytes, int]:
         resp = await js.fetch(url, to_js({"headers": {"Range": f"bytes={start}-{end - 1}"}},
                                          dict_converter=js.Object.fromEntries))
         content_range = re.fullmatch(r"bytes \d+-\d+/(\d+)", str(resp.headers.get("Content-Range")))
-        if resp.status != 206 or content_range is None:
+        length = str(resp.headers.get("Content-Length"))
+        if resp.status == 206 and content_range is not None:
+            total = int(content_range[1])
+            data = (await resp.arrayBuffer()).to_bytes()
+        elif resp.status == 200 and length.isdigit() and not resp.headers.get("Content-Encoding"):
+            total, data = int(length), await _read_start(resp.body.getReader(), end)
+            data = data[start:]
+        else:
             if resp.body:
-                resp.body.cancel()  # not the range asked for: stop the rest of the file
+                resp.body.cancel()  # not what was asked for: stop the rest of the file
             raise DownloadError(f"{url}: Range request answered HTTP {resp.status} (Content-Range "
-                                f"{resp.headers.get('Content-Range')}); the server must support "
-                                "Range requests")
-        total = int(content_range[1])
-        data = (await resp.arrayBuffer()).to_bytes()
+                                f"{resp.headers.get('Content-Range')}, Content-Length {length})"
+                                "; the server must support Range requests or send the file's "
+                                "length")
     except JsException as e:  # the network, or the worker's fetch naming an HTTP error
         message = str(e.message)
         raise DownloadError(message if url in message else f"{url}: {message}") from None
     accounting.record("weights", "header", 2, len(data))  # response -> ArrayBuffer -> bytes
     return data, total
+
+
+async def _read_start(reader: Any, n: int) -> bytes:
+    """The first `n` bytes of a body (or all of a shorter one); the rest is cancelled."""
+    chunks, have = [], 0
+    try:
+        while have < n:
+            chunk = await reader.read()
+            if chunk.done:
+                break
+            chunks.append(chunk.value.to_bytes())
+            have += len(chunks[-1])
+    finally:
+        reader.cancel()
+    return b"".join(chunks)[:n]
 
 
 async def read_header_browser(url: str) -> Header:

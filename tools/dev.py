@@ -14,6 +14,10 @@
                                                                    serve (N cold boots at once) and
                                                                    soak (10,000 searches), hardening
     python3 tools/dev.py setup [--demo]                            set-up only (--demo: the demo's)
+    python3 tools/dev.py export DIR [--force]                      the whole site (pages, Pyodide,
+                                                                   wheels, model) in a folder any
+                                                                   static host serves, with its
+                                                                   headers (tools/export.py)
 
 Set-up (idempotent, each step skipped when already done, with visible progress):
   1. Debian packages: chromium (headless browser tests), mesa-vulkan-drivers (lavapipe for the
@@ -249,8 +253,9 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
-    if command not in ("demo", "test", "bench", "setup"):
-        print(f"unknown command {command!r}; expected demo, test, bench or setup\n{__doc__}",
+    if command not in ("demo", "test", "bench", "setup", "export"):
+        print(f"unknown command {command!r}; expected demo, test, bench, setup or export\n"
+              f"{__doc__}",
               file=sys.stderr)
         return 2
     needs_reference = command == "test" or (command == "bench" and (
@@ -264,7 +269,7 @@ def main(argv: list[str]) -> int:
             print("usage: python3 tools/dev.py test --browser {webkit|safari} [pytest args...]",
                   file=sys.stderr)
             return 2
-    if command == "demo" or (command == "setup" and "--demo" in rest):
+    if command in ("demo", "export") or (command == "setup" and "--demo" in rest):
         setup(("demo",), debian=None)  # Python alone, on Linux or macOS: no apt-get, no npm
     elif browser == "safari":  # macOS: safaridriver comes with Safari; the references' lock is
         setup(("dev",), debian=None)  # Linux-only (the tokenizer check skips without it)
@@ -273,9 +278,14 @@ def main(argv: list[str]) -> int:
               debian={**DEBIAN_PACKAGES, **TEST_DEBIAN_PACKAGES} if command == "test"
               else DEBIAN_PACKAGES)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the references load from local files only
+    cwd = os.getcwd()
     os.chdir(ROOT)
     if command == "demo":
         exec_in_venv([str(ROOT / "tools" / "server.py"), *rest])
+    elif command == "export":
+        if rest and not rest[0].startswith("-"):  # DIR as given, from where the command ran
+            rest[0] = str(Path(cwd, rest[0]).resolve())
+        exec_in_venv([str(ROOT / "tools" / "export.py"), *rest])
     elif command == "test":
         if browser:
             os.environ["PYBRIDGE_WEBKIT_BROWSER"] = browser  # tests/webkit/conftest.py

@@ -108,6 +108,7 @@ export function cacheStorageStore(root, name = "pybridge-python-snapshot") {
 // The first line of an error's message; of a Python exception, its last line (the first is
 // "Traceback (most recent call last):").
 const brief = (err) => {
+  if (err?.errno !== undefined && !err.message) return `${err.name} ${err.errno}`; // Emscripten's FS
   const lines = String(err?.message || err).split("\n").filter((line) => line.trim());
   return (err?.type ? lines.at(-1) : lines[0]) ?? String(err);
 };
@@ -199,7 +200,8 @@ function readBundle(bytes) {
   const paths = new Set();
   let end = 4 + n;
   for (const [path, size] of files) {
-    if (!PACKAGE_PATH.test(path) || paths.has(path) || !(size >= 0) || end + size > bytes.byteLength) {
+    if (typeof path !== "string" || !PACKAGE_PATH.test(path) || paths.has(path) ||
+        !Number.isSafeInteger(size) || size < 0 || end + size > bytes.byteLength) {
       throw new Error(`not a packages bundle: its entry ${JSON.stringify([path, size])}`);
     }
     paths.add(path);
@@ -224,8 +226,8 @@ function writeFiles(FS, bytes, { files, offset }) {
   try {
     for (const [path, size] of files) {
       FS.mkdirTree(path.slice(0, path.lastIndexOf("/")));
+      written.push(path); // before the write: one that fails halfway is removed too
       FS.writeFile(path, bytes.subarray(offset, offset + size));
-      written.push(path);
       offset += size;
     }
   } catch (err) {
@@ -249,14 +251,18 @@ function removeFiles(FS, paths) {
 function makeBundle(FS, described, names) {
   const { magic, wheels, files, pycs } = JSON.parse(described);
   if (!Object.keys(wheels).length) return null;
-  const parts = [], listed = [];
+  const parts = [], listed = [], seen = new Set();
   for (const path of files) {
+    if (seen.has(path)) continue; // a file two wheels list
+    seen.add(path);
     const data = FS.readFile(path);
     parts.push(data);
     listed.push([path, data.byteLength]);
   }
   const want = hexBytes(magic);
   for (const [path, hash] of pycs) {
+    if (seen.has(path)) continue; // a pyc a wheel ships is kept as shipped
+    seen.add(path);
     const pyc = FS.readFile(path);
     if (pyc.byteLength <= 16 || want.some((b, i) => pyc[i] !== b)) continue;
     const checked = pyc.slice();
@@ -281,7 +287,8 @@ function makeBundle(FS, described, names) {
 // install(pyodide, names): before loadPackage(names) -> {how: "installed", files, bytes} (the
 // last load's, written) | {how: "none", why} (loadPackage unpacks; the imports write their
 // bytecode). save(pyodide): after the imports -> {bytes} | {error} where install found none
-// and this load unpacked wheels, else null. Without a store both do nothing.
+// and this load unpacked wheels, else null. forget(): drop them (they broke the boot). Without
+// a store all do nothing.
 function packagesCache(store, key, off) {
   const reading = store && key ? store.get(key, "packages").then((hit) => hit && verified(hit)) : null;
   reading?.catch(() => {}); // install() reports its error
@@ -322,22 +329,27 @@ function packagesCache(store, key, off) {
       return { how: "none", why };
     },
     async save(pyodide) {
-      if (!describe) return null;
+      const describing = describe;
+      describe = null; // once
+      if (!describing) return null;
       try {
-        const described = describe(); // puts unpack_buffer back, always
+        const described = describing(); // puts unpack_buffer back, always
         if (!saving) return null;
-        pyodide.runPython("import sys; sys.dont_write_bytecode = True");
         const { skipped } = JSON.parse(described);
         const bytes = makeBundle(pyodide.FS, described, names);
         if (bytes) await store.put(key, "packages", bytes, await sha256Hex(bytes));
         if (skipped.length) return { error: `not kept (files beyond site-packages): ${skipped.join(", ")}` };
         return bytes && { bytes: bytes.byteLength };
       } catch (err) {
-        return { error: brief(err) };
+        return saving ? { error: brief(err) } : null;
       } finally {
-        describe.destroy();
-        describe = null;
+        describing.destroy();
+        if (saving) pyodide.runPython("import sys; sys.dont_write_bytecode = True");
       }
+    },
+    // The stored packages broke this boot (its imports failed): never install them again.
+    async forget() {
+      if (store && key) await Promise.resolve(store.drop(key, "packages")).catch(() => {});
     },
   };
 }

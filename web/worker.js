@@ -239,6 +239,7 @@ async function boot() {
   try {
     await pyodide.runPythonAsync("import numpy, pybridge");
   } catch (err) {
+    if (installed.how === "installed") await packages.forget(); // the next load unpacks them
     const names = failedAssets.length ? failedAssets.join(", ") : "(no failed download seen)";
     throw new Error(
       `Python packages did not load. Failed files: ${names}. ${loadErrors.join(" ")} ${err.message}`,

@@ -117,7 +117,7 @@ for top in ("numpy", "numpy-2.0.2.dist-info"):
 PYC_USED = """
 import importlib.machinery as m, pybridge._env
 path = pybridge._env.__file__
-with open(path) as f:
+with open(path, "rb") as f:
     source = f.read()
 compiled = []
 original = m.SourceFileLoader.source_to_code
@@ -134,8 +134,8 @@ try:
     exec(m.SourceFileLoader("probe", path).get_code("probe"), space)
     again = compiled == [path] and space.get("PROBE") == 7
 finally:
-    m.SourceFileLoader.source_to_code = original
-    with open(path, "w") as f:
+    del m.SourceFileLoader.source_to_code  # SourceLoader's again
+    with open(path, "wb") as f:
         f.write(source)
 [from_pyc, again]
 """
@@ -284,6 +284,7 @@ def test_a_damaged_snapshot_is_refused_and_replaced(page, server, damage, why):
     # twice, a library that is not in it; and a bundle made for another list of packages
     ("a path elsewhere, sha256 matching", "not a packages bundle: its entry"),
     ("a path twice, sha256 matching", "not a packages bundle: its entry"),
+    ("a file and a folder, sha256 matching", "is a file and a folder"),
     ("a library not in it, sha256 matching", "not a packages bundle: numpy-2.0.2"),
     ("other packages, sha256 matching", "they are numpy; this boot loads numpy, pybridge")])
 def test_damaged_packages_are_refused_and_replaced(page, server, damage, why):
@@ -301,6 +302,7 @@ def test_damaged_packages_are_refused_and_replaced(page, server, damage, why):
             const head = JSON.parse(new TextDecoder().decode(bytes.subarray(4, 4 + n)));
             if (damage.startsWith("a path elsewhere")) head.files[0][0] = "/lib/python3.12/site-packages/../../../home/x.py";
             else if (damage.startsWith("a path twice")) head.files[1][0] = head.files[0][0];
+            else if (damage.startsWith("a file and")) head.files[1][0] = head.files[0][0] + "/x.py";
             else if (damage.startsWith("a library")) head.wheels[Object.keys(head.wheels).find((w) => w.startsWith("numpy"))][0] = "/lib/python3.12/site-packages/numpy/x.so";
             else head.names = ["numpy"];
             const moved = new TextEncoder().encode(JSON.stringify(head));
@@ -328,6 +330,45 @@ def test_damaged_packages_are_refused_and_replaced(page, server, damage, why):
     assert isinstance(page.evaluate("pybridge.boot.packagesStored"), int)
     assert load(page, server.url + "?model=none")["packages"]["how"] == "installed"
     assert page.errors == []
+
+
+def test_kept_packages_that_break_the_boot_are_dropped_and_the_next_load_unpacks(page, server):
+    """A bundle that passes every check (its sha256 matches) but whose numpy does not import:
+    that boot fails naming it, and drops the bundle, so the next load unpacks the wheels and
+    boots (not the same failure on every load from then on)."""
+    load(page, server.url + "?model=none")
+    stored(page)
+    page.evaluate(f"""async () => {{
+        const cache = await caches.open({CACHE!r});
+        const req = (await cache.keys()).find((r) => r.url.endsWith(".packages"));
+        const hit = await cache.match(req);
+        const bytes = new Uint8Array(await hit.arrayBuffer());
+        const n = new DataView(bytes.buffer).getUint32(0, true);
+        const head = JSON.parse(new TextDecoder().decode(bytes.subarray(4, 4 + n)));
+        let offset = 4 + n;
+        for (const [path, size] of head.files) {{
+            if (path.endsWith("/site-packages/numpy/__init__.py")) {{
+                const text = "raise ImportError('damaged in storage')\\n";
+                bytes.fill(0x23, offset, offset + size);  // '#': comments
+                bytes.set(new TextEncoder().encode(text), offset);
+                break;
+            }}
+            offset += size;
+        }}
+        const headers = new Headers(hit.headers);
+        const sha = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+        headers.set("X-Snapshot-Sha256", Array.from(sha, (b) => b.toString(16).padStart(2, "0")).join(""));
+        await cache.put(req, new Response(bytes, {{headers}}));
+    }}""")
+    page.goto(server.url + "?model=none")
+    assert wait_final(page) == "error"
+    assert "damaged in storage" in page.evaluate("pybridge.error"), page.evaluate("pybridge.error")
+    page.wait_for_function(f"""caches.open({CACHE!r}).then((c) => c.keys()).then((keys) =>
+        !keys.some((r) => r.url.endsWith(".packages")))""", timeout=30_000)
+    again = load(page, server.url + "?model=none")
+    assert again["how"] == "snapshot" and again["packages"] == {
+        "how": "none", "why": "none stored yet for these files"}
+    check_installed(page)
 
 
 def lan_address() -> str | None:

@@ -26,7 +26,7 @@
 // GPU buffers are counted at the API (tools/gpu/buffers.mjs): `self.gpuBufferCounts` is
 // {created, destroyed, collected} (absent with --no-gpu).
 
-import { createHash } from "node:crypto";
+import { createHash, randomUUID } from "node:crypto";
 import { mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
@@ -143,10 +143,13 @@ function fileStore(dir) {
     },
     async put(key, part, bytes, sha256) {
       await mkdir(dir, { recursive: true });
-      for (const name of await readdir(dir)) if (!name.startsWith(key)) await rm(join(dir, name));
+      for (const name of await readdir(dir)) {
+        if (!name.startsWith(key)) await rm(join(dir, name), { force: true });
+      }
       for (const [name, data] of [[part, bytes], [`${part}.sha256`, sha256]]) {
-        await writeFile(`${file(key, name)}.${process.pid}.tmp`, data); // whole, or not there
-        await rename(`${file(key, name)}.${process.pid}.tmp`, file(key, name));
+        const temporary = `${file(key, name)}.${randomUUID()}.tmp`;
+        await writeFile(temporary, data);
+        await rename(temporary, file(key, name)); // whole, or not there
       }
     },
     async drop(key, part) {
