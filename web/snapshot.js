@@ -265,11 +265,10 @@ function makeBundle(FS, described, names) {
     seen.add(path);
     const pyc = FS.readFile(path);
     if (pyc.byteLength <= 16 || want.some((b, i) => pyc[i] !== b)) continue;
-    const checked = pyc.slice();
-    checked.set([3, 0, 0, 0], 4); // hash-based, checked against the source
-    checked.set(hexBytes(hash), 8);
-    parts.push(checked);
-    listed.push([path, checked.byteLength]);
+    pyc.set([3, 0, 0, 0], 4); // hash-based, checked against the source (readFile made a copy)
+    pyc.set(hexBytes(hash), 8);
+    parts.push(pyc);
+    listed.push([path, pyc.byteLength]);
   }
   const head = new TextEncoder().encode(JSON.stringify({ names, wheels, files: listed }));
   const out = new Uint8Array(4 + head.byteLength + parts.reduce((sum, p) => sum + p.byteLength, 0));

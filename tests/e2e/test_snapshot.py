@@ -253,21 +253,12 @@ def test_a_snapshot_is_never_restored_for_other_files(page, server):
 def test_a_damaged_snapshot_is_refused_and_replaced(page, server, damage, why):
     load(page, server.url + "?model=none")
     stored(page)
-    page.evaluate(f"""async (damage) => {{
-        const cache = await caches.open({CACHE!r});
-        const req = (await cache.keys()).find((r) => !r.url.endsWith(".packages"));
-        const hit = await cache.match(req);
-        let bytes = new Uint8Array(await hit.arrayBuffer());
-        const headers = new Headers(hit.headers);
-        if (damage === "garbage") bytes = new Uint8Array(4096).fill(7);
-        else if (damage === "one bit") bytes[bytes.length >> 1] ^= 1;  // in the middle of the heap
-        else {{
-            bytes[0] ^= 1;
-            const sha = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
-            headers.set("X-Snapshot-Sha256", Array.from(sha, (b) => b.toString(16).padStart(2, "0")).join(""));
-        }}
-        await cache.put(req, new Response(bytes, {{headers}}));
-    }}""", damage)
+    if damage == "garbage":
+        rewrite(page, "snapshot", "return new Uint8Array(4096).fill(7);", resign=False)
+    elif damage == "one bit":  # in the middle of the heap
+        rewrite(page, "snapshot", "bytes[bytes.length >> 1] ^= 1; return bytes;", resign=False)
+    else:
+        rewrite(page, "snapshot", "bytes[0] ^= 1; return bytes;")
     refused = load(page, server.url + "?model=none")
     assert refused["how"] == "made" and "the stored snapshot was refused" in refused["why"]
     assert why in refused["why"], refused["why"]
@@ -290,32 +281,17 @@ def test_a_damaged_snapshot_is_refused_and_replaced(page, server, damage, why):
 def test_damaged_packages_are_refused_and_replaced(page, server, damage, why):
     load(page, server.url + "?model=none")
     stored(page)
-    page.evaluate(f"""async (damage) => {{
-        const cache = await caches.open({CACHE!r});
-        const req = (await cache.keys()).find((r) => r.url.endsWith(".packages"));
-        const hit = await cache.match(req);
-        let bytes = new Uint8Array(await hit.arrayBuffer());
-        const headers = new Headers(hit.headers);
-        if (damage === "one bit") bytes[bytes.length >> 1] ^= 1;
-        else {{
-            const n = new DataView(bytes.buffer).getUint32(0, true);
-            const head = JSON.parse(new TextDecoder().decode(bytes.subarray(4, 4 + n)));
-            if (damage.startsWith("a path elsewhere")) head.files[0][0] = "/lib/python3.12/site-packages/../../../home/x.py";
-            else if (damage.startsWith("a path twice")) head.files[1][0] = head.files[0][0];
-            else if (damage.startsWith("a file and")) head.files[1][0] = head.files[0][0] + "/x.py";
-            else if (damage.startsWith("a library")) head.wheels[Object.keys(head.wheels).find((w) => w.startsWith("numpy"))][0] = "/lib/python3.12/site-packages/numpy/x.so";
-            else head.names = ["numpy"];
-            const moved = new TextEncoder().encode(JSON.stringify(head));
-            const out = new Uint8Array(bytes.length - n + moved.length);
-            new DataView(out.buffer).setUint32(0, moved.length, true);
-            out.set(moved, 4);
-            out.set(bytes.subarray(4 + n), 4 + moved.length);
-            bytes = out;
-            const sha = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
-            headers.set("X-Snapshot-Sha256", Array.from(sha, (b) => b.toString(16).padStart(2, "0")).join(""));
-        }}
-        await cache.put(req, new Response(bytes, {{headers}}));
-    }}""", damage)
+    if damage == "one bit":
+        rewrite(page, "packages", "bytes[bytes.length >> 1] ^= 1; return bytes;", resign=False)
+    else:
+        rewrite(page, "packages", """
+            const json = head.json();
+            if (arg.startsWith("a path elsewhere")) json.files[0][0] = "/lib/python3.12/site-packages/../../../home/x.py";
+            else if (arg.startsWith("a path twice")) json.files[1][0] = json.files[0][0];
+            else if (arg.startsWith("a file and")) json.files[1][0] = json.files[0][0] + "/x.py";
+            else if (arg.startsWith("a library")) json.wheels[Object.keys(json.wheels).find((w) => w.startsWith("numpy"))][0] = "/lib/python3.12/site-packages/numpy/x.so";
+            else json.names = ["numpy"];
+            return head.then(json);""", damage)
     refused = load(page, server.url + "?model=none")
     assert refused["how"] == "snapshot" and refused["packages"]["how"] == "none"
     assert "the stored packages were refused" in refused["packages"]["why"], refused["packages"]
@@ -338,28 +314,17 @@ def test_kept_packages_that_break_the_boot_are_dropped_and_the_next_load_unpacks
     boots (not the same failure on every load from then on)."""
     load(page, server.url + "?model=none")
     stored(page)
-    page.evaluate(f"""async () => {{
-        const cache = await caches.open({CACHE!r});
-        const req = (await cache.keys()).find((r) => r.url.endsWith(".packages"));
-        const hit = await cache.match(req);
-        const bytes = new Uint8Array(await hit.arrayBuffer());
-        const n = new DataView(bytes.buffer).getUint32(0, true);
-        const head = JSON.parse(new TextDecoder().decode(bytes.subarray(4, 4 + n)));
-        let offset = 4 + n;
-        for (const [path, size] of head.files) {{
-            if (path.endsWith("/site-packages/numpy/__init__.py")) {{
-                const text = "raise ImportError('damaged in storage')\\n";
+    rewrite(page, "packages", """
+        let offset = head.offset;
+        for (const [path, size] of head.json().files) {
+            if (path.endsWith("/site-packages/numpy/__init__.py")) {
                 bytes.fill(0x23, offset, offset + size);  // '#': comments
-                bytes.set(new TextEncoder().encode(text), offset);
+                bytes.set(new TextEncoder().encode(arg), offset);
                 break;
-            }}
+            }
             offset += size;
-        }}
-        const headers = new Headers(hit.headers);
-        const sha = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
-        headers.set("X-Snapshot-Sha256", Array.from(sha, (b) => b.toString(16).padStart(2, "0")).join(""));
-        await cache.put(req, new Response(bytes, {{headers}}));
-    }}""")
+        }
+        return bytes;""", "raise ImportError('damaged in storage')\n")
     page.goto(server.url + "?model=none")
     assert wait_final(page) == "error"
     assert "damaged in storage" in page.evaluate("pybridge.error"), page.evaluate("pybridge.error")
@@ -369,6 +334,39 @@ def test_kept_packages_that_break_the_boot_are_dropped_and_the_next_load_unpacks
     assert again["how"] == "snapshot" and again["packages"] == {
         "how": "none", "why": "none stored yet for these files"}
     check_installed(page)
+
+
+def rewrite(page, part: str, change: str, arg=None, resign: bool = True) -> None:
+    """Replace the stored `part` ("snapshot" or "packages") with what `change` makes of it: the
+    body of a JS function of `bytes` (a Uint8Array), `arg` and `head` (for "packages": its head
+    as {json, then(json) -> new bytes}) returning the new bytes. With `resign` the new bytes'
+    sha256 is stored beside them: damage the stored hash still matches."""
+    page.evaluate(f"""async ([packages, arg, resign]) => {{
+        const cache = await caches.open({CACHE!r});
+        const req = (await cache.keys()).find((r) => r.url.endsWith(".packages") === packages);
+        const hit = await cache.match(req);
+        const read = new Uint8Array(await hit.arrayBuffer());
+        const n = new DataView(read.buffer).getUint32(0, true);
+        const head = {{
+            json: () => JSON.parse(new TextDecoder().decode(read.subarray(4, 4 + n))),
+            then: (json) => {{  // the bundle with this head instead
+                const moved = new TextEncoder().encode(JSON.stringify(json));
+                const out = new Uint8Array(read.length - n + moved.length);
+                new DataView(out.buffer).setUint32(0, moved.length, true);
+                out.set(moved, 4);
+                out.set(read.subarray(4 + n), 4 + moved.length);
+                return out;
+            }},
+            offset: 4 + n,
+        }};
+        const bytes = ((bytes, arg, head) => {{ {change} }})(read, arg, head);
+        const headers = new Headers(hit.headers);
+        if (resign) {{
+            const sha = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+            headers.set("X-Snapshot-Sha256", Array.from(sha, (b) => b.toString(16).padStart(2, "0")).join(""));
+        }}
+        await cache.put(req, new Response(bytes, {{headers}}));
+    }}""", [part == "packages", arg, resign])
 
 
 def lan_address() -> str | None:
