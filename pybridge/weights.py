@@ -239,11 +239,13 @@ async def _fetch_range(url: str, start: int, end: int) -> tuple[bytes, int]:
             total = int(content_range[1])
             data = (await resp.arrayBuffer()).to_bytes()
         elif resp.status == 200 and length.isdigit() and not resp.headers.get("Content-Encoding"):
+            if not resp.body:
+                raise DownloadError(f"{url}: HTTP 200 with no body")
             total, data = int(length), await _read_start(resp.body.getReader(), end)
             data = data[start:]
         else:
-            if resp.body:
-                resp.body.cancel()  # not what was asked for: stop the rest of the file
+            if resp.body:  # not what was asked for: stop the rest of the file
+                await _cancel(resp.body)
             raise DownloadError(f"{url}: Range request answered HTTP {resp.status} (Content-Range "
                                 f"{resp.headers.get('Content-Range')}, Content-Length {length})"
                                 "; the server must support Range requests or send the file's "
@@ -266,8 +268,19 @@ async def _read_start(reader: Any, n: int) -> bytes:
             chunks.append(chunk.value.to_bytes())
             have += len(chunks[-1])
     finally:
-        reader.cancel()
+        await _cancel(reader)
     return b"".join(chunks)[:n]
+
+
+async def _cancel(stream: Any) -> None:
+    """Cancel a body or its reader; one already errored (the connection dropped) rejects,
+    which is no news: not left as an unhandled rejection."""
+    from pyodide.ffi import JsException
+
+    try:
+        await stream.cancel()
+    except JsException:
+        pass
 
 
 async def read_header_browser(url: str) -> Header:

@@ -283,8 +283,8 @@ def main(argv: list[str]) -> int:
     if command == "demo":
         exec_in_venv([str(ROOT / "tools" / "server.py"), *rest])
     elif command == "export":
-        if rest and not rest[0].startswith("-"):  # DIR as given, from where the command ran
-            rest[0] = str(Path(cwd, rest[0]).resolve())
+        rest = [a if a.startswith("-") else str(Path(cwd, a).resolve())  # DIR from where
+                for a in rest]                                            # the command ran
         exec_in_venv([str(ROOT / "tools" / "export.py"), *rest])
     elif command == "test":
         if browser:

@@ -80,18 +80,22 @@ def caddyfile() -> str:
 
 
 def export(dest: Path, force: bool = False, root: Path = ROOT) -> dict[str, int]:
-    """Write the site to `dest`; returns {files, bytes}. A folder that exists and is not empty
-    is refused unless `force` (then emptied first); so is one inside the checkout's served
-    folders."""
+    """Write the site to `dest`; returns {files, bytes}. Refused: the checkout, a folder above
+    it, one inside or above a folder the site is read from, and a folder that is not empty
+    unless `force` and it is an earlier export (it has _serving/), which is then emptied."""
     dest = dest.resolve()
     files = site_files(root)
-    for mount in default_mounts(root):
-        if dest == mount.directory.resolve() or mount.directory.resolve() in dest.parents:
-            raise SystemExit(f"export: {dest} is inside {mount.directory}, which the site is "
-                             "read from")
+    checkout = root.resolve()
+    for folder in [checkout] + [m.directory.resolve() for m in default_mounts(root)]:
+        if dest == folder or folder in dest.parents or dest in folder.parents:
+            raise SystemExit(f"export: {dest} is, holds or is inside {folder}, which the site "
+                             "is read from")
     if dest.exists() and any(dest.iterdir()):
         if not force:
-            raise SystemExit(f"export: {dest} is not empty (--force empties it first)")
+            raise SystemExit(f"export: {dest} is not empty (--force empties an earlier export)")
+        if not (dest / SERVING).is_dir():
+            raise SystemExit(f"export: {dest} is not empty and not an earlier export (no "
+                             f"{SERVING}/ in it): not emptied")
         shutil.rmtree(dest)
     dest.mkdir(parents=True, exist_ok=True)
     total = 0
@@ -117,7 +121,8 @@ def export(dest: Path, force: bool = False, root: Path = ROOT) -> dict[str, int]
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("dest", type=Path, help="the folder to write (made if missing)")
-    ap.add_argument("--force", action="store_true", help="empty the folder first if it is not")
+    ap.add_argument("--force", action="store_true",
+                    help="empty the folder first if it holds an earlier export")
     args = ap.parse_args(argv)
     export(args.dest, args.force)
     return 0

@@ -75,6 +75,32 @@ def test_the_export_holds_the_dev_servers_files(exported, server):
             assert name in text and value in text, (config.name, name)
 
 
+def test_force_never_empties_the_checkout_or_a_folder_that_is_not_an_export(tmp_path):
+    """Found in review: `export . --force` from the checkout emptied the checkout (the guard
+    refused only folders inside the served ones). A fake checkout here: nothing is deleted."""
+    checkout = tmp_path / "checkout"
+    for folder in ("web", "wgsl", "build/site"):
+        (checkout / folder).mkdir(parents=True)
+        (checkout / folder / "kept.txt").write_text("mine")
+    (checkout / ".git").mkdir()
+    for dest in (checkout, tmp_path, checkout / "build"):
+        with pytest.raises(SystemExit, match="which the site is read from"):
+            export(dest, force=True, root=checkout)
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "a.jpg").write_text("mine")
+    with pytest.raises(SystemExit, match="not an earlier export"):
+        export(other, force=True, root=checkout)
+    assert (other / "a.jpg").read_text() == "mine"
+    assert all((checkout / f / "kept.txt").read_text() == "mine"
+               for f in ("web", "wgsl", "build/site")) and (checkout / ".git").is_dir()
+    earlier = tmp_path / "earlier"
+    export(earlier, root=checkout)
+    (earlier / "stale.txt").write_text("old")
+    export(earlier, force=True, root=checkout)  # an earlier export is emptied and written again
+    assert not (earlier / "stale.txt").exists() and (earlier / "kept.txt").read_text() == "mine"
+
+
 def test_an_export_is_not_written_over_a_folder_in_use(tmp_path):
     (tmp_path / "kept.txt").write_text("mine")
     with pytest.raises(SystemExit, match="not empty"):

@@ -10,8 +10,9 @@
 // sha256 of every file in the Pyodide folder (the wheels included); without it, normally.
 //
 // Start-up: ask Dawn for an adapter while Python starts (none: one "no-adapter" message, exit
-// 3; else the "adapter" message comes before "ready"); serve the mounts on loopback (Node's fetch does not read file: URLs), boot Pyodide from the
-// page's files and register web/bridge.js as `pybridge_js` as web/worker.js does.
+// 3; else the "adapter" message comes before "ready"); serve the mounts on loopback (Node's
+// fetch does not read file: URLs), boot Pyodide from the page's files and register
+// web/bridge.js as `pybridge_js` as web/worker.js does.
 // Protocol: every message to the driver is one stdout line "@@pybridge <json>" (other output
 // goes to stderr): {type: "adapter" | "no-adapter" | "ready" | "result" | "fatal", ...}.
 // Requests are stdin lines {"id", "code"}: run Python (async); the last expression is the
@@ -194,6 +195,7 @@ pyodide.registerJsModule("pybridge_js", bridge);
 try {
   await pyodide.runPythonAsync("import numpy, pybridge");
 } catch (err) {
+  if (installed.how === "installed") await packages.forget(); // the next start unpacks them
   throw new Error(`Python packages did not load. ${loadErrors.join(" ")} ${err.message}`);
 }
 const versions = pyodide.runPython(
