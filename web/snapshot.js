@@ -25,7 +25,7 @@
 // none stored unpacks as usual and lets its imports write their bytecode (to MEMFS);
 // `packages.save` then keeps the installed files and that bytecode, as checked hash-based pycs
 // (PEP 552: Python compares the source's hash, not its time, which unpacking changes). The
-// next load writes them back with `packages.install` before loadPackage, which then loads
+// next load writes them back before loadPackage (`packages.load`), which then loads
 // those wheels' dynamic libraries without unpacking them again.
 
 import { toHex } from "./sha256.js";
@@ -183,6 +183,21 @@ const PACKAGES_PY = `def _pybridge_packages():
     return expect, describe
 _pybridge_packages()`;
 
+// loadPackage ends with importlib.invalidate_caches(), on which CPython 3.12's zipimporter
+// reads its archive's whole directory again, in Python: once for each package of the stdlib
+// zip imported by then (18 after a restore), 150-200 ms of a cached load here (profiled with
+// cProfile). loadPackage writes wheels to site-packages and changes no zip, so while it runs
+// the zip importers keep the directories they read. Its value: a function that puts their
+// invalidate_caches back.
+const KEEP_ZIP_DIRECTORIES = `def _pybridge_keep_zips():
+    import zipimport
+    original = zipimport.zipimporter.invalidate_caches
+    zipimport.zipimporter.invalidate_caches = lambda self: None
+    def put_back():
+        zipimport.zipimporter.invalidate_caches = original
+    return put_back
+_pybridge_keep_zips()`;
+
 // Where a bundle's files may go: site-packages, no `.` or `..` step.
 const PACKAGE_PATH = /^\/lib\/python3\.\d+\/site-packages(\/(?!\.\.?(\/|$))[^/]+)+$/;
 
@@ -283,16 +298,32 @@ function makeBundle(FS, described, names) {
 }
 
 // The "packages" part of `key` in `store`, read and checked from now on, while Python starts.
-// install(pyodide, names): before loadPackage(names) -> {how: "installed", files, bytes} (the
-// last load's, written) | {how: "none", why} (loadPackage unpacks; the imports write their
-// bytecode). save(pyodide): after the imports -> {bytes} | {error} where install found none
-// and this load unpacked wheels, else null. forget(): drop them (they broke the boot). Without
-// a store all do nothing.
+// load(pyodide, names): the boot's loadPackage(names), the last load's files written first ->
+// {installed: {how: "installed", files, bytes} (written: loadPackage loads their libraries
+// only) | {how: "none", why} (loadPackage unpacks; the imports write their bytecode),
+// loadErrors: loadPackage's error messages (it does not raise)}. save(pyodide): after the
+// imports -> {bytes} | {error} where none was installed and this load unpacked wheels, else
+// null. forget(): drop them (they broke the boot). Without a store, load only loads.
 function packagesCache(store, key, off) {
   const reading = store && key ? store.get(key, "packages").then((hit) => hit && verified(hit)) : null;
   reading?.catch(() => {}); // install() reports its error
   let saving = false, describe = null, names = [];
   return {
+    async load(pyodide, packages) {
+      const installed = await this.install(pyodide, packages);
+      const loadErrors = [];
+      const putBack = pyodide.runPython(KEEP_ZIP_DIRECTORIES);
+      try {
+        await pyodide.loadPackage(packages, {
+          messageCallback: () => {},
+          errorCallback: (msg) => loadErrors.push(msg),
+        });
+      } finally {
+        putBack();
+        putBack.destroy();
+      }
+      return { installed, loadErrors };
+    },
     async install(pyodide, packages) {
       names = [...packages];
       if (!reading) return { how: "none", why: off ?? "no snapshot store" };

@@ -59,8 +59,11 @@ self.fetch = async (input, init) => {
   // fetch's `integrity`: the compiled code of a Response from the HTTP cache is cached too
   // (V8's wasm code cache), and a wrapped stream would lose that (measured, cached loads of
   // this page: Python ready 3.8-4.3 s wrapped, 2.5-3.4 s and falling over reloads as is).
-  const compiled = !!expected && name.endsWith(".wasm");
-  const options = compiled ? { ...init, integrity: expected } : init;
+  // A fetch that asks for the same `integrity` itself (loadPackage's of a wheel) is checked by
+  // the browser before its Response resolves: hashing it again cost 50-60 ms of a cached load
+  // here (numpy's wheel).
+  const checked = !!expected && (name.endsWith(".wasm") || init?.integrity === expected);
+  const options = checked ? { ...init, integrity: expected } : init;
   let resp;
   try {
     resp = await realFetch(input, options);
@@ -70,7 +73,7 @@ self.fetch = async (input, init) => {
   if (!resp.ok) {
     throw Object.assign(assetFailed(name, url, `HTTP ${resp.status}`), { status: resp.status });
   }
-  if (compiled) {
+  if (checked) {
     post({ type: "asset", name, state: "done", loaded: Number(resp.headers.get("Content-Length")) || 0 });
     return resp;
   }
@@ -224,14 +227,7 @@ async function boot() {
 
   // numpy and pybridge as the last load installed them (snapshot.js): loadPackage then loads
   // their libraries without unpacking the wheels again
-  const installed = await packages.install(pyodide, PACKAGES);
-  const loadErrors = [];
-  await orFailedAsset(
-    pyodide.loadPackage(PACKAGES, {
-      messageCallback: () => {},
-      errorCallback: (msg) => loadErrors.push(msg),
-    }),
-  );
+  const { installed, loadErrors } = await orFailedAsset(packages.load(pyodide, PACKAGES));
   stage("packages", { packages: installed });
 
   pyodide.registerJsModule("pybridge_js", bridge);

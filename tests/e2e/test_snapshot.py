@@ -140,6 +140,19 @@ finally:
 [from_pyc, again]
 """
 
+# The boot's loadPackage left the stdlib zip's directory as the snapshot held it: every zip
+# importer shares the one dict it was read into (each importlib.invalidate_caches() reads it
+# again, once per importer: 150-200 ms of a cached boot here); its invalidate_caches is the
+# zipimporter's own again, and a later importlib.invalidate_caches() does read them again.
+ZIPS = """
+import importlib, sys, zipimport
+zips = [f for f in sys.path_importer_cache.values() if isinstance(f, zipimport.zipimporter)]
+read_once = len({id(f._files) for f in zips}) == 1
+own = zipimport.zipimporter.invalidate_caches.__qualname__ == "zipimporter.invalidate_caches"
+importlib.invalidate_caches()
+[len(zips), read_once, own, len({id(f._files) for f in zips}) == len(zips)]
+"""
+
 
 def check_installed(page) -> None:
     """numpy's files in the page are exactly its wheel's (read here by CPython's zipfile), plus
@@ -194,6 +207,8 @@ def test_first_load_makes_a_snapshot_the_next_restores_it_and_both_match_a_norma
                           + STDLIB_AFTER)
     assert extra == [], f"imported at boot, not in the snapshot: {extra}"
     check_installed(page)  # written from the bundle, not unpacked: the same files
+    zips = page.evaluate("(code) => pybridge.run(code)", ZIPS)
+    assert zips[0] >= 10 and zips[1:] == [True, True, True], zips
     assert page.evaluate("(code) => pybridge.run(code)", PYC_USED) == [True, True]
     second = probe(page)
     search_restored = page.evaluate("pybridge.lastSearch.ranked")
@@ -202,6 +217,7 @@ def test_first_load_makes_a_snapshot_the_next_restores_it_and_both_match_a_norma
     assert normal["how"] == "normal" and "?snapshot=off" in normal["why"]
     assert normal["packages"]["how"] == "none" and "?snapshot=off" in normal["packages"]["why"]
     assert page.evaluate("(code) => pybridge.run(code)", PYCS) == []  # nothing installed, none written
+    assert page.evaluate("(code) => pybridge.run(code)", ZIPS)[1:] == [True, True, True]
     assert "started without a snapshot" in page.locator("#stages").inner_text()
     third = probe(page)
     search_normal = page.evaluate("pybridge.lastSearch.ranked")

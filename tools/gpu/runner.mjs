@@ -180,12 +180,8 @@ globalThis.self = globalThis; // bridge.js and pybridge.browser read self.pyodid
 globalThis.postMessage = () => {};
 self.pyodide = pyodide;
 const PACKAGES = ["numpy", "pybridge"];
-const installed = await packages.install(pyodide, PACKAGES); // the last start's, as the worker does
-const loadErrors = [];
-await pyodide.loadPackage(PACKAGES, {
-  messageCallback: () => {},
-  errorCallback: (msg) => loadErrors.push(msg),
-});
+// the last start's files written first, as the worker does
+const { installed, loadErrors } = await packages.load(pyodide, PACKAGES);
 // a wheel that did not load fails the start, even where the last start's files would import
 if (loadErrors.length) throw new Error(`Python packages did not load. ${loadErrors.join(" ")}`);
 await adapterReady;
