@@ -6,6 +6,9 @@
 
 2. The demo: all-MiniLM-L6-v2 loaded onto the GPU (`load_model`, progress posted to the
    page), then semantic search over the page's sentences (`search`).
+
+3. A corpus searched as you type (`open_corpus`, `corpus_search`; pybridge.corpus): the
+   docstrings of Python's standard library, embedded on the GPU once, kept in the browser.
 """
 
 from __future__ import annotations
@@ -188,3 +191,70 @@ async def search(query: str, sentences: list[str]) -> dict[str, Any]:
         "tokens": model.last_tokens,
         "recovered": recovered,
     }
+
+
+_corpus = None  # pybridge.corpus.Corpus, once opened
+_opening: Any = None  # (args, asyncio.Task) of the open in progress
+
+
+async def open_corpus(url: str = "/corpus/stdlib-docstrings.json", limit: int | None = None,
+                      embed: bool = True) -> dict[str, Any]:
+    """Open the page's corpus with the loaded model: its vectors read from the browser's
+    storage where kept, else (`embed`) embedded on the GPU, posting {"type":
+    "corpus-progress", done, total, perSecond} as it goes, and kept. A second call while one
+    runs waits for it (the same arguments) or is refused. Returns {"how": "kept" | "embedded"
+    | "none" (not kept, embed false), "why", "sentences", "ms", "perSecond"}."""
+    import asyncio
+
+    from pybridge import corpus as corpus_mod
+
+    global _corpus, _opening
+    if _model is None:
+        raise RuntimeError("the model is not loaded yet")
+    args = [url, limit, embed]
+    if _opening is not None and not _opening[1].done():
+        if _opening[0] != args:
+            raise RuntimeError("the corpus is being opened already (another slice); wait for it")
+        return await asyncio.shield(_opening[1])
+
+    async def run() -> dict[str, Any]:
+        global _corpus
+        last = [0.0]
+
+        def progress(done: int, total: int, per_second: float) -> None:
+            now = time.perf_counter()
+            if now - last[0] > 0.1 or done == total:
+                last[0] = now
+                _post({"type": "corpus-progress", "done": done, "total": total,
+                       "perSecond": per_second})
+
+        opened = await corpus_mod.open_corpus(_model, url, limit, embed, progress)
+        if opened.how != "none":
+            _corpus = opened
+        return {"how": opened.how, "why": opened.why, "sentences": len(opened.texts),
+                "ms": round(opened.ms, 1), "perSecond": opened.per_second}
+
+    _opening = (args, asyncio.ensure_future(run()))
+    return await asyncio.shield(_opening[1])
+
+
+async def corpus_search(query: str, k: int = 8) -> dict[str, Any]:
+    """The k sentences of the open corpus nearest `query`: {"ranked": [{where, text, score}],
+    "embedMs" (the query, one forward pass), "rankMs" (every row scored), "sentences"}."""
+    if _corpus is None:
+        raise RuntimeError("no corpus is open yet (open_corpus)")
+    if _model is None or _model.sha256 != _corpus.model_sha256:
+        raise RuntimeError("the corpus was embedded by another model than the one loaded now; "
+                           "open it again (open_corpus)")
+    if not isinstance(query, str) or not query.strip():
+        raise ValueError("the query must be a non-empty string")
+    corpus = _corpus
+    t0 = time.perf_counter()
+    q = (await _model.embed([query]))[0]
+    t1 = time.perf_counter()
+    top = corpus.search(q, k)
+    t2 = time.perf_counter()
+    return {"ranked": [{"where": corpus.where[i], "text": corpus.texts[i], "score": score}
+                       for i, score in top],
+            "embedMs": round((t1 - t0) * 1e3, 1), "rankMs": round((t2 - t1) * 1e3, 2),
+            "sentences": len(corpus.texts)}

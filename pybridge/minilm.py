@@ -110,6 +110,7 @@ class MiniLM:
         self.pad_tokens_to = 1 if backend.is_cpu else PAD_TOKENS_TO
         self._freed = False
         self.last_tokens = 0  # tokens embedded by the last embed() call ([CLS]/[SEP] included)
+        self.sha256: str | None = None  # the weights' (their manifest's), once loaded
         self.subgroups = False  # split-K by subgroup shuffles: load() sets it where usable
 
     @classmethod
@@ -167,6 +168,7 @@ class MiniLM:
             raise
         model = cls(backend, config, weights, tokenizer, dtype)
         model.subgroups = subgroups
+        model.sha256 = manifest["files"][name]["sha256"]
         return model
 
     @classmethod

@@ -10,6 +10,8 @@ What it produces (served by tools/server.py at the same paths):
     build/site/pyodide/<version>/numpy-*.whl ...     Pyodide's own builds of numpy, micropip, packaging
     build/site/pyodide/<version>/pybridge-*.whl      this working tree, as a standard wheel
     build/site/pyodide/<version>/pyodide-lock.json   a lock listing only the files above
+    build/site/corpus/stdlib-docstrings.json        the page's corpus (tools/corpus.py), from
+                                                     python_stdlib.zip
     *.gz siblings                                    precompressed copies where gzip pays
 
 Every Pyodide file (the core, upstream's pyodide-lock.json, the wheels) comes from the first of
@@ -44,6 +46,9 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from tools.corpus import write as write_corpus  # noqa: E402  (the page's corpus)
+
 CACHE = ROOT / ".cache" / "downloads"
 SITE = ROOT / "build" / "site"
 
@@ -377,7 +382,11 @@ def vendor(local_wheels: Path | None, force: bool = False) -> Path:
     wheel = build_pybridge_wheel(dest)
     write_lock(upstream_bytes, wheel, dest)
     precompress(dest)
+    corpus = SITE / "corpus" / "stdlib-docstrings.json"
+    n = write_corpus(dest / "python_stdlib.zip", corpus)
+    precompress(corpus.parent)
     write_config()
+    log(f"corpus: {n} sentences ({corpus.relative_to(SITE)})")
     log(f"ready: {dest.relative_to(ROOT) if dest.is_relative_to(ROOT) else dest} ({wheel.name})")
     return dest
 
@@ -396,6 +405,7 @@ def write_config() -> None:
              if p.is_file() and not p.name.startswith(".") and not p.name.endswith(".gz")]
     files += sorted((SITE / "models").glob("*/manifest.json"))
     files += sorted((SITE / "models").glob("*/vocab.txt"))
+    files += sorted((SITE / "corpus").glob("*.json"))
     config = {
         "pyodideVersion": PYODIDE_VERSION,
         "indexURL": f"pyodide/{PYODIDE_VERSION}/",

@@ -535,3 +535,61 @@ export async function rawWriteBufferMs(queue, gpuBuffer, pyArray, reps) {
   await queue.onSubmittedWorkDone();
   return performance.now() - t0;
 }
+
+// --- Kept files (pybridge.corpus): the browser's origin private file system ----------------
+// One folder; the caller names the file. Read into and written from a numpy array's memory
+// through a sync access handle (workers only): one copy each way, none through JS arrays.
+const KEPT_FOLDER = "pybridge-kept";
+
+// openKept(name, create) -> a sync access handle on the file (the caller closes it), or
+// "missing" (create false, no such file) | "unavailable" (no such storage here: Node, a page's
+// main thread, a browser without it). With create, the folder's other files go first: one
+// file is kept.
+export async function openKept(name, create) {
+  if (!globalThis.navigator?.storage?.getDirectory ||
+      typeof globalThis.FileSystemSyncAccessHandle === "undefined") return "unavailable";
+  const folder = await (await navigator.storage.getDirectory())
+    .getDirectoryHandle(KEPT_FOLDER, { create: true });
+  let file;
+  if (create) {
+    const others = [];
+    for await (const other of folder.keys()) if (other !== name) others.push(other);
+    for (const other of others) await folder.removeEntry(other);
+    file = await folder.getFileHandle(name, { create: true });
+  } else {
+    try {
+      file = await folder.getFileHandle(name);
+    } catch (err) {
+      if (err.name === "NotFoundError") return "missing";
+      throw err;
+    }
+  }
+  return await file.createSyncAccessHandle();
+}
+
+// The file's first head.byteLength bytes into `head`, the rest into the array -> whether the
+// file holds exactly that many bytes (else nothing is read).
+export function readKeptInto(access, head, pyArray) {
+  const view = borrow(pyArray);
+  try {
+    if (access.getSize() !== head.byteLength + view.data.byteLength) return false;
+    return access.read(head, { at: 0 }) === head.byteLength &&
+      access.read(view.data, { at: head.byteLength }) === view.data.byteLength;
+  } finally {
+    view.release();
+  }
+}
+
+// The array's bytes after the head, then the head, flushed: a write cut short leaves a head
+// of zeros (or a file of the wrong size), which the reader refuses.
+export function writeKeptFrom(access, head, pyArray) {
+  const view = borrow(pyArray);
+  try {
+    access.truncate(0);
+    access.write(view.data, { at: head.byteLength });
+  } finally {
+    view.release();
+  }
+  access.write(head, { at: 0 });
+  access.flush();
+}

@@ -21,6 +21,11 @@
 //              kept, or "failed: ...")};
 //              ?snapshot=off starts without one
 //   spans      the boot's timeline: [{name, start, end}] in ms since navigation (bench boot)
+//   corpus     the docstring corpus, once the model is ready: {how: "kept" (read from this
+//              browser's storage) | "embedded" | "none" (not yet: the Embed button), why,
+//              sentences, ms, perSecond} (?corpus=N opens N entries spread over it)
+//   corpusSearch  the last answer to the corpus's search-as-you-type: {query, ranked, ...};
+//              corpusProgress the last progress of its embedding: {done, total, perSecond}
 //   assets, stages, timings, gpu, result, error, modelInfo, lastSearch   what the page shows
 
 import { chooseBackend, pythonWorker, setState as setStatus, showPanel, whyNoGpu } from "./client.js";
@@ -46,6 +51,8 @@ const app = {
   model: "off",
   modelInfo: null,
   lastSearch: null,
+  corpus: null,
+  corpusSearch: null,
   boot: null,
   spans: [],
   run,
@@ -203,6 +210,13 @@ function onWorkerMessage(ev) {
         `${fmtBytes(msg.done)} of ${fmtBytes(msg.total)}`;
       break;
     }
+    case "corpus-progress": {
+      app.corpusProgress = msg;
+      $("#corpus-progress").value = msg.done / msg.total;
+      $("#corpus-status").textContent = `Embedding on ${WHERE[app.device]}: ${msg.done} of ` +
+        `${msg.total} sentences, ${msg.perSecond.toFixed(1)} sentences/s`;
+      break;
+    }
     case "model-recovering":
       $("#search-timings").textContent = "The GPU was reset: loading the model again on a new device…";
       break;
@@ -276,6 +290,7 @@ async function loadModel(dtype) {
       `all-MiniLM-L6-v2 (${info.dtype}) on ${WHERE[app.device]}, from Python · weights in ${fmtMs(info.loadMs)}, ` +
       `kernels compiled in ${fmtMs(info.compileMs)} (side by side), first sentence in ${fmtMs(info.warmupMs)}`;
     await doSearch();
+    openCorpus(false); // its vectors if this browser kept them; else the Embed button
   } catch (err) {
     app.model = "error";
     $("#model-status").textContent = "";
@@ -328,6 +343,82 @@ async function doSearch(ev) {
 }
 
 $("#search-form").addEventListener("submit", doSearch);
+
+// --- the corpus: Python's docstrings, embedded once, kept, searched as you type -------------
+const plural = (n, word) => `${n.toLocaleString("en")} ${word}${n === 1 ? "" : "s"}`;
+
+async function openCorpus(embed) {
+  $("#corpus-panel").hidden = false;
+  $("#corpus-embed").hidden = true;
+  $("#corpus-progress").hidden = !embed;
+  $("#corpus-progress").value = 0;
+  const limit = params.has("corpus") ? Number(params.get("corpus")) : null;
+  try {
+    const r = await call("pybridge.demo", "open_corpus", [], { limit, embed });
+    app.corpus = r;
+    $("#corpus-progress").hidden = true;
+    const n = plural(r.sentences, "docstring");
+    if (r.how === "none") {
+      $("#corpus-status").textContent = `${n} of Python's standard library. Embedded on ` +
+        `${WHERE[app.device]} once, they are kept in this browser for the next visit.`;
+      $("#corpus-embed").textContent = `Embed ${n}`;
+      $("#corpus-embed").hidden = false;
+      return;
+    }
+    $("#corpus-status").textContent = r.how === "kept"
+      ? `${n}, read from this browser's storage in ${fmtMs(r.ms)}.`
+      : `${n} embedded on ${WHERE[app.device]} in ${fmtMs(r.ms)} ` +
+        `(${r.perSecond.toFixed(1)} sentences/s); ` +
+        (r.why?.includes("not kept") ? r.why.slice(r.why.indexOf("not kept")) + "." : "kept in this browser.");
+    $("#corpus-query").hidden = false;
+    if ($("#corpus-query").value.trim()) corpusSearch();
+  } catch (err) {
+    $("#corpus-progress").hidden = true;
+    $("#corpus-status").textContent = "";
+    showError("The corpus could not be opened", err.message);
+  }
+}
+
+$("#corpus-embed").addEventListener("click", () => openCorpus(true));
+
+// Search as you type: one search at a time; the newest query typed meanwhile runs next (the
+// ones between are skipped).
+let corpusBusy = false;
+async function corpusSearch() {
+  if (corpusBusy) return; // the running one picks the newest query up when it ends
+  corpusBusy = true;
+  try {
+    let asked = null;
+    while ($("#corpus-query").value.trim() && $("#corpus-query").value.trim() !== asked) {
+      asked = $("#corpus-query").value.trim();
+      const r = await call("pybridge.demo", "corpus_search", [asked], { k: 8 });
+      app.corpusSearch = { query: asked, ...r };
+      renderCorpusResults(r);
+    }
+  } catch (err) {
+    $("#corpus-timings").textContent = `Search failed: ${err.message}`;
+  } finally {
+    corpusBusy = false;
+  }
+}
+
+function renderCorpusResults(r) {
+  const top = Math.max(...r.ranked.map((x) => x.score), 1e-6);
+  $("#corpus-results").innerHTML = "";
+  for (const { where, text, score } of r.ranked) {
+    const li = document.createElement("li");
+    li.innerHTML = `<span class="score"></span><span class="bar"></span><span class="text"><code></code></span>`;
+    li.querySelector(".score").textContent = score.toFixed(3);
+    li.querySelector(".bar").style.width = `${Math.max(2, (score / top) * 100)}%`;
+    li.querySelector(".text").prepend(text);
+    li.querySelector("code").textContent = where;
+    $("#corpus-results").appendChild(li);
+  }
+  $("#corpus-timings").textContent = `${plural(r.sentences, "sentence")} ranked: the query ` +
+    `embedded in ${fmtMs(r.embedMs)}, every row scored in ${fmtMs(r.rankMs)}.`;
+}
+
+$("#corpus-query").addEventListener("input", corpusSearch);
 
 const WHERE = { gpu: "your GPU", cpu: "the CPU (numpy, no WebGPU)" };
 
