@@ -13,6 +13,8 @@ GPU as the yardstick, in the same run.
   the boot to the first answer (three starts: the first makes Python's snapshot, the next
   restores it, one without), ms from the runner's spawn:
     python3 tools/bench_gpu.py --run .gpu/pack --boot
+  the page's corpus (Python's docstrings, pybridge.corpus) embedded whole, then searched:
+    python3 tools/bench_gpu.py --run .gpu/pack --corpus
   split carry of the real weights (otherwise random values in the real layout are timed):
     python3 tools/dev.py bench gpu --pack-weights .gpu/weights [--piece-mb 20]
     python3 tools/bench_gpu.py --stage .gpu/weights   one call per share of the pieces, then --run
@@ -276,6 +278,32 @@ def boot_part(start: Callable[[Path | None], NodeApp], snapshots: Path, dtype: s
     return rows
 
 
+CORPUS_QUERIES = ["parse a date from a string", "compress bytes", "run a subprocess and wait",
+                  "read a CSV file", "random number between two values"]
+
+
+def corpus_part(app: NodeApp, dtype: str) -> dict:
+    """The page's corpus (pybridge.demo.open_corpus, the whole file) embedded on this GPU, as
+    the page's Embed button does (nothing is kept under Node), then searched as the page's
+    search-as-you-type does (pybridge.demo.corpus_search): ms to embed, sentences/s, and per
+    query the query's forward pass and the ranking of every row."""
+    app.py(f"from pybridge import demo\nawait demo.load_model({app.origin + '/models/'!r}, "
+           f"{dtype!r})")
+    t0 = time.perf_counter()
+    opened = app.py(f"await demo.open_corpus({app.origin + '/corpus/' + pack.CORPUS_NAME!r})")
+    wall = (time.perf_counter() - t0) * 1e3
+    searches = [app.py(f"await demo.corpus_search({q!r})") for q in CORPUS_QUERIES * 4]
+    embed = float(np.median([r["embedMs"] for r in searches]))
+    rank = float(np.median([r["rankMs"] for r in searches]))
+    print(f"\ncorpus (MiniLM {dtype}): {opened['sentences']} sentences embedded in "
+          f"{opened['ms'] / 1e3:.2f} s ({opened['perSecond']:.0f} sentences/s; {wall / 1e3:.2f} s "
+          f"with reading the file); a search: the query {embed:.1f} ms, ranking {rank:.2f} ms "
+          f"(median of {len(searches)})")
+    return {"dtype": dtype, "opened": opened, "wallMs": wall, "queryEmbedMs": embed,
+            "rankMs": rank, "top": {r["ranked"][0]["where"]: r["ranked"][0]["text"]
+                                     for r in searches[:len(CORPUS_QUERIES)]}}
+
+
 def selftest(start: Callable[[], NodeApp], weights: dict[str, str]) -> dict:
     """The /selftest page's checks (pybridge.checks.selftest) in the page's stack on this GPU,
     once per limits profile (a new runner each: a device keeps the limits it was made with).
@@ -418,7 +446,8 @@ def measure(runtime: pack.Runtime, args: argparse.Namespace) -> int:
     bench_data.mkdir(exist_ok=True)
     env, vulkan = pack.vulkan_env(runtime, work)
     mounts = {"/models/": model_folder(work), "/bench-data/": bench_data,
-              "/selftest/": runtime.web}  # the self-test's stored embeddings
+              "/selftest/": runtime.web,  # the self-test's stored embeddings
+              "/corpus/": pack.corpus_folder(runtime)}
 
     def start(flags: tuple[str, ...]) -> NodeApp:
         return NodeApp(runtime.node, runtime.webgpu, runtime.pyodide, runtime.web, mounts,
@@ -482,6 +511,8 @@ def measure(runtime: pack.Runtime, args: argparse.Namespace) -> int:
                                        runtime.web, mounts, dawn_flags=tuple(args.dawn_flag),
                                        log=log, env=env, snapshot_dir=folder),
                 work / "snapshots", dtypes[-1]))
+        if args.corpus:
+            result["corpus"] = part("corpus", lambda: corpus_part(app, dtypes[-1]))
         if args.selftest:
             result["selftest"] = part("self-test", lambda: selftest(
                 lambda: start(tuple(args.dawn_flag)), weights))
@@ -560,6 +591,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--boot", action="store_true",
                     help="time three starts to the first answer: first, cached (from the "
                          "snapshot), without a snapshot")
+    ap.add_argument("--corpus", action="store_true",
+                    help="embed the page's corpus whole, then search it (the last dtype)")
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--out", type=Path, default=ROOT / "bench-results" / "gpu.json")
     args = ap.parse_args(argv)

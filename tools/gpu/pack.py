@@ -232,6 +232,7 @@ def site_members() -> dict[str, Path | bytes]:
     for name in ("bridge.js", "call.js", "sha256.js", "snapshot.js", "selftest-reference.json"):
         members[f"web/{name}"] = ROOT / "web" / name
     members["web/package.json"] = b'{"type": "module"}\n'  # ES modules for any Node version
+    members[f"web/{CORPUS_NAME}"] = SITE / "corpus" / CORPUS_NAME  # bench gpu --corpus
     model = SITE / "models" / MODEL_NAME
     members["model/manifest.json"] = model / "manifest.json"
     members["model/vocab.txt"] = model / "vocab.txt"
@@ -311,6 +312,14 @@ def unpack_folder(src: Path, meta_name: str, fmt: int, work: Path, tag: str
         print(f"[{tag}] unpacked {src} into {dest} in {time.perf_counter() - t0:.1f} s",
               flush=True)
     return dest, meta
+
+
+CORPUS_NAME = "stdlib-docstrings.json"  # the page's corpus (tools/corpus.py)
+
+
+def corpus_folder(runtime: Runtime) -> Path:
+    """Where the page's corpus lies: beside the JS in a pack, in the built site here."""
+    return runtime.web if (runtime.web / CORPUS_NAME).exists() else SITE / "corpus"
 
 
 def unpack(src: Path, work: Path = WORK) -> Runtime:
