@@ -20,6 +20,7 @@
 //              why}), packagesStored (where none were installed: the size of what this load
 //              kept, or "failed: ...")};
 //              ?snapshot=off starts without one
+//   present    presenter mode (?present, web/present.js): {index, id, count, zoom}
 //   spans      the boot's timeline: [{name, start, end}] in ms since navigation (bench boot)
 //   corpus     the docstring corpus, once the model is ready: {how: "kept" (read from this
 //              browser's storage) | "embedded" | "none" (not yet: the Embed button), why,
@@ -437,8 +438,29 @@ function useCpu(problem) {
 // before choosing where the kernels run).
 let gpuCheck;
 
+// Presenter mode (?present, web/present.js): Space runs the current panel's action.
+const PRESENTER_ACTIONS = {
+  "model-panel": () => app.model === "ready" && $("#search-form").requestSubmit(),
+  "corpus-panel": () => (!$("#corpus-embed").hidden ? $("#corpus-embed").click()
+    : !$("#corpus-query").hidden && $("#corpus-query").focus()),
+  "result-panel": () => app.state === "ready" && rerunKernel(),
+};
+
+async function rerunKernel() {
+  try {
+    const r = await call("pybridge.demo", "run_axpy");
+    app.result = r;
+    renderResult(r);
+  } catch (err) {
+    showError("The GPU kernel failed", err.message);
+  }
+}
+
 function main() {
   addSpan("page loaded", 0);
+  if (params.has("present")) {
+    import("./present.js").then(({ startPresenter }) => startPresenter(app, PRESENTER_ACTIONS));
+  }
   setState("booting", "Loading Python…");
   const worker = python.start(
     params.get("snapshot") === "off" ? "./worker.js?snapshot=off" : "./worker.js", onWorkerMessage);

@@ -4,7 +4,6 @@ next load, and embedded again when what was kept is damaged."""
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
