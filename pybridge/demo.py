@@ -9,6 +9,8 @@
 
 3. A corpus searched as you type (`open_corpus`, `corpus_search`; pybridge.corpus): the
    docstrings of Python's standard library, embedded on the GPU once, kept in the browser.
+
+4. Python at the keyboard (`run_snippet`): the page's editor runs what the presenter types.
 """
 
 from __future__ import annotations
@@ -258,3 +260,56 @@ async def corpus_search(query: str, k: int = 8) -> dict[str, Any]:
                        for i, score in top],
             "embedMs": round((t1 - t0) * 1e3, 1), "rankMs": round((t2 - t1) * 1e3, 2),
             "sentences": len(corpus.texts)}
+
+
+_snippet_globals: dict[str, Any] = {}  # the editor's namespace, kept between runs
+SNIPPET_TEXT_LIMIT = 20_000  # characters of output and of the value's repr shown
+
+
+async def run_snippet(code: str) -> dict[str, Any]:
+    """Run the page editor's Python (top-level `await` allowed; the namespace is kept between
+    runs) and say what happened: {"ok", "value" (the last expression's repr, or None),
+    "stdout" (what it printed), "error" (a Python traceback of the snippet's own lines, or
+    None), "ms", "copies": [{direction, path, copies, bytes}] (pybridge.stats() before and
+    after: every copy the worker made meanwhile)}. An error never escapes: it is the answer."""
+    import contextlib
+    import io
+    import traceback
+
+    from pyodide.code import eval_code_async
+
+    from pybridge.accounting import stats
+
+    if not isinstance(code, str):
+        raise TypeError(f"code must be a str, got {type(code).__name__}")
+    _snippet_globals.setdefault("__name__", "__main__")
+    before = stats()
+    out = io.StringIO()
+    value, error = None, None
+    t0 = time.perf_counter()
+    try:
+        with contextlib.redirect_stdout(out):
+            result = await eval_code_async(code, globals=_snippet_globals, filename="<editor>")
+        value = None if result is None else repr(result)
+    except BaseException as e:  # noqa: BLE001 (SystemExit too: shown, and the worker goes on)
+        frames = [f for f in traceback.extract_tb(e.__traceback__) if f.filename == "<editor>"]
+        error = "".join((["Traceback (most recent call last):\n"] if frames else [])
+                        + traceback.format_list(frames) + traceback.format_exception_only(e))
+    ms = (time.perf_counter() - t0) * 1e3
+    after = stats()
+    copies = []
+    for direction, paths in after.items():
+        for path, now in paths.items():
+            was = before.get(direction, {}).get(path, {"copies": 0, "bytes": 0})
+            if now != was:
+                copies.append({"direction": direction, "path": path,
+                               "copies": now["copies"] - was["copies"],
+                               "bytes": now["bytes"] - was["bytes"]})
+    return {"ok": error is None, "value": _clip(value), "stdout": _clip(out.getvalue()),
+            "error": _clip(error), "ms": round(ms, 1), "copies": copies}
+
+
+def _clip(text: str | None) -> str | None:
+    if text is None or len(text) <= SNIPPET_TEXT_LIMIT:
+        return text
+    return text[:SNIPPET_TEXT_LIMIT] + f"\n... ({len(text) - SNIPPET_TEXT_LIMIT} more characters)"

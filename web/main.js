@@ -25,6 +25,7 @@
 //   corpus     the docstring corpus, once the model is ready: {how: "kept" (read from this
 //              browser's storage) | "embedded" | "none" (not yet: the Embed button), why,
 //              sentences, ms, perSecond} (?corpus=N opens N entries spread over it)
+//   snippet    the editor's last run: {ok, value, stdout, error, ms, copies} (run_snippet)
 //   corpusSearch  the last answer to the corpus's search-as-you-type: {query, ranked, ...};
 //              corpusProgress the last progress of its embedding: {done, total, perSecond}
 //   assets, stages, timings, gpu, result, error, modelInfo, lastSearch   what the page shows
@@ -196,6 +197,7 @@ function onWorkerMessage(ev) {
     case "ready":
       app.timings.pythonReady = performance.now(); // ms since navigation start
       app.workerResources = msg.resources;
+      $("#editor-panel").hidden = false;
       setState("python-ready", "Python ready, running the kernel…");
       runDemo();
       break;
@@ -421,6 +423,51 @@ function renderCorpusResults(r) {
 
 $("#corpus-query").addEventListener("input", corpusSearch);
 
+// --- Python at the keyboard: the editor's code runs in the worker (pybridge.demo.run_snippet)
+let snippetRunning = false;
+async function runSnippet() {
+  if (snippetRunning) return;
+  snippetRunning = true;
+  $("#editor-run").disabled = true;
+  const output = $("#editor-output");
+  try {
+    const r = await call("pybridge.demo", "run_snippet", [$("#editor").value]);
+    app.snippet = r;
+    const shown = [r.stdout, r.error ?? (r.value !== null ? r.value : "")].filter(Boolean).join("\n");
+    output.textContent = `${shown || "(no output)"}\n— ${r.ok ? "ran" : "failed"} in ${fmtMs(r.ms)}`;
+    output.classList.toggle("error", !r.ok);
+    $("#editor-copies").innerHTML = "";
+    for (const c of r.copies) {
+      const li = document.createElement("li");
+      li.innerHTML = "<span></span><span></span>";
+      li.firstChild.textContent = `${c.direction} (${c.path})`;
+      li.lastChild.textContent = `${c.copies} ${c.copies === 1 ? "copy" : "copies"}, ${fmtBytes(c.bytes)}`;
+      $("#editor-copies").appendChild(li);
+    }
+    if (!r.copies.length) $("#editor-copies").innerHTML = "<li><span>copies</span><span>none</span></li>";
+  } catch (err) { // the worker itself failed (the snippet's own errors are answers)
+    app.snippet = { ok: false, error: err.message };
+    output.textContent = err.message;
+    output.classList.add("error");
+  } finally {
+    output.hidden = false;
+    snippetRunning = false;
+    $("#editor-run").disabled = false;
+  }
+}
+
+$("#editor-run").addEventListener("click", runSnippet);
+$("#editor").addEventListener("keydown", (ev) => {
+  if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) {
+    ev.preventDefault();
+    runSnippet();
+  } else if (ev.key === "Tab" && !ev.shiftKey && !ev.altKey && !ev.ctrlKey && !ev.metaKey) {
+    ev.preventDefault(); // indent instead of leaving the field
+    const el = ev.target;
+    el.setRangeText("    ", el.selectionStart, el.selectionEnd, "end");
+  }
+});
+
 const WHERE = { gpu: "your GPU", cpu: "the CPU (numpy, no WebGPU)" };
 
 // The kernels run on numpy in the worker (pybridge.cpu): the page says why.
@@ -443,6 +490,7 @@ const PRESENTER_ACTIONS = {
   "model-panel": () => app.model === "ready" && $("#search-form").requestSubmit(),
   "corpus-panel": () => (!$("#corpus-embed").hidden ? $("#corpus-embed").click()
     : !$("#corpus-query").hidden && $("#corpus-query").focus()),
+  "editor-panel": () => runSnippet(),
   "result-panel": () => app.state === "ready" && rerunKernel(),
 };
 

@@ -9,7 +9,8 @@ import pytest
 from tests.e2e.conftest import new_page
 from tests.reference import MODEL_DIR, need
 
-MAIN_PANELS = ["boot-panel", "model-panel", "corpus-panel", "result-panel", "gpu-panel"]
+MAIN_PANELS = ["boot-panel", "model-panel", "corpus-panel", "editor-panel", "result-panel",
+               "gpu-panel"]
 
 
 @pytest.fixture
@@ -34,9 +35,16 @@ def test_presenter_mode_is_driven_by_the_keyboard(page, server):
     page.wait_for_function("pybridge.state === 'ready' || pybridge.state === 'error'", timeout=300_000)
     page.wait_for_timeout(100)  # the last refit, one frame after the last change
     s = state(page)
-    assert s["id"] == "boot-panel" and s["count"] == 3, s  # the model's panels are off
+    assert s["id"] == "boot-panel" and s["count"] == 4, s  # the model's panels are off
     assert visible(page) == ["boot-panel"] and s["scroll"] <= s["height"] and s["zoom"] > 1.2, s
-    assert s["nav"].startswith("1 / 3 · Boot")
+    assert s["nav"].startswith("1 / 4 · Boot")
+    page.keyboard.press("ArrowRight")
+    s = state(page)
+    assert s["id"] == "editor-panel" and visible(page) == ["editor-panel"], s
+    page.keyboard.press(" ")  # runs the editor's code
+    page.wait_for_function("pybridge.snippet", timeout=120_000)
+    assert page.evaluate("pybridge.snippet.ok") is True
+    assert state(page)["scroll"] <= s["height"]  # the output shown, still no scrolling
     page.keyboard.press("ArrowRight")
     s = state(page)
     assert s["id"] == "result-panel" and visible(page) == ["result-panel"], s
