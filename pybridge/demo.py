@@ -11,6 +11,8 @@
    docstrings of Python's standard library, embedded on the GPU once, kept in the browser.
 
 4. Python at the keyboard (`run_snippet`): the page's editor runs what the presenter types.
+
+5. The GPU timeline (`gpu_timeline`): every kernel of one forward pass, timed on the GPU.
 """
 
 from __future__ import annotations
@@ -313,3 +315,26 @@ def _clip(text: str | None) -> str | None:
     if text is None or len(text) <= SNIPPET_TEXT_LIMIT:
         return text
     return text[:SNIPPET_TEXT_LIMIT] + f"\n... ({len(text) - SNIPPET_TEXT_LIMIT} more characters)"
+
+
+async def gpu_timeline(sentences: list[str]) -> dict[str, Any]:
+    """Every dispatch of one forward pass of `sentences` (one batch), timed by the GPU's own
+    timestamps (MiniLM.profile): {"available": True, "steps": [[role, kernel, µs], ...] in
+    order, "layers", "sum_us" (each timed alone), "whole_us" (the pass as a search runs it),
+    "shape": [B, T]}, or {"available": False, "why"} where the device cannot time them (no
+    `timestamp-query`; the CPU backend)."""
+    if _model is None:
+        raise RuntimeError("the model is not loaded yet")
+    if not isinstance(sentences, list) or not sentences or not all(isinstance(x, str) for x in sentences):
+        raise ValueError("sentences must be a non-empty list of strings")
+    from pybridge.cpu import CpuBackend
+
+    model = _model
+    if isinstance(model.backend, CpuBackend):
+        return {"available": False, "why": "the kernels run on numpy here (no GPU, no GPU timestamps)"}
+    if "timestamp-query" not in model.backend.features:
+        return {"available": False, "why": "this GPU device has no 'timestamp-query' feature "
+                "(the browser or the adapter does not offer it), so its kernels cannot be timed"}
+    r = await model.profile(sentences)
+    return {"available": True, "steps": r["steps"], "layers": model.layers,
+            "sum_us": r["sum_us"], "whole_us": r["whole_us"], "shape": r["shape"]}

@@ -307,7 +307,8 @@ class MiniLM:
         """GPU time of one forward pass of `sentences` (one batch) per role of its steps, from
         timestamp queries (`backend.profile`; needs `timestamp-query`): {"us": {role: µs summed
         over the layers}, "sum_us": the dispatches timed alone, "whole_us": the pass as
-        embed runs it, "kernels": {role: kernel}}."""
+        embed runs it, "kernels": {role: kernel}, "steps": [[role, kernel, µs], ...] every
+        dispatch in order (embed, then each layer's 7, then pool), "shape": [B, T]}."""
         batch = self.tokenizer.encode_batch(sentences, self.max_length, caller="profile")
         B, T = batch.ids.shape
         if B == 0:
@@ -322,7 +323,9 @@ class MiniLM:
         for (role, t), op in zip(r["steps"], r["ops"]):  # roles: the names _forward gives
             us[role] = us.get(role, 0.0) + t
             kernels[role] = op
-        return {"us": us, "sum_us": r["sum_us"], "whole_us": r["whole_us"], "kernels": kernels}
+        return {"us": us, "sum_us": r["sum_us"], "whole_us": r["whole_us"], "kernels": kernels,
+                "steps": [[role, op, t] for (role, t), op in zip(r["steps"], r["ops"])],
+                "shape": [B, T]}
 
     async def embed(self, sentences: Iterable[str], batch_size: int = 32,
                     timings: dict[str, float] | None = None) -> np.ndarray:

@@ -25,6 +25,7 @@
 //   corpus     the docstring corpus, once the model is ready: {how: "kept" (read from this
 //              browser's storage) | "embedded" | "none" (not yet: the Embed button), why,
 //              sentences, ms, perSecond} (?corpus=N opens N entries spread over it)
+//   timeline   the GPU timeline's last answer: {available, steps: [[role, kernel, µs]], ...} | {available: false, why}
 //   snippet    the editor's last run: {ok, value, stdout, error, ms, copies} (run_snippet)
 //   corpusSearch  the last answer to the corpus's search-as-you-type: {query, ranked, ...};
 //              corpusProgress the last progress of its embedding: {done, total, perSecond}
@@ -294,6 +295,7 @@ async function loadModel(dtype) {
       `kernels compiled in ${fmtMs(info.compileMs)} (side by side), first sentence in ${fmtMs(info.warmupMs)}`;
     await doSearch();
     openCorpus(false); // its vectors if this browser kept them; else the Embed button
+    $("#timeline-panel").hidden = false;
   } catch (err) {
     app.model = "error";
     $("#model-status").textContent = "";
@@ -423,6 +425,83 @@ function renderCorpusResults(r) {
 
 $("#corpus-query").addEventListener("input", corpusSearch);
 
+// --- the GPU timeline: every kernel of one forward pass (pybridge.demo.gpu_timeline) ---------
+const ROLE_COLORS = { embed: "#9b8cff", qkv: "#6aa6ff", attention: "#f5b942", out: "#4fd1c5",
+  layernorm: "#8b93a3", ffn1: "#3ecf8e", ffn2: "#2f9e6e", pool: "#ff8fa3" };
+
+async function runTimeline() {
+  const button = $("#timeline-run");
+  if (button.disabled) return;
+  button.disabled = true;
+  $("#timeline-status").textContent = "Timing…";
+  try {
+    const query = $("#query").value.trim() || "How do I cook pasta?";
+    const sentences = $("#sentences").value.split("\n").map((x) => x.trim()).filter(Boolean);
+    const r = await call("pybridge.demo", "gpu_timeline", [[query, ...sentences]]);
+    app.timeline = r;
+    if (!r.available) {
+      $("#timeline-status").textContent = `Not available here: ${r.why}.`;
+      $("#timeline").innerHTML = "";
+      $("#timeline-legend").innerHTML = "";
+      return;
+    }
+    renderTimeline(r);
+  } catch (err) {
+    $("#timeline-status").textContent = `Timing failed: ${err.message}`;
+  } finally {
+    button.disabled = false;
+  }
+}
+
+// One lane per layer (embed and pool on their own), each kernel a segment placed where it
+// runs in the pass: the dispatches one after another, each as long as the GPU took for it.
+function renderTimeline(r) {
+  const total = r.steps.reduce((sum, [, , us]) => sum + us, 0) || 1;
+  const lanes = [];
+  let at = 0;
+  r.steps.forEach(([role, kernel, us], i) => {
+    const lane = i === 0 ? "embed" : i === r.steps.length - 1 ? "pool" : `layer ${Math.floor((i - 1) / 7)}`;
+    if (!lanes.length || lanes.at(-1).name !== lane) lanes.push({ name: lane, segs: [] });
+    lanes.at(-1).segs.push({ role, kernel, us, at });
+    at += us;
+  });
+  const box = $("#timeline");
+  box.innerHTML = "";
+  for (const lane of lanes) {
+    const row = document.createElement("div");
+    row.className = "lane";
+    row.innerHTML = "<span></span><div class=\"track\"></div>";
+    row.firstChild.textContent = lane.name;
+    for (const s of lane.segs) {
+      const seg = document.createElement("div");
+      seg.className = "seg";
+      seg.style.left = `${(100 * s.at) / total}%`;
+      seg.style.width = `${(100 * s.us) / total}%`;
+      seg.style.background = ROLE_COLORS[s.role] || "var(--accent)";
+      seg.title = `${lane.name} · ${s.role} (${s.kernel}): ${s.us.toFixed(1)} µs`;
+      row.lastChild.appendChild(seg);
+    }
+    box.appendChild(row);
+  }
+  const byRole = {};
+  for (const [role, , us] of r.steps) byRole[role] = (byRole[role] || 0) + us;
+  $("#timeline-legend").innerHTML = "";
+  for (const [role, us] of Object.entries(byRole).sort((a, b) => b[1] - a[1])) {
+    const li = document.createElement("li");
+    li.innerHTML = "<span><i></i></span><span></span>";
+    li.querySelector("i").style.background = ROLE_COLORS[role] || "var(--accent)";
+    li.firstChild.append(role);
+    li.lastChild.textContent = `${fmtUs(us)} (${((100 * us) / total).toFixed(0)}%)`;
+    $("#timeline-legend").appendChild(li);
+  }
+  $("#timeline-status").textContent = `${r.steps.length} kernels, batch ${r.shape[0]} × ` +
+    `${r.shape[1]} tokens: ${fmtUs(total)} timed one by one, ${fmtUs(r.whole_us)} as one pass.`;
+}
+
+const fmtUs = (us) => (us >= 1000 ? fmtMs(us / 1000) : `${us.toFixed(0)} µs`);
+
+$("#timeline-run").addEventListener("click", runTimeline);
+
 // --- Python at the keyboard: the editor's code runs in the worker (pybridge.demo.run_snippet)
 let snippetRunning = false;
 async function runSnippet() {
@@ -490,6 +569,7 @@ const PRESENTER_ACTIONS = {
   "model-panel": () => app.model === "ready" && $("#search-form").requestSubmit(),
   "corpus-panel": () => (!$("#corpus-embed").hidden ? $("#corpus-embed").click()
     : !$("#corpus-query").hidden && $("#corpus-query").focus()),
+  "timeline-panel": () => runTimeline(),
   "editor-panel": () => runSnippet(),
   "result-panel": () => app.state === "ready" && rerunKernel(),
 };

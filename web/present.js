@@ -13,8 +13,8 @@
 // scrolling, whatever the screen. `window.pybridge.present` is {index, id, count, zoom} for
 // tests.
 
-const PANELS = ["boot-panel", "model-panel", "corpus-panel", "editor-panel", "result-panel",
-  "gpu-panel"];
+const PANELS = ["boot-panel", "model-panel", "corpus-panel", "timeline-panel", "editor-panel",
+  "result-panel", "gpu-panel"];
 const MAX_ZOOM = 2.4;
 
 export function startPresenter(app, actions) {

@@ -9,8 +9,8 @@ import pytest
 from tests.e2e.conftest import new_page
 from tests.reference import MODEL_DIR, need
 
-MAIN_PANELS = ["boot-panel", "model-panel", "corpus-panel", "editor-panel", "result-panel",
-               "gpu-panel"]
+MAIN_PANELS = ["boot-panel", "model-panel", "corpus-panel", "timeline-panel", "editor-panel",
+               "result-panel", "gpu-panel"]
 
 
 @pytest.fixture
