@@ -5,24 +5,27 @@ kept in the browser's storage so that a reload searches at once.
                                progress=lambda done, total, per_second: ...)
     corpus.search(model_vector_of_the_query, k=8)    # [(row, score), ...] best first
 
-The corpus file (tools/corpus.py): {"entries": [[where, text], ...], ...}. `limit` keeps that
-many entries spread evenly over the file (the tests embed a slice). The vectors are kept in
-the origin private file system (web/bridge.js readKept/writeKept: read straight into a numpy
-array's memory and written from it, one copy each way) under a name made of the corpus
-file's sha256, the model's weights (their sha256 and dtype), pybridge's version and the
-slice: anything else, and they are embedded again. A kept file holds a 64-byte head (MAGIC,
-rows, width, the rows' sha256) and the float32 rows; one whose size, head or sha256 does not
-match is refused and embedded again. Natively, and where the browser has no such storage,
-nothing is kept (`why` says so).
+The corpus file (data/, made by tools/corpus.py): {"entries": [[where, text], ...], ...}.
+`limit` keeps that many entries spread evenly over the file (the tests embed a slice). The
+vectors are kept in the origin private file system (web/bridge.js openKept, readKeptInto,
+writeKeptFrom: read straight into a numpy array's memory and written from it, one copy each
+way) under a name made of everything that changes them (kept_name: the corpus file, the
+slice, the model's manifest and weights, the code, the backend): anything else, and they are
+embedded again. A kept file holds a 64-byte head (MAGIC, rows, width, the rows' sha256) and
+the float32 rows; one whose size, head or sha256 does not match is refused and embedded
+again. One file is kept: another slice or model replaces it. Natively, and where the browser
+has no such storage, nothing is kept (`why` says so).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import struct
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -83,11 +86,24 @@ def pick(total: int, limit: int | None) -> list[int]:
     return sorted({round(i * (total - 1) / max(limit - 1, 1)) for i in range(limit)})
 
 
-def kept_name(corpus_sha256: str, model: Any, rows: list[int]) -> str:
-    import pybridge
+@functools.cache
+def code_sha256() -> str:
+    """The sha256 of pybridge's own files as installed (its Python and, in the wheel, its
+    kernels): with the model's files, what turns a text into its vector."""
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
 
-    key = json.dumps([corpus_sha256, model.sha256, model.dtype, pybridge.__version__,
-                      hashlib.sha256(np.asarray(rows, np.int64).tobytes()).hexdigest()])
+
+def kept_name(corpus_sha256: str, model: Any, rows: list[int]) -> str:
+    """The kept file's name: everything that changes the vectors. The corpus file, the rows
+    taken, the model (its manifest: configuration and vocabulary; its weights and dtype), the
+    code (pybridge's files, kernels included) and the kind of backend."""
+    key = json.dumps([corpus_sha256, hashlib.sha256(np.asarray(rows, np.int64).tobytes()).hexdigest(),
+                      model.manifest_sha256, model.sha256, model.dtype, code_sha256(),
+                      type(model.backend).__name__])
     return hashlib.sha256(key.encode()).hexdigest()[:40] + ".f32"
 
 

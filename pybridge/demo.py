@@ -18,7 +18,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import numpy as np
 
@@ -232,7 +232,8 @@ async def open_corpus(url: str = "/corpus/stdlib-docstrings.json", limit: int | 
                 _post({"type": "corpus-progress", "done": done, "total": total,
                        "perSecond": per_second})
 
-        opened = await corpus_mod.open_corpus(_model, url, limit, embed, progress)
+        opened = await _with_reload(lambda model: corpus_mod.open_corpus(
+            model, url, limit, embed, progress))
         if opened.how != "none":
             _corpus = opened
         return {"how": opened.how, "why": opened.why, "sentences": len(opened.texts),
@@ -240,6 +241,22 @@ async def open_corpus(url: str = "/corpus/stdlib-docstrings.json", limit: int | 
 
     _opening = (args, asyncio.ensure_future(run()))
     return await asyncio.shield(_opening[1])
+
+
+async def _with_reload(work: Callable[[Any], Awaitable[Any]]) -> Any:
+    """`await work(model)` with the loaded model; where the GPU was lost meanwhile (or a
+    reload after a loss freed the model), once more with the model loaded again on a new
+    device, as `search` does."""
+    from pybridge.errors import DeviceLost, UseAfterFree
+
+    model = _model
+    try:
+        return await work(model)
+    except (DeviceLost, UseAfterFree) as e:
+        if isinstance(e, UseAfterFree) and model is _model:
+            raise  # not a model a reload replaced: a real error
+        await _reload_after_loss(model)
+        return await work(_model)
 
 
 async def corpus_search(query: str, k: int = 8) -> dict[str, Any]:
@@ -254,7 +271,7 @@ async def corpus_search(query: str, k: int = 8) -> dict[str, Any]:
         raise ValueError("the query must be a non-empty string")
     corpus = _corpus
     t0 = time.perf_counter()
-    q = (await _model.embed([query]))[0]
+    q = (await _with_reload(lambda model: model.embed([query])))[0]  # its vectors are numpy's
     t1 = time.perf_counter()
     top = corpus.search(q, k)
     t2 = time.perf_counter()

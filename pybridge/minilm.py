@@ -111,6 +111,7 @@ class MiniLM:
         self._freed = False
         self.last_tokens = 0  # tokens embedded by the last embed() call ([CLS]/[SEP] included)
         self.sha256: str | None = None  # the weights' (their manifest's), once loaded
+        self.manifest_sha256: str | None = None  # the manifest's own: config, vocabulary, files
         self.subgroups = False  # split-K by subgroup shuffles: load() sets it where usable
 
     @classmethod
@@ -134,7 +135,8 @@ class MiniLM:
         backend = backend or await default_backend()
         name = DTYPE_FILES[dtype]
         try:
-            manifest = json.loads(await _read_text(source, "manifest.json"))
+            manifest_text = await _read_text(source, "manifest.json")
+            manifest = json.loads(manifest_text)
             vocab_sha256 = manifest["files"]["vocab.txt"]["sha256"]
             config = manifest["config"]
             for key in CONFIG_KEYS:  # checked before any weight is streamed
@@ -169,6 +171,7 @@ class MiniLM:
         model = cls(backend, config, weights, tokenizer, dtype)
         model.subgroups = subgroups
         model.sha256 = manifest["files"][name]["sha256"]
+        model.manifest_sha256 = hashlib.sha256(manifest_text.encode()).hexdigest()
         return model
 
     @classmethod

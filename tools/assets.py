@@ -10,8 +10,8 @@ What it produces (served by tools/server.py at the same paths):
     build/site/pyodide/<version>/numpy-*.whl ...     Pyodide's own builds of numpy, micropip, packaging
     build/site/pyodide/<version>/pybridge-*.whl      this working tree, as a standard wheel
     build/site/pyodide/<version>/pyodide-lock.json   a lock listing only the files above
-    build/site/corpus/stdlib-docstrings.json        the page's corpus (tools/corpus.py), from
-                                                     python_stdlib.zip
+    build/site/corpus/stdlib-docstrings.json        the page's corpus, data/ (tools/corpus.py
+                                                     made it from python_stdlib.zip)
     *.gz siblings                                    precompressed copies where gzip pays
 
 Every Pyodide file (the core, upstream's pyodide-lock.json, the wheels) comes from the first of
@@ -46,10 +46,8 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from tools.corpus import write as write_corpus  # noqa: E402  (the page's corpus)
-
 CACHE = ROOT / ".cache" / "downloads"
+CORPUS = ROOT / "data" / "stdlib-docstrings.json"
 SITE = ROOT / "build" / "site"
 
 # --- pins (mirror package-notes.md) -------------------------------------------------------
@@ -382,11 +380,13 @@ def vendor(local_wheels: Path | None, force: bool = False) -> Path:
     wheel = build_pybridge_wheel(dest)
     write_lock(upstream_bytes, wheel, dest)
     precompress(dest)
-    corpus = SITE / "corpus" / "stdlib-docstrings.json"
-    n = write_corpus(dest / "python_stdlib.zip", corpus)
+    corpus = SITE / "corpus" / CORPUS.name  # the page's corpus (tools/corpus.py made it)
+    if not corpus.is_file() or corpus.read_bytes() != CORPUS.read_bytes():
+        corpus.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(corpus, CORPUS.read_bytes())
+        log(f"corpus: {corpus.relative_to(SITE)}")
     precompress(corpus.parent)
     write_config()
-    log(f"corpus: {n} sentences ({corpus.relative_to(SITE)})")
     log(f"ready: {dest.relative_to(ROOT) if dest.is_relative_to(ROOT) else dest} ({wheel.name})")
     return dest
 

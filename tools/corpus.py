@@ -1,15 +1,18 @@
 """The page's corpus: the first paragraph of every public docstring in Python's standard
 library, read from the python_stdlib.zip the page already serves (Pyodide's, pinned by
-sha256 in tools/assets.py; the Python Software Foundation License), so it needs no download
-of its own and is the same on every machine.
+sha256 in tools/assets.py; the Python Software Foundation License).
 
-    python tools/corpus.py [ZIP] [OUT]      (tools/assets.py runs it at set-up)
+    python3.12 tools/corpus.py [ZIP]      (re-make data/stdlib-docstrings.json)
 
-The file: {"source": ..., "license": ..., "entries": [[where, text], ...]} with `where` the
+The file is committed (data/stdlib-docstrings.json, 0.31 MB) and set-up copies it into the
+served site (tools/assets.py): the zip holds CPython 3.12's sources, which only a 3.12+
+parser reads (3.11's refuses typing.py and traceback.py), and set-up may run on 3.9-3.11.
+This tool therefore refuses an older Python, and any source it cannot parse, rather than
+leave files out. {"source", "license", "entries": [[where, text], ...]} with `where` the
 dotted name the docstring belongs to (module, class, function or method) and `text` its
 first paragraph on one line. Only CPython's own parser reads the sources (ast, never an
-import); tests, private modules and names, duplicates, non-ASCII text and paragraphs outside 24-160
-characters are left out. Deterministic: the same zip gives the same bytes.
+import); tests, private modules and names, duplicates, non-ASCII text and paragraphs outside
+24-160 characters are left out. Deterministic: the same zip gives the same bytes.
 """
 
 from __future__ import annotations
@@ -52,10 +55,7 @@ def build(zip_path: Path) -> dict:
             parts = name.split("/")
             if not name.endswith(".py") or any(p.startswith(("test", "idle")) for p in parts):
                 continue
-            try:
-                tree = ast.parse(z.read(name), name)
-            except SyntaxError:  # lib2to3's test data and the like
-                continue
+            tree = ast.parse(z.read(name), name)  # a SyntaxError names the file: no file is left out
             module = name[:-3].replace("/", ".").removesuffix(".__init__")
             if any(p.startswith("_") for p in module.split(".") if p != "__future__"):
                 continue  # private modules (_pydecimal, email._parseaddr, Pyodide's _pyodide)
@@ -70,6 +70,9 @@ def build(zip_path: Path) -> dict:
 
 
 def write(zip_path: Path, out: Path) -> int:
+    if sys.version_info < (3, 12):
+        raise SystemExit(f"tools/corpus.py needs Python 3.12+ to parse the 3.12 stdlib (this is "
+                         f"{sys.version.split()[0]}); set-up copies the committed {OUT.name}")
     data = (json.dumps(build(zip_path), indent=0, ensure_ascii=True) + "\n").encode()
     if not out.is_file() or out.read_bytes() != data:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -79,11 +82,12 @@ def write(zip_path: Path, out: Path) -> int:
     return len(json.loads(data)["entries"])
 
 
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "data" / "stdlib-docstrings.json"
+
 if __name__ == "__main__":
-    root = Path(__file__).resolve().parent.parent
-    sys.path.insert(0, str(root))
+    sys.path.insert(0, str(ROOT))
     from tools.assets import PYODIDE_VERSION, SITE
 
     zip_path = Path(sys.argv[1]) if len(sys.argv) > 1 else SITE / "pyodide" / PYODIDE_VERSION / "python_stdlib.zip"
-    out = Path(sys.argv[2]) if len(sys.argv) > 2 else SITE / "corpus" / "stdlib-docstrings.json"
-    print(f"[corpus] {write(zip_path, out)} sentences -> {out}")
+    print(f"[corpus] {write(zip_path, OUT)} sentences -> {OUT.relative_to(ROOT)}")

@@ -554,7 +554,9 @@ export async function openKept(name, create) {
   if (create) {
     const others = [];
     for await (const other of folder.keys()) if (other !== name) others.push(other);
-    for (const other of others) await folder.removeEntry(other);
+    for (const other of others) {
+      await folder.removeEntry(other).catch(() => {}); // another tab may hold it: it stays
+    }
     file = await folder.getFileHandle(name, { create: true });
   } else {
     try {
@@ -564,7 +566,9 @@ export async function openKept(name, create) {
       throw err;
     }
   }
-  return await file.createSyncAccessHandle();
+  // a reader shares the file with other tabs' readers where the browser can ("read-only"
+  // handles); elsewhere the option is ignored and the handle is exclusive
+  return await file.createSyncAccessHandle(create ? {} : { mode: "read-only" });
 }
 
 // The file's first head.byteLength bytes into `head`, the rest into the array -> whether the

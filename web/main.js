@@ -266,6 +266,8 @@ function closeModel() {
   app.model = "error";
   if (loaded) call("pybridge.demo", "unload_model").catch(() => {});
   $("#search-form").hidden = true;
+  $("#corpus-panel").hidden = true; // the corpus and the timeline run on the same kernels
+  $("#timeline-panel").hidden = true;
   $("#model-loading").hidden = false;
   $("#model-status").textContent = "Search is not offered: the kernel self-check failed.";
 }
@@ -379,7 +381,14 @@ async function openCorpus(embed) {
     if ($("#corpus-query").value.trim()) corpusSearch();
   } catch (err) {
     $("#corpus-progress").hidden = true;
-    $("#corpus-status").textContent = "";
+    $("#corpus-status").textContent = `The docstrings could not be ${embed ? "embedded" : "opened"}: ` +
+      `${err.message.split("\n").filter(Boolean).at(-1)}`;
+    if (app.corpus && app.corpus.how !== "none") {
+      $("#corpus-query").hidden = false; // the corpus opened before still answers
+    } else if (app.model === "ready") { // nothing open: offer it again
+      $("#corpus-embed").textContent = "Try again";
+      $("#corpus-embed").hidden = false;
+    }
     showError("The corpus could not be opened", err.message);
   }
 }

@@ -9,13 +9,14 @@
 // A panel's action comes from the page (start's `actions`, by the panel's id): for instance
 // search again, embed the corpus, run the kernel again. Panels the page has not shown yet
 // (the model while it loads) are skipped, and the presenter stays where it is when they come.
-// The panel is scaled (CSS zoom) to the largest size at which it fits the window: no
-// scrolling, whatever the screen. `window.pybridge.present` is {index, id, count, zoom} for
+// The panel is scaled (CSS zoom) to the largest size at which it fits the window (fit): no
+// scrolling, whatever the screen. A focused button keeps Space and Enter (they click it). `window.pybridge.present` is {index, id, count, zoom} for
 // tests.
 
 const PANELS = ["boot-panel", "model-panel", "corpus-panel", "timeline-panel", "editor-panel",
   "result-panel", "gpu-panel"];
 const MAX_ZOOM = 2.4;
+const MIN_ZOOM = 0.6;
 
 export function startPresenter(app, actions) {
   document.body.classList.add("present");
@@ -29,19 +30,30 @@ export function startPresenter(app, actions) {
     return el && !el.hidden;
   });
 
+  // The zoom at which the current panel and any notice or error panel above it fit the window.
+  // While the same panel stays, the zoom only shrinks (results that come and go as the
+  // presenter types do not make it jump); a new panel or a resize fits afresh. Where even
+  // MIN_ZOOM does not fit, the page scrolls rather than cut the panel off.
+  const zooms = new Map(); // panel id -> its zoom while it stays
   function fit() {
-    const panel = document.getElementById(current);
     const main = document.querySelector("main");
     main.style.zoom = 1;
     const top = main.getBoundingClientRect().top;
     const room = window.innerHeight - top - nav.offsetHeight - 24;
     const wide = (window.innerWidth - 40) / main.getBoundingClientRect().width;
-    const zoom = Math.max(0.5, Math.min(MAX_ZOOM, wide, room / Math.max(panel.offsetHeight, 1)));
+    const tall = [...main.children].filter((el) => el.offsetParent !== null)
+      .reduce((sum, el) => sum + el.offsetHeight + 16, 0);
+    let zoom = Math.min(MAX_ZOOM, wide, room / Math.max(tall, 1));
+    if (zooms.has(current)) zoom = Math.min(zoom, zooms.get(current));
+    zoom = Math.max(MIN_ZOOM, zoom);
+    zooms.set(current, zoom);
     main.style.zoom = zoom;
+    document.body.classList.toggle("present-scroll", tall * zoom > room);
     return zoom;
   }
 
   function show(id) {
+    if (id !== current) zooms.delete(id); // a panel shown again fits afresh
     current = id;
     for (const other of PANELS) document.getElementById(other)?.classList.toggle("current", other === id);
     const list = shown();
@@ -61,11 +73,14 @@ export function startPresenter(app, actions) {
 
   document.addEventListener("keydown", (ev) => {
     if (ev.altKey || ev.ctrlKey || ev.metaKey) return;
-    const typing = ev.target.closest?.("input, textarea, select, button");
-    if (typing) {
-      if (ev.key === "Escape") ev.target.blur();
-      return; // the field's own keys (a button's space clicks it)
+    if (ev.target.closest?.("input, textarea, select")) {
+      if (ev.key === "Escape") {
+        ev.preventDefault(); // a search field would clear itself: only leave it
+        ev.target.blur();
+      }
+      return; // the field's own keys
     }
+    if (ev.target.closest?.("button") && (ev.key === " " || ev.key === "Enter")) return; // clicks it
     const step = { ArrowRight: 1, ArrowDown: 1, PageDown: 1, ArrowLeft: -1, ArrowUp: -1,
       PageUp: -1, Home: "first", End: "last" }[ev.key];
     if (step !== undefined) {
@@ -73,7 +88,7 @@ export function startPresenter(app, actions) {
       move(step);
     } else if (ev.key === " ") {
       ev.preventDefault();
-      actions[current]?.();
+      if (!ev.repeat) actions[current]?.(); // held down: once
     }
   });
   // panels appear and grow as the page boots: keep the current one fitted and counted (once
@@ -89,6 +104,9 @@ export function startPresenter(app, actions) {
   };
   new MutationObserver(refit).observe(document.querySelector("main"),
     { subtree: true, childList: true, characterData: true, attributes: true, attributeFilter: ["hidden"] });
-  window.addEventListener("resize", refit);
+  window.addEventListener("resize", () => {
+    zooms.clear();
+    refit();
+  });
   show(current);
 }

@@ -40,7 +40,9 @@ const orFailedAsset = (promise) => Promise.race([promise, assetFailure]);
 // here, but whole-buffer only; these files are at most 10 MB); a truncated or corrupted copy
 // errors the stream at its end, named, instead of failing somewhere later (or not at all). A
 // fetch `integrity` would hold the whole body back until it is checked: no progress, no
-// streaming wasm compile.
+// streaming wasm compile. Where the caller asks for that integrity anyway (loadPackage's wheel
+// fetches) or the file is wasm (below), the browser checks it and the file is reported done
+// at once, its size from Content-Length.
 const realFetch = self.fetch.bind(self);
 const siteRoot = new URL("./", self.location.href);
 let integrity = {}; // path below the site root -> "sha256-<base64>" (from config.json)

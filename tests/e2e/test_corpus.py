@@ -95,6 +95,16 @@ def test_the_corpus_is_embedded_searched_as_you_type_and_kept(page, server, tmp_
     page.wait_for_function("pybridge.corpus.how !== 'none' || pybridge.error", timeout=600_000)
     assert page.evaluate("pybridge.corpus.how") == "embedded"
     assert typed(page, QUERY)["ranked"] == r["ranked"]
+    # the GPU lost (as a driver reset would): the next keystroke loads the model again and
+    # answers from the same vectors (found in review: every search failed until a reload)
+    page.evaluate("""pybridge.run(`import pybridge
+b = await pybridge.default_backend()
+b.device.destroy()
+(await b.device.lost).reason`)""")
+    after = typed(page, QUERY)
+    assert [x["text"] for x in after["ranked"]] == [x["text"] for x in r["ranked"]]
+    np.testing.assert_allclose([x["score"] for x in after["ranked"]],
+                               [x["score"] for x in r["ranked"]], atol=1e-3)
     # a bad slice is named, and the page goes on
     opened_bad = page.goto(server.url + "?corpus=lots")
     assert opened_bad is not None
@@ -102,3 +112,18 @@ def test_the_corpus_is_embedded_searched_as_you_type_and_kept(page, server, tmp_
                            timeout=600_000)
     assert "limit must be a positive integer" in page.locator("#error-message").inner_text()
     assert page.errors == []
+
+
+def test_a_failed_open_offers_it_again(page, server):
+    need("the converted model", (MODEL_DIR / "manifest.json").exists())
+    page.route("**/corpus/stdlib-docstrings.json", lambda route: route.fulfill(status=503))
+    page.goto(server.url + "?corpus=2")
+    page.wait_for_function("document.querySelector('#error').hidden === false", timeout=600_000)
+    assert "503" in page.locator("#error-message").inner_text()
+    assert "could not be opened" in page.locator("#corpus-status").inner_text()
+    assert page.locator("#corpus-embed").inner_text() == "Try again"  # not a dead end
+    page.unroute("**/corpus/stdlib-docstrings.json")
+    page.click("#corpus-embed")
+    page.wait_for_function("pybridge.corpus && pybridge.corpus.how === 'embedded'", timeout=600_000)
+    assert page.evaluate("pybridge.corpus.sentences") == 2
+    assert page.locator("#corpus-query").is_visible()
