@@ -161,14 +161,49 @@ def unload_model() -> None:
         model.free()
 
 
-async def search(query: str, sentences: list[str]) -> dict[str, Any]:
+SEARCH_PATHS = ("zero-copy", "naive")
+
+
+async def search(query: str, sentences: list[str], path: str = "zero-copy") -> dict[str, Any]:
     """Rank `sentences` by cosine similarity to `query` (embeddings are unit vectors). If the
     GPU was lost (a driver reset, another tab taking it), the model is loaded again on a new
-    device and the search answered; `recovered` then says what happened."""
-    from pybridge.errors import DeviceLost, UseAfterFree
+    device and the search answered; `recovered` then says what happened. `path`: how the
+    bytes move, "zero-copy" (numpy's memory viewed, one copy each way) or "naive" (the
+    labelled baseline: tobytes, to_js, ...; pybridge.set_default_paths for the search);
+    "copies" lists what the worker copied meanwhile, per direction and path
+    (pybridge.count_copies: every copy in the worker while the search ran)."""
+    import pybridge
+    from pybridge.backend import _default_paths
 
+    if path not in SEARCH_PATHS:
+        raise ValueError(f"path must be one of {', '.join(SEARCH_PATHS)}, got {path!r}")
     if _model is None:
         raise RuntimeError("the model is not loaded yet")
+    global _naive_searches, _paths_before_naive
+    if path == "naive":  # the first of overlapping naive searches sets it, the last puts it back
+        if _naive_searches == 0:
+            _paths_before_naive = dict(_default_paths)
+            pybridge.set_default_paths("naive", "naive")
+        _naive_searches += 1
+    try:
+        with pybridge.count_copies() as copies:
+            result = await _search(query, sentences)
+    finally:
+        if path == "naive":
+            _naive_searches -= 1
+            if _naive_searches == 0:
+                pybridge.set_default_paths(_paths_before_naive["upload"],
+                                           _paths_before_naive["readback"])
+    return {**result, "path": path, "copies": copies.as_dict()}
+
+
+_naive_searches = 0  # naive searches in progress (they share the global default paths)
+_paths_before_naive: dict[str, Any] = {}
+
+
+async def _search(query: str, sentences: list[str]) -> dict[str, Any]:
+    from pybridge.errors import DeviceLost, UseAfterFree
+
     texts = [query, *sentences]
     timings: dict[str, float] = {}
     recovered = None

@@ -12,7 +12,9 @@
 //              ?limits=safari|default asks the device for Safari's or WebGPU's default limits)
 //   run(code)  run Python in the worker (async); resolves with its last expression's value
 //   call(module, name, args, kwargs)  call a Python function with values (async)
-//   search(query, sentences)  rank sentences by similarity to the query (the demo)
+//   search(query, sentences, path)  rank sentences by similarity to the query (the demo);
+//              path "zero-copy" | "naive" (the switch under the results), its copies listed
+//   paths      the last search on each path: {"zero-copy": r, "naive": r} (the data path panel)
 //   boot       how Python started: {how: "snapshot" | "made" | "normal", why (the reason a
 //              start was not from a snapshot), bytes, stored (once a made snapshot is stored:
 //              its size, or "failed: ..."), packages (numpy and pybridge: {how: "installed"
@@ -305,8 +307,49 @@ async function loadModel(dtype) {
   }
 }
 
-function search(query, sentences) {
-  return call("pybridge.demo", "search", [query, sentences]);
+function search(query, sentences, path = "zero-copy") {
+  return call("pybridge.demo", "search", [query, sentences], { path });
+}
+
+// --- the data path, live: the copies of each search, zero-copy against naive ---------------
+const currentPath = () => document.querySelector("input[name=path]:checked")?.value ?? "zero-copy";
+// the data's copies in one direction: the kernels' parameters ("uniform", copied once when a
+// shape's plan is built) are not the data's
+const sumCopies = (byPath) => Object.entries(byPath || {}).filter(([path]) => path !== "uniform")
+  .reduce((t, [, { copies, bytes }]) => ({ copies: t.copies + copies, bytes: t.bytes + bytes }),
+    { copies: 0, bytes: 0 });
+const nCopies = ({ copies, bytes }) => `${copies} ${copies === 1 ? "copy" : "copies"} · ${fmtBytes(bytes)}`;
+
+function renderDatapath(r) {
+  app.paths = { ...app.paths, [r.path]: r };
+  document.body.dataset.path = r.path;
+  for (const dir of ["upload", "readback"]) {
+    const edge = $(`#dp-${dir}`);
+    edge.querySelector("b").textContent = nCopies(sumCopies(r.copies[dir]));
+    edge.classList.remove("moved");
+    void edge.offsetWidth; // restart the animation
+    edge.classList.add("moved");
+  }
+  const cell = (path, f) => (app.paths[path] ? f(app.paths[path]) : "–");
+  const rows = [
+    ["upload", (x) => nCopies(sumCopies(x.copies.upload))],
+    ["readback", (x) => nCopies(sumCopies(x.copies.readback))],
+    ["search", (x) => fmtMs(x.totalMs)],
+  ];
+  $("#dp-table").innerHTML = "<tr><th></th><th>zero-copy</th><th>naive</th></tr>";
+  for (const [name, f] of rows) {
+    const tr = document.createElement("tr");
+    tr.innerHTML = "<th></th><td></td><td></td>";
+    tr.children[0].textContent = name;
+    tr.children[1].textContent = cell("zero-copy", f);
+    tr.children[2].textContent = cell("naive", f);
+    $("#dp-table").appendChild(tr);
+  }
+  $("#datapath").hidden = false;
+}
+
+for (const radio of document.querySelectorAll("input[name=path]")) {
+  radio.addEventListener("change", () => app.model === "ready" && doSearch());
 }
 
 async function doSearch(ev) {
@@ -320,7 +363,8 @@ async function doSearch(ev) {
   $("#search-button").disabled = true;
   const asked = performance.now();
   try {
-    const r = await search(query, sentences);
+    const r = await search(query, sentences, currentPath());
+    renderDatapath(r);
     if (!app.timings.firstAnswer) {
       app.timings.firstAnswer = performance.now();
       addSpan("first search", asked);
