@@ -20,7 +20,10 @@ Modules, in the order data flows through them:
     tokenizer   BERT WordPiece in pure Python (the same ids as Hugging Face tokenizers)
     minilm      all-MiniLM-L6-v2: load, then embed (one JS call and one readback per batch,
                 a plan per batch shape)
-    demo        what the page runs: a kernel self-check, then semantic search with MiniLM
+    corpus      a corpus embedded once by MiniLM, its vectors kept in the browser (OPFS),
+                searched by cosine
+    demo        what the page runs: a kernel self-check, semantic search with MiniLM, the
+                corpus, the GPU timeline, the editor's Python
     checks      the self-test (/selftest): kernel cases, float64 references, the data path's
                 copies, the model against stored embeddings; the tests use the same cases
 

@@ -38,16 +38,20 @@ from __future__ import annotations
 
 from collections import defaultdict
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Iterator
 
 _counts: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+# the counts of `count_copies(task=True)` blocks open in this task (and the tasks it started)
+_task_counts: ContextVar[tuple[dict, ...]] = ContextVar("pybridge_task_counts", default=())
 
 
 def record(direction: str, path: str, copies: int, nbytes: int) -> None:
     """Count `copies` CPU copies of `nbytes` bytes each."""
-    c = _counts[(direction, path)]
-    c[0] += copies
-    c[1] += copies * nbytes
+    for counts in (_counts, *_task_counts.get()):
+        c = counts[(direction, path)]
+        c[0] += copies
+        c[1] += copies * nbytes
 
 
 def stats() -> dict[str, dict[str, dict[str, int]]]:
@@ -65,12 +69,13 @@ def reset_stats() -> None:
 class CopyCounter:
     """What happened between entering and leaving `count_copies()`."""
 
-    def __init__(self) -> None:
-        self._start = {k: tuple(v) for k, v in _counts.items()}
+    def __init__(self, counts: dict[tuple[str, str], list[int]] | None = None) -> None:
+        self._counts = _counts if counts is None else counts  # the worker's, or a task's own
+        self._start = {k: tuple(v) for k, v in self._counts.items()}
         self._end: dict[tuple[str, str], tuple[int, int]] | None = None
 
     def _delta(self) -> dict[tuple[str, str], tuple[int, int]]:
-        end = self._end if self._end is not None else {k: tuple(v) for k, v in _counts.items()}
+        end = self._end if self._end is not None else {k: tuple(v) for k, v in self._counts.items()}
         out = {}
         for k, (c, b) in end.items():
             c0, b0 = self._start.get(k, (0, 0))
@@ -94,10 +99,19 @@ class CopyCounter:
 
 
 @contextmanager
-def count_copies() -> Iterator[CopyCounter]:
-    """Measure the copies made inside a block."""
-    counter = CopyCounter()
+def count_copies(task: bool = False) -> Iterator[CopyCounter]:
+    """Measure the copies made inside a block: every copy in the worker meanwhile, or with
+    `task` only this task's (and those of the tasks it starts inside the block), whatever
+    other tasks copy at the same time."""
+    own = None
+    token = None
+    if task:
+        own = defaultdict(lambda: [0, 0])
+        token = _task_counts.set((*_task_counts.get(), own))
+    counter = CopyCounter(own)
     try:
         yield counter
     finally:
-        counter._end = {k: tuple(v) for k, v in _counts.items()}
+        counter._end = {k: tuple(v) for k, v in counter._counts.items()}
+        if token is not None:
+            _task_counts.reset(token)

@@ -16,7 +16,9 @@ import asyncio
 import math
 import time
 from abc import ABC, abstractmethod
-from typing import Any, Iterable, NamedTuple, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
@@ -25,8 +27,10 @@ from pybridge.dispatch import unsupported
 from pybridge.dtypes import DType, lookup, padded
 from pybridge.errors import DeviceLost, GpuError, UseAfterFree
 
-# Which path moves bytes when a call names none; `set_default_paths` changes it globally.
+# Which path moves bytes when a call names none; `set_default_paths` changes it globally,
+# `using_paths` for one task.
 _default_paths = {"upload": None, "readback": None}  # None: the backend's measured best
+_task_paths: ContextVar[dict[str, str | None] | None] = ContextVar("pybridge_paths", default=None)
 
 
 def set_default_paths(upload: str | None = None, readback: str | None = None) -> None:
@@ -34,6 +38,23 @@ def set_default_paths(upload: str | None = None, readback: str | None = None) ->
     baseline, (None, None) for each backend's best."""
     _default_paths["upload"] = upload
     _default_paths["readback"] = readback
+
+
+@contextmanager
+def using_paths(upload: str | None = None, readback: str | None = None) -> Iterator[None]:
+    """Within the block, calls of this task (and of the tasks it starts) that name no path use
+    these (None: the backend's best), whatever set_default_paths says; other tasks are
+    unaffected (e.g. a zero-copy search beside a naive one)."""
+    token = _task_paths.set({"upload": upload, "readback": readback})
+    try:
+        yield
+    finally:
+        _task_paths.reset(token)
+
+
+def _default_path(kind: str) -> str | None:
+    own = _task_paths.get()
+    return own[kind] if own is not None else _default_paths[kind]
 
 
 class GpuTensor:
@@ -365,13 +386,13 @@ class Backend(ABC):
     generation: int = 0
 
     def upload_path(self, path: str | None) -> str:
-        path = path or _default_paths["upload"] or self.upload_paths[0]
+        path = path or _default_path("upload") or self.upload_paths[0]
         if path not in self.upload_paths:
             raise ValueError(f"unknown upload path {path!r}; {self.name} has {self.upload_paths}")
         return path
 
     def readback_path(self, path: str | None) -> str:
-        path = path or _default_paths["readback"] or self.readback_paths[0]
+        path = path or _default_path("readback") or self.readback_paths[0]
         if path not in self.readback_paths:
             raise ValueError(f"unknown readback path {path!r}; {self.name} has {self.readback_paths}")
         return path

@@ -169,36 +169,22 @@ async def search(query: str, sentences: list[str], path: str = "zero-copy") -> d
     GPU was lost (a driver reset, another tab taking it), the model is loaded again on a new
     device and the search answered; `recovered` then says what happened. `path`: how the
     bytes move, "zero-copy" (numpy's memory viewed, one copy each way) or "naive" (the
-    labelled baseline: tobytes, to_js, ...; pybridge.set_default_paths for the search);
-    "copies" lists what the worker copied meanwhile, per direction and path
-    (pybridge.count_copies: every copy in the worker while the search ran)."""
+    labelled baseline: tobytes, to_js, ...), for this search only (pybridge.backend.using_paths:
+    other work goes on as it was); "copies" lists this search's copies, per direction and path
+    (pybridge.count_copies(task=True))."""
     import pybridge
-    from pybridge.backend import _default_paths
+    from pybridge.backend import using_paths
 
     if path not in SEARCH_PATHS:
         raise ValueError(f"path must be one of {', '.join(SEARCH_PATHS)}, got {path!r}")
     if _model is None:
         raise RuntimeError("the model is not loaded yet")
-    global _naive_searches, _paths_before_naive
-    if path == "naive":  # the first of overlapping naive searches sets it, the last puts it back
-        if _naive_searches == 0:
-            _paths_before_naive = dict(_default_paths)
-            pybridge.set_default_paths("naive", "naive")
-        _naive_searches += 1
-    try:
-        with pybridge.count_copies() as copies:
-            result = await _search(query, sentences)
-    finally:
-        if path == "naive":
-            _naive_searches -= 1
-            if _naive_searches == 0:
-                pybridge.set_default_paths(_paths_before_naive["upload"],
-                                           _paths_before_naive["readback"])
+    # this search's own paths and copies: other tasks (a corpus search, the editor) keep
+    # theirs and are not counted
+    with using_paths(*(("naive", "naive") if path == "naive" else (None, None))), \
+            pybridge.count_copies(task=True) as copies:
+        result = await _search(query, sentences)
     return {**result, "path": path, "copies": copies.as_dict()}
-
-
-_naive_searches = 0  # naive searches in progress (they share the global default paths)
-_paths_before_naive: dict[str, Any] = {}
 
 
 async def _search(query: str, sentences: list[str]) -> dict[str, Any]:
@@ -291,6 +277,8 @@ async def _with_reload(work: Callable[[Any], Awaitable[Any]]) -> Any:
         if isinstance(e, UseAfterFree) and model is _model:
             raise  # not a model a reload replaced: a real error
         await _reload_after_loss(model)
+        if _model is None:  # unloaded meanwhile (a failed self-check), not lost
+            raise RuntimeError("the model was unloaded (the kernel self-check failed)") from None
         return await work(_model)
 
 
@@ -317,48 +305,60 @@ async def corpus_search(query: str, k: int = 8) -> dict[str, Any]:
 
 
 _snippet_globals: dict[str, Any] = {}  # the editor's namespace, kept between runs
+_snippet_lock_: Any = None
+
+
+def _snippet_lock() -> Any:
+    import asyncio
+
+    global _snippet_lock_
+    if _snippet_lock_ is None:
+        _snippet_lock_ = asyncio.Lock()
+    return _snippet_lock_
 SNIPPET_TEXT_LIMIT = 20_000  # characters of output and of the value's repr shown
 
 
 async def run_snippet(code: str) -> dict[str, Any]:
     """Run the page editor's Python (top-level `await` allowed; the namespace is kept between
     runs) and say what happened: {"ok", "value" (the last expression's repr, or None),
-    "stdout" (what it printed), "error" (a Python traceback of the snippet's own lines, or
-    None), "ms", "copies": [{direction, path, copies, bytes}] (pybridge.stats() before and
-    after: every copy the worker made meanwhile)}. An error never escapes: it is the answer."""
+    "stdout" (what it printed, and anything else printed meanwhile), "error" (a Python
+    traceback of the snippet's own lines, or None), "ms", "copies": [{direction, path,
+    copies, bytes}] (the snippet's own: pybridge.count_copies(task=True))}. An error never
+    escapes: it is the answer. Snippets run one at a time."""
     import contextlib
     import io
     import traceback
 
     from pyodide.code import eval_code_async
 
-    from pybridge.accounting import stats
+    import linecache
+
+    from pybridge.accounting import count_copies
 
     if not isinstance(code, str):
         raise TypeError(f"code must be a str, got {type(code).__name__}")
     _snippet_globals.setdefault("__name__", "__main__")
-    before = stats()
     out = io.StringIO()
     value, error = None, None
-    t0 = time.perf_counter()
-    try:
-        with contextlib.redirect_stdout(out):
-            result = await eval_code_async(code, globals=_snippet_globals, filename="<editor>")
-        value = None if result is None else repr(result)
-    except BaseException as e:  # noqa: BLE001 (SystemExit too: shown, and the worker goes on)
-        frames = [f for f in traceback.extract_tb(e.__traceback__) if f.filename == "<editor>"]
-        error = "".join((["Traceback (most recent call last):\n"] if frames else [])
-                        + traceback.format_list(frames) + traceback.format_exception_only(e))
-    ms = (time.perf_counter() - t0) * 1e3
-    after = stats()
-    copies = []
-    for direction, paths in after.items():
-        for path, now in paths.items():
-            was = before.get(direction, {}).get(path, {"copies": 0, "bytes": 0})
-            if now != was:
-                copies.append({"direction": direction, "path": path,
-                               "copies": now["copies"] - was["copies"],
-                               "bytes": now["bytes"] - was["bytes"]})
+    # one snippet at a time: sys.stdout is the worker's, and overlapping redirects would leave
+    # it pointing at a finished snippet's buffer
+    async with _snippet_lock():
+        # the traceback's source lines (the last run's text: an earlier run's function shows
+        # the line numbers of its own text)
+        linecache.cache["<editor>"] = (len(code), None, code.splitlines(True), "<editor>")
+        t0 = time.perf_counter()
+        with count_copies(task=True) as counted:  # this snippet's copies, not other tasks'
+            try:
+                with contextlib.redirect_stdout(out):
+                    result = await eval_code_async(code, globals=_snippet_globals, filename="<editor>")
+                value = None if result is None else repr(result)
+            except BaseException as e:  # noqa: BLE001 (SystemExit too: shown; the worker goes on)
+                frames = [f for f in traceback.extract_tb(e.__traceback__) if f.filename == "<editor>"]
+                error = "".join((["Traceback (most recent call last):\n"] if frames else [])
+                                + traceback.format_list(frames) + traceback.format_exception_only(e))
+        ms = (time.perf_counter() - t0) * 1e3
+    copies = [{"direction": d, "path": p, **n} for d, paths in counted.as_dict().items()
+              for p, n in paths.items()]
     return {"ok": error is None, "value": _clip(value), "stdout": _clip(out.getvalue()),
             "error": _clip(error), "ms": round(ms, 1), "copies": copies}
 
@@ -387,6 +387,6 @@ async def gpu_timeline(sentences: list[str]) -> dict[str, Any]:
     if "timestamp-query" not in model.backend.features:
         return {"available": False, "why": "this GPU device has no 'timestamp-query' feature "
                 "(the browser or the adapter does not offer it), so its kernels cannot be timed"}
-    r = await model.profile(sentences)
+    r = await _with_reload(lambda m: m.profile(sentences))  # a lost GPU: loaded again
     return {"available": True, "steps": r["steps"], "layers": model.layers,
             "sum_us": r["sum_us"], "whole_us": r["whole_us"], "shape": r["shape"]}

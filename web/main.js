@@ -321,7 +321,9 @@ const sumCopies = (byPath) => Object.entries(byPath || {}).filter(([path]) => pa
 const nCopies = ({ copies, bytes }) => `${copies} ${copies === 1 ? "copy" : "copies"} · ${fmtBytes(bytes)}`;
 
 function renderDatapath(r) {
-  app.paths = { ...app.paths, [r.path]: r };
+  // side by side only for the same texts: an edit drops the other path's column
+  const kept = Object.entries(app.paths || {}).filter(([, x]) => x.texts === r.texts);
+  app.paths = { ...Object.fromEntries(kept), [r.path]: r };
   document.body.dataset.path = r.path;
   for (const dir of ["upload", "readback"]) {
     const edge = $(`#dp-${dir}`);
@@ -352,8 +354,10 @@ for (const radio of document.querySelectorAll("input[name=path]")) {
   radio.addEventListener("change", () => app.model === "ready" && doSearch());
 }
 
+let searching = false; // one demo search at a time (Search, Space in presenter mode, the switch)
 async function doSearch(ev) {
   if (ev) ev.preventDefault();
+  if (searching) return;
   const query = $("#query").value.trim();
   const sentences = $("#sentences").value.split("\n").map((s) => s.trim()).filter(Boolean);
   if (!query || !sentences.length) {
@@ -361,10 +365,12 @@ async function doSearch(ev) {
     return;
   }
   $("#search-button").disabled = true;
+  searching = true;
+  for (const radio of document.querySelectorAll("input[name=path]")) radio.disabled = true;
   const asked = performance.now();
   try {
     const r = await search(query, sentences, currentPath());
-    renderDatapath(r);
+    renderDatapath({ ...r, texts: JSON.stringify([query, sentences]) });
     if (!app.timings.firstAnswer) {
       app.timings.firstAnswer = performance.now();
       addSpan("first search", asked);
@@ -390,6 +396,8 @@ async function doSearch(ev) {
     showError("Search failed", err.message);
   } finally {
     $("#search-button").disabled = false;
+    searching = false;
+    for (const radio of document.querySelectorAll("input[name=path]")) radio.disabled = false;
   }
 }
 
@@ -501,6 +509,8 @@ async function runTimeline() {
     renderTimeline(r);
   } catch (err) {
     $("#timeline-status").textContent = `Timing failed: ${err.message}`;
+    $("#timeline").innerHTML = ""; // not the last drawing under this error
+    $("#timeline-legend").innerHTML = "";
   } finally {
     button.disabled = false;
   }
@@ -509,7 +519,8 @@ async function runTimeline() {
 // One lane per layer (embed and pool on their own), each kernel a segment placed where it
 // runs in the pass: the dispatches one after another, each as long as the GPU took for it.
 function renderTimeline(r) {
-  const total = r.steps.reduce((sum, [, , us]) => sum + us, 0) || 1;
+  const sum = r.steps.reduce((t, [, , us]) => t + us, 0);
+  const total = sum || 1; // every kernel read 0: no widths to share
   const lanes = [];
   let at = 0;
   r.steps.forEach(([role, kernel, us], i) => {
@@ -547,8 +558,11 @@ function renderTimeline(r) {
     li.lastChild.textContent = `${fmtUs(us)} (${((100 * us) / total).toFixed(0)}%)`;
     $("#timeline-legend").appendChild(li);
   }
+  const zeros = r.steps.filter(([, , us]) => us === 0).length;
   $("#timeline-status").textContent = `${r.steps.length} kernels, batch ${r.shape[0]} × ` +
-    `${r.shape[1]} tokens: ${fmtUs(total)} timed one by one, ${fmtUs(r.whole_us)} as one pass.`;
+    `${r.shape[1]} tokens: ${fmtUs(sum)} timed one by one, ${fmtUs(r.whole_us)} as one pass.` +
+    (zeros ? ` ${zeros} of them read 0 µs: this browser rounds its GPU timestamps, so short ` +
+      "kernels vanish and the bars are coarse." : "");
 }
 
 const fmtUs = (us) => (us >= 1000 ? fmtMs(us / 1000) : `${us.toFixed(0)} µs`);

@@ -9,8 +9,9 @@
 // A panel's action comes from the page (start's `actions`, by the panel's id): for instance
 // search again, embed the corpus, run the kernel again. Panels the page has not shown yet
 // (the model while it loads) are skipped, and the presenter stays where it is when they come.
-// The panel is scaled (CSS zoom) to the largest size at which it fits the window (fit): no
-// scrolling, whatever the screen. A focused button keeps Space and Enter (they click it). `window.pybridge.present` is {index, id, count, zoom} for
+// The panel is scaled (CSS zoom) to the largest size at which it fits the window (fit), down
+// to MIN_ZOOM; only what does not fit even then scrolls. A focused button keeps Space and
+// Enter (they click it). `window.pybridge.present` is {index, id, count, zoom} for
 // tests.
 
 const PANELS = ["boot-panel", "model-panel", "corpus-panel", "timeline-panel", "editor-panel",

@@ -56,4 +56,20 @@ def test_the_switch_moves_the_same_bytes_with_more_copies(fresh_page, server, hf
     assert set(back_zero["copies"]["upload"]) == {"view"}
     assert fresh_page.evaluate("pybridge.run('import pybridge.backend as b; b._default_paths')") == {
         "upload": None, "readback": None}
+    # side by side at the same moment, and with the worker's default switched to naive (as a
+    # snippet may): each search on its own path, counting its own copies (found in review: a
+    # naive search sent every other task down the naive path, and counted theirs)
+    both = fresh_page.evaluate("""async () => {
+        const texts = ["Boil water.", "Python is a language.", "The GPU multiplies."];
+        const [a, b] = await Promise.all([pybridge.search("pasta", texts, "naive"),
+                                          pybridge.search("pasta", texts, "zero-copy")]);
+        await pybridge.run("import pybridge; pybridge.set_default_paths('naive', 'naive')");
+        const c = await pybridge.search("pasta", texts, "zero-copy");
+        await pybridge.run("import pybridge; pybridge.set_default_paths(None, None)");
+        return [a, b, c].map((r) => [r.path, Object.keys(r.copies.upload).filter((p) => p !== "uniform"),
+                                     Object.keys(r.copies.readback), r.ranked.map((x) => x.score)]);
+    }""")
+    assert [(p, up, back) for p, up, back, _ in both] == [
+        ("naive", ["naive"], ["naive"]), ("zero-copy", ["view"], ["ring"]), ("zero-copy", ["view"], ["ring"])], both
+    assert both[0][3] == both[1][3] == both[2][3]
     assert fresh_page.errors == []

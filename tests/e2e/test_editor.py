@@ -78,3 +78,20 @@ def test_tab_indents_inside_the_editor(page):
     page.keyboard.type("z = 5")
     assert page.input_value("#editor") == "if True:\n    z = 5"
     assert page.evaluate("document.activeElement.id") == "editor"  # focus stayed
+
+
+def test_snippets_run_one_at_a_time_and_give_sys_stdout_back(page):
+    got = page.evaluate("""async () => {
+        const before = await pybridge.run("import sys; id(sys.stdout)");
+        const code = (name) => `import asyncio\nprint("${name} starts")\nawait asyncio.sleep(0.2)\nprint("${name} ends")`;
+        const rs = await Promise.all(["a", "b"].map((n) =>
+            pybridge.call("pybridge.demo", "run_snippet", [code(n)])));
+        const after = await pybridge.run("import sys; id(sys.stdout)");
+        return [before === after, rs.map((r) => r.stdout)];
+    }""")
+    # found in review: overlapping snippets left sys.stdout pointing at a finished one's buffer
+    assert got == [True, ["a starts\na ends\n", "b starts\nb ends\n"]], got
+    r = run(page, "x = (\n  1 +\n  )")
+    assert "SyntaxError" in r["error"]
+    r = run(page, "def g():\n    raise ValueError('bad value')\ng()")
+    assert "    raise ValueError('bad value')" in r["error"]  # the source line, not only its number

@@ -19,7 +19,7 @@ from pybridge.backend import prepare_upload
 ROOT = Path(__file__).resolve().parents[2]
 EXPECTED_MODULES = ["_env", "dtypes", "accounting", "errors", "device", "backend", "view", "dispatch",
                     "browser", "native", "cpu", "weights", "_unicode_data", "tokenizer", "minilm",
-                    "demo", "checks"]
+                    "corpus", "demo", "checks"]
 
 
 def test_package_docstring_lists_modules_in_data_path_order():
