@@ -113,53 +113,42 @@ def head(vectors: np.ndarray) -> bytes:
         HEAD_BYTES, b"\0")
 
 
-async def _read_kept(name: str, vectors: np.ndarray) -> str | None:
-    """Fill `vectors` from storage; None when done, else why not."""
+async def _kept(name: str, vectors: np.ndarray, write: bool) -> str | None:
+    """The kept file `name`, through web/bridge.js: read into `vectors` (write False) or
+    written from them. None when done; else "unavailable" (no such storage here), "missing"
+    (nothing kept under that name), "refused" (size, head or sha256 do not match), "outside"
+    (not in a browser) or why the storage failed."""
     if not IN_PYODIDE:
-        return "nothing is kept outside a browser"
+        return "outside"
     import js
-
-    from pybridge.browser import _js
-
-    *_, bridge = _js()
-    try:
-        access = await bridge.openKept(name, False)
-        if access == "unavailable":
-            return "this browser keeps no files for a page here (no origin private file system)"
-        if access == "missing":
-            return "none kept yet for this corpus and model"
-        got = js.Uint8Array.new(HEAD_BYTES)
-        try:
-            whole = bridge.readKeptInto(access, got, vectors)
-        finally:
-            access.close()
-    except Exception as e:  # a JsException: the storage refused (another tab holds the file)
-        return f"the browser's storage failed ({getattr(e, 'message', e)})"
-    if not whole or got.to_bytes() != head(vectors):
-        return "the kept vectors were refused (their size, head or sha256 does not match)"
-    return None
-
-
-async def _write_kept(name: str, vectors: np.ndarray) -> str | None:
-    """Keep `vectors`; None when kept, else why not."""
-    if not IN_PYODIDE:
-        return "not kept outside a browser"
     from pyodide.ffi import to_js
 
     from pybridge.browser import _js
 
     *_, bridge = _js()
     try:
-        access = await bridge.openKept(name, True)
-        if access == "unavailable":
-            return "not kept: this browser keeps no files for a page here"
+        access = await bridge.openKept(name, write)
+        if access in ("unavailable", "missing"):
+            return access
         try:
-            bridge.writeKeptFrom(access, to_js(head(vectors)), vectors)
+            if write:
+                bridge.writeKeptFrom(access, to_js(head(vectors)), vectors)
+                return None
+            got = js.Uint8Array.new(HEAD_BYTES)
+            whole = bridge.readKeptInto(access, got, vectors)
         finally:
             access.close()
-    except Exception as e:
-        return f"not kept: the browser's storage failed ({getattr(e, 'message', e)})"
-    return None
+    except Exception as e:  # a JsException: the storage refused (another tab holds the file)
+        return f"the browser's storage failed ({getattr(e, 'message', e)})"
+    return None if whole and got.to_bytes() == head(vectors) else "refused"
+
+
+READ_WHY = {
+    "outside": "nothing is kept outside a browser",
+    "unavailable": "this browser keeps no files for a page here (no origin private file system)",
+    "missing": "none kept yet for this corpus and model",
+    "refused": "the kept vectors were refused (their size, head or sha256 does not match)",
+}
 
 
 async def open_corpus(model: Any, url: str, limit: int | None = None, embed: bool = True,
@@ -177,7 +166,8 @@ async def open_corpus(model: Any, url: str, limit: int | None = None, embed: boo
     name = kept_name(hashlib.sha256(data).hexdigest(), model, rows)
     vectors = np.empty((len(texts), model.hidden), np.float32)
     t0 = time.perf_counter()
-    why = await _read_kept(name, vectors)
+    why = await _kept(name, vectors, write=False)
+    why = READ_WHY.get(why, why)
     if why is None:
         return Corpus(where, texts, vectors, model.sha256, "kept", None,
                       (time.perf_counter() - t0) * 1e3, None)
@@ -192,6 +182,9 @@ async def open_corpus(model: Any, url: str, limit: int | None = None, embed: boo
         if progress is not None:
             progress(done, len(texts), rate)
     ms = (time.perf_counter() - t0) * 1e3
-    not_kept = await _write_kept(name, vectors) if IN_PYODIDE else None
+    not_kept = await _kept(name, vectors, write=True) if IN_PYODIDE else None
+    if not_kept is not None:
+        not_kept = "not kept: " + ("this browser keeps no files for a page here"
+                                   if not_kept == "unavailable" else not_kept)
     return Corpus(where, texts, vectors, model.sha256, "embedded",
                   f"{why}; {not_kept}" if not_kept else why, ms, rate)
