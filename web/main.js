@@ -376,16 +376,7 @@ async function doSearch(ev) {
       addSpan("first search", asked);
     }
     app.lastSearch = r;
-    const top = Math.max(...r.ranked.map((x) => x.score), 1e-6);
-    $("#ranked").innerHTML = "";
-    for (const { text, score } of r.ranked) {
-      const li = document.createElement("li");
-      li.innerHTML = `<span class="score"></span><span class="bar"></span><span class="text"></span>`;
-      li.querySelector(".score").textContent = score.toFixed(3);
-      li.querySelector(".bar").style.width = `${Math.max(2, (score / top) * 100)}%`;
-      li.querySelector(".text").textContent = text;
-      $("#ranked").appendChild(li);
-    }
+    renderRanked($("#ranked"), r.ranked);
     const t = r.timingsMs;
     $("#search-timings").textContent =
       `${sentences.length + 1} texts, ${r.tokens} tokens in ${fmtMs(r.totalMs)}: tokenize ` +
@@ -468,18 +459,28 @@ async function corpusSearch() {
   }
 }
 
-function renderCorpusResults(r) {
-  const top = Math.max(...r.ranked.map((x) => x.score), 1e-6);
-  $("#corpus-results").innerHTML = "";
-  for (const { where, text, score } of r.ranked) {
+// A ranked list (the demo's search, the corpus's): score, a bar scaled to the best, the text
+// and, where the item has one, the name it documents.
+function renderRanked(list, ranked) {
+  const top = Math.max(...ranked.map((x) => x.score), 1e-6);
+  list.innerHTML = "";
+  for (const { where, text, score } of ranked) {
     const li = document.createElement("li");
-    li.innerHTML = `<span class="score"></span><span class="bar"></span><span class="text"><code></code></span>`;
+    li.innerHTML = `<span class="score"></span><span class="bar"></span><span class="text"></span>`;
     li.querySelector(".score").textContent = score.toFixed(3);
     li.querySelector(".bar").style.width = `${Math.max(2, (score / top) * 100)}%`;
-    li.querySelector(".text").prepend(text);
-    li.querySelector("code").textContent = where;
-    $("#corpus-results").appendChild(li);
+    li.querySelector(".text").textContent = text;
+    if (where !== undefined) {
+      const code = document.createElement("code");
+      code.textContent = where;
+      li.querySelector(".text").append(code);
+    }
+    list.appendChild(li);
   }
+}
+
+function renderCorpusResults(r) {
+  renderRanked($("#corpus-results"), r.ranked);
   $("#corpus-timings").textContent = `${plural(r.sentences, "sentence")} ranked: the query ` +
     `embedded in ${fmtMs(r.embedMs)}, every row scored in ${fmtMs(r.rankMs)}.`;
 }
