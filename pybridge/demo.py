@@ -13,6 +13,9 @@
 4. Python at the keyboard (`run_snippet`): the page's editor runs what the presenter types.
 
 5. The GPU timeline (`gpu_timeline`): every kernel of one forward pass, timed on the GPU.
+
+6. The race (`race_tokens`, `race_round`): the same sentences through pybridge here and through
+   ONNX Runtime Web in a worker of its own (web/race.js), given the token ids made here.
 """
 
 from __future__ import annotations
@@ -390,3 +393,49 @@ async def gpu_timeline(sentences: list[str]) -> dict[str, Any]:
     r = await _with_reload(lambda m: m.profile(sentences))  # a lost GPU: loaded again
     return {"available": True, "steps": r["steps"], "layers": model.layers,
             "sum_us": r["sum_us"], "whole_us": r["whole_us"], "shape": r["shape"]}
+
+
+RACE_MAX_SENTENCES = 256
+
+
+def _race_texts(sentences: Any) -> list[str]:
+    if _model is None:
+        raise RuntimeError("the model is not loaded yet")
+    if (not isinstance(sentences, list) or not sentences
+            or not all(isinstance(x, str) for x in sentences)):
+        raise ValueError("sentences must be a non-empty list of strings")
+    if len(sentences) > RACE_MAX_SENTENCES:
+        raise ValueError(f"the race takes at most {RACE_MAX_SENTENCES} sentences, got "
+                         f"{len(sentences)}")
+    return sentences
+
+
+def race_tokens(sentences: list[str]) -> dict[str, Any]:
+    """The token ids both runtimes are given, as pybridge's forward pass gets them (one batch,
+    padded as the loaded model pads): {"ids": B*T ids, row-major, "lengths": B real lengths
+    (the attention mask), "shape": [B, T], "dtype": the loaded weights' dtype}."""
+    texts = _race_texts(sentences)
+    model = _model
+    batch = model.tokenizer.encode_batch(texts, model.max_length, model.pad_tokens_to,
+                                         caller="race_tokens")
+    return {"ids": batch.ids.reshape(-1).tolist(), "lengths": batch.lengths.tolist(),
+            "shape": list(batch.ids.shape), "dtype": model.dtype}
+
+
+async def race_round(sentences: list[str]) -> dict[str, Any]:
+    """pybridge's lap of the race: `sentences` in, their embeddings out (tokenizing included),
+    as one batch: {"ms", "tokenizeMs", "vectors": B*384 floats, row-major, "shape": [B, 384]}.
+    A lost GPU loads the model again and runs the lap once more."""
+    texts = _race_texts(sentences)
+    laps: dict[str, float] = {}
+
+    async def lap(model: Any) -> np.ndarray:
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        vectors = await model.embed(texts, batch_size=len(texts), timings=timings)
+        laps.update(ms=(time.perf_counter() - t0) * 1e3, tokenizeMs=timings.get("tokenize", 0.0))
+        return vectors
+
+    vectors = await _with_reload(lap)  # (B, 384)
+    return {"ms": laps["ms"], "tokenizeMs": laps["tokenizeMs"],
+            "vectors": vectors.reshape(-1).tolist(), "shape": list(vectors.shape)}

@@ -12,6 +12,8 @@ What it produces (served by tools/server.py at the same paths):
     build/site/pyodide/<version>/pyodide-lock.json   a lock listing only the files above
     build/site/corpus/stdlib-docstrings.json        the page's corpus, data/ (tools/corpus.py
                                                      made it from python_stdlib.zip)
+    build/site/race/                                 only after `dev.py setup --race` (tools/race.py):
+                                                     ONNX Runtime Web and the model as ONNX
     *.gz siblings                                    precompressed copies where gzip pays
 
 Every Pyodide file (the core, upstream's pyodide-lock.json, the wheels) comes from the first of
@@ -406,6 +408,10 @@ def write_config() -> None:
     files += sorted((SITE / "models").glob("*/manifest.json"))
     files += sorted((SITE / "models").glob("*/vocab.txt"))
     files += sorted((SITE / "corpus").glob("*.json"))
+    race = SITE / "race" / "race.json"  # tools/race.py: ONNX Runtime Web, when set up
+    race_about = json.loads(race.read_text()) if race.is_file() else None
+    if race_about:
+        files += [SITE / race_about["module"], SITE / race_about["model"]]
     config = {
         "pyodideVersion": PYODIDE_VERSION,
         "indexURL": f"pyodide/{PYODIDE_VERSION}/",
@@ -415,6 +421,8 @@ def write_config() -> None:
         "integrity": {p.relative_to(SITE).as_posix(): "sha256-" + base64.b64encode(
             bytes.fromhex(sha256_file(p))).decode() for p in files},
     }
+    if race_about:
+        config["race"] = race_about
     write_atomic(SITE / "config.json", (json.dumps(config, indent=1) + "\n").encode())
 
 

@@ -4,11 +4,11 @@ Web (WebGPU execution provider), same browser, same machine, same token ids, sam
 
     python3 tools/dev.py bench compare [--quick]
 
-Set-up of its own (cached under .cache/, nothing committed): the npm package
-onnxruntime-web@1.30.0 (sha256-pinned tarball) and an ONNX export of the model made here with
-torch from the reference lock (mean pooling + L2 norm included, as pybridge computes; the
-IsNaN guards the export adds after each softmax removed, since ORT's WebGPU EP would run them
-on the CPU and the comparison would flatter pybridge). Both run
+Set-up of its own (cached under .cache/, nothing committed; tools/race.py, which the page's
+race shares): the npm package onnxruntime-web@1.30.0 (sha256-pinned tarball) and an ONNX
+export of the model made here with torch from the reference lock (mean pooling + L2 norm
+included, as pybridge computes; the IsNaN guards the export adds after each softmax removed,
+since ORT's WebGPU EP would run them on the CPU and the comparison would flatter pybridge). Both run
 after a warm-up at each shape; times are end to end (ids in, embeddings out). Checks the two
 agree (cosine). Writes bench-results/compare.json.
 """
@@ -20,8 +20,6 @@ import json
 import os
 import platform
 import sys
-import tarfile
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,75 +29,12 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from pybridge.tokenizer import WordPiece  # noqa: E402
-from tools.assets import CACHE, npm_pack  # noqa: E402
 from tools.harness import launch, new_context, open_app, start_server  # noqa: E402
+from tools.race import ORT_VERSION, export_onnx, vendor_ort  # noqa: E402
 
-ORT_VERSION = "1.30.0"
-ORT_TARBALL_SHA256 = "d2228df7e4616bc3348bf504ee888f3bec43789a273f0a63f3e68d203ce3bf71"
-ORT_DIR = ROOT / ".cache" / f"onnxruntime-web-{ORT_VERSION}"
-ONNX_DIR = ROOT / ".cache" / "minilm-onnx"
 MODEL_DIR = ROOT / "build" / "site" / "models" / "all-MiniLM-L6-v2"
 SHAPES = [(1, 10), (8, 10), (1, 126), (8, 126), (32, 10), (32, 126)]  # (batch, words)
 WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "again"]
-
-
-def vendor_ort() -> Path:
-    dist = ORT_DIR / "package" / "dist"
-    if (dist / "ort.webgpu.min.mjs").exists():
-        return dist
-    tarball = npm_pack("onnxruntime-web", ORT_VERSION, ORT_TARBALL_SHA256, CACHE,
-                       say=lambda m: print(f"[compare] {m}", flush=True))
-    with tarfile.open(tarball) as tar:
-        tar.extractall(ORT_DIR, filter="data")
-    return dist
-
-
-def export_onnx() -> Path:
-    """The ONNX graph ONNX Runtime Web runs: torch's export without the NaN guard it puts after
-    each attention softmax (ORT 1.30's WebGPU EP has no IsNaN kernel, so with the guards every
-    layer's attention probabilities go to the CPU and back; see tools/gpu/peers_pack.py
-    drop_nan_guards). Same results on these inputs (no row has every key masked)."""
-    fair = ONNX_DIR / "model-nonan.onnx"
-    if not fair.exists():
-        import onnx
-
-        from tools.gpu.peers_pack import drop_nan_guards
-
-        model = onnx.load(str(_export_torch()))
-        print(f"[compare] removed {drop_nan_guards(model)} IsNaN guards -> {fair.name}", flush=True)
-        onnx.save(model, str(fair))
-    return fair
-
-
-def _export_torch() -> Path:
-    out = ONNX_DIR / "model.onnx"
-    if out.exists():
-        return out
-    print("[compare] exporting all-MiniLM-L6-v2 to ONNX with torch (once)", flush=True)
-    import torch
-
-    from tests.reference import sentence_transformer
-
-    bert = sentence_transformer(tempfile.mkdtemp())[0].auto_model.eval()
-
-    class Embed(torch.nn.Module):
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
-
-        def forward(self, input_ids, attention_mask):
-            h = self.m(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            m = attention_mask.unsqueeze(-1).to(h.dtype)
-            e = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
-            return torch.nn.functional.normalize(e, p=2, dim=1)
-
-    ONNX_DIR.mkdir(parents=True, exist_ok=True)
-    ids = torch.ones(2, 12, dtype=torch.int64)
-    torch.onnx.export(Embed(bert).eval(), (ids, ids), str(out), opset_version=17, dynamo=False,
-                      input_names=["input_ids", "attention_mask"], output_names=["embeddings"],
-                      dynamic_axes={"input_ids": {0: "b", 1: "t"},
-                                    "attention_mask": {0: "b", 1: "t"}, "embeddings": {0: "b"}})
-    return out
 
 
 def main() -> int:

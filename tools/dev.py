@@ -14,6 +14,9 @@
                                                                    serve (N cold boots at once) and
                                                                    soak (10,000 searches), hardening
     python3 tools/dev.py setup [--demo]                            set-up only (--demo: the demo's)
+    python3 tools/dev.py setup --race                              also the demo's race: ONNX Runtime
+                                                                   Web (npm) and the model as ONNX
+                                                                   (torch; Linux x86_64), tools/race.py
     python3 tools/dev.py export DIR [--force]                      the whole site (pages, Pyodide,
                                                                    wheels, model) in a folder any
                                                                    static host serves, with its
@@ -258,7 +261,8 @@ def main(argv: list[str]) -> int:
               f"{__doc__}",
               file=sys.stderr)
         return 2
-    needs_reference = command == "test" or (command == "bench" and (
+    race = command == "setup" and "--race" in rest
+    needs_reference = command == "test" or race or (command == "bench" and (
         rest[:1] == ["compare"] or (rest[:1] == ["gpu"] and "--peers" in rest)))  # ONNX export
     browser = None  # test --browser webkit|safari: only the WebKit job (tests/webkit/), on it
     if command == "test" and "--browser" in rest:
@@ -269,7 +273,7 @@ def main(argv: list[str]) -> int:
             print("usage: python3 tools/dev.py test --browser {webkit|safari} [pytest args...]",
                   file=sys.stderr)
             return 2
-    if command in ("demo", "export") or (command == "setup" and "--demo" in rest):
+    if command in ("demo", "export") or (command == "setup" and "--demo" in rest and not race):
         setup(("demo",), debian=None)  # Python alone, on Linux or macOS: no apt-get, no npm
     elif browser == "safari":  # macOS: safaridriver comes with Safari; the references' lock is
         setup(("dev",), debian=None)  # Linux-only (the tokenizer check skips without it)
@@ -282,6 +286,8 @@ def main(argv: list[str]) -> int:
     os.chdir(ROOT)
     if command == "demo":
         exec_in_venv([str(ROOT / "tools" / "server.py"), *rest])
+    elif race:
+        exec_in_venv([str(ROOT / "tools" / "race.py")])
     elif command == "export":
         rest = [a if a.startswith("-") else str(Path(cwd, a).resolve())  # DIR from where
                 for a in rest]                                            # the command ran

@@ -5,6 +5,10 @@
 //   run(code)                          run Python source text; resolves with its last value
 //   call(module, name, args, kwargs)   module.name(*args, **kwargs), arguments as values
 
+export const fmtBytes = (n) =>
+  n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB` : n >= 1e3 ? `${(n / 1e3).toFixed(0)} kB` : `${n} B`;
+export const fmtMs = (ms) => (ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(0)} ms`);
+
 export const NO_WEBGPU_HELP =
   "Use Chrome or Edge 113+ (macOS, Windows, ChromeOS; on Linux start it with " +
   "--enable-unsafe-webgpu or turn on chrome://flags/#enable-unsafe-webgpu), Safari 26+ " +
@@ -69,13 +73,14 @@ export function showPanel(id, title, message) {
   document.querySelector(`#${id}`).hidden = false;
 }
 
-// The worker and its pending answers. `state()` names the page's state for the error a call
-// made before start() gets. start(url, onMessage) passes every message but the answers to
-// onMessage, and returns the Worker (for its onerror). An error that escapes the worker (it
+// A worker and its pending answers: Python's (worker.js; the race's ONNX Runtime Web,
+// race-worker.js, answers the same way), `label` naming it in errors. `state()` names the
+// page's state for the error a call made before start() gets. start(url, onMessage) passes
+// every message but the answers to onMessage, and returns the Worker (for its onerror). An error that escapes the worker (it
 // failed to load, or something outside worker.js's own error handling threw) ends it: it is
 // terminated, every pending call is rejected with the error and later ones at once (they
 // never hang), and stopped() says why.
-export function pythonWorker(state = () => "not started") {
+export function pythonWorker(state = () => "not started", label = "Python's worker") {
   let worker = null;
   let stopped = null; // why the worker can no longer answer
   let nextId = 1;
@@ -89,7 +94,7 @@ export function pythonWorker(state = () => "not started") {
   }
 
   function send(message) {
-    if (!worker) return Promise.reject(new Error(`Python is not running (state: ${state()})`));
+    if (!worker) return Promise.reject(new Error(`${label} is not running (state: ${state()})`));
     if (stopped) return Promise.reject(new Error(stopped));
     const id = nextId++;
     return new Promise((resolve, reject) => {
@@ -109,13 +114,17 @@ export function pythonWorker(state = () => "not started") {
       worker = new Worker(url, { type: "module" });
       worker.onmessage = (ev) => (ev.data.type === "result" ? settle(ev.data) : onMessage(ev));
       worker.addEventListener("error", (ev) =>
-        stop(`Python's worker failed: ${ev.message || "worker.js could not be loaded"}`));
+        stop(`${label} failed: ${ev.message || `${url} could not be loaded`}`));
       worker.addEventListener("messageerror", () =>
-        stop("Python's worker sent a message the page could not read"));
+        stop(`${label} sent a message the page could not read`));
       return worker;
     },
     // why the worker stopped answering (its error), or null
     stopped: () => stopped,
+    // end it: pending and later calls are rejected with `why`
+    stop: (why) => worker && stop(why),
+    // any message the worker answers with {type: "result", id, ok, value | error}
+    send,
     // Python source text (tests, the DevTools console)
     run: (code) => send({ type: "run", code }),
     // module.name(*args, **kwargs) with the arguments passed as values, never as source text

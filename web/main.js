@@ -29,16 +29,20 @@
 //              sentences, ms, perSecond} (?corpus=N opens N entries spread over it)
 //   timeline   the GPU timeline's last answer: {available, steps: [[role, kernel, µs]], ...} | {available: false, why}
 //   snippet    the editor's last run: {ok, value, stdout, error, ms, copies} (run_snippet)
+//   race       the race against ONNX Runtime Web (web/race.js): {available: false, why} |
+//              {available, running, laps: [{pybridgeMs, tokenizeMs, ortMs, least, worst,
+//              maxDiff}], shape, dtype, agree, least, pybridgeMedianMs, ortMedianMs, vectors,
+//              error}; config is config.json (its "race" names ONNX Runtime Web when set up)
 //   corpusSearch  the last answer to the corpus's search-as-you-type: {query, ranked, ...};
 //              corpusProgress the last progress of its embedding: {done, total, perSecond}
 //   assets, stages, timings, gpu, result, error, modelInfo, lastSearch   what the page shows
 
-import { chooseBackend, pythonWorker, setState as setStatus, showPanel, whyNoGpu } from "./client.js";
+import {
+  chooseBackend, fmtBytes, fmtMs, pythonWorker, setState as setStatus, showPanel, whyNoGpu,
+} from "./client.js";
+import { createRace } from "./race.js";
 
 const $ = (sel) => document.querySelector(sel);
-const fmtBytes = (n) =>
-  n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB` : n >= 1e3 ? `${(n / 1e3).toFixed(0)} kB` : `${n} B`;
-const fmtMs = (ms) => (ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(0)} ms`);
 
 const python = pythonWorker(() => app.state); // the worker: client.js
 const { run, call } = python;
@@ -169,6 +173,7 @@ function onWorkerMessage(ev) {
   const msg = ev.data;
   switch (msg.type) {
     case "config":
+      app.config = msg.config;
       app.sizes = msg.config.sizes || {};
       $("#pyodide-version").textContent = msg.config.pyodideVersion;
       break;
@@ -270,6 +275,7 @@ function closeModel() {
   $("#search-form").hidden = true;
   $("#corpus-panel").hidden = true; // the corpus and the timeline run on the same kernels
   $("#timeline-panel").hidden = true;
+  race.hide();
   $("#model-loading").hidden = false;
   $("#model-status").textContent = "Search is not offered: the kernel self-check failed.";
 }
@@ -300,6 +306,7 @@ async function loadModel(dtype) {
     await doSearch();
     openCorpus(false); // its vectors if this browser kept them; else the Embed button
     $("#timeline-panel").hidden = false;
+    race.offer();
   } catch (err) {
     app.model = "error";
     $("#model-status").textContent = "";
@@ -497,9 +504,7 @@ async function runTimeline() {
   button.disabled = true;
   $("#timeline-status").textContent = "Timing…";
   try {
-    const query = $("#query").value.trim() || "How do I cook pasta?";
-    const sentences = $("#sentences").value.split("\n").map((x) => x.trim()).filter(Boolean);
-    const r = await call("pybridge.demo", "gpu_timeline", [[query, ...sentences]]);
+    const r = await call("pybridge.demo", "gpu_timeline", [demoTexts()]);
     app.timeline = r;
     if (!r.available) {
       $("#timeline-status").textContent = `Not available here: ${r.why}.`;
@@ -570,6 +575,16 @@ const fmtUs = (us) => (us >= 1000 ? fmtMs(us / 1000) : `${us.toFixed(0)} µs`);
 
 $("#timeline-run").addEventListener("click", runTimeline);
 
+// The demo's query and sentences as one list (the timeline's and the race's batch).
+function demoTexts() {
+  const query = $("#query").value.trim() || "How do I cook pasta?";
+  return [query, ...$("#sentences").value.split("\n").map((x) => x.trim()).filter(Boolean)];
+}
+
+// --- the race: the same texts through pybridge and ONNX Runtime Web (web/race.js) ------------
+const race = createRace({ app, call, texts: demoTexts });
+app.runRace = (laps) => race.run(laps); // tests: a race of `laps` laps
+
 // --- Python at the keyboard: the editor's code runs in the worker (pybridge.demo.run_snippet)
 let snippetRunning = false;
 async function runSnippet() {
@@ -638,6 +653,7 @@ const PRESENTER_ACTIONS = {
   "corpus-panel": () => (!$("#corpus-embed").hidden ? $("#corpus-embed").click()
     : !$("#corpus-query").hidden && $("#corpus-query").focus()),
   "timeline-panel": () => runTimeline(),
+  "race-panel": () => race.run(),
   "editor-panel": () => runSnippet(),
   "result-panel": () => app.state === "ready" && rerunKernel(),
 };

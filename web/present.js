@@ -14,8 +14,8 @@
 // Enter (they click it). `window.pybridge.present` is {index, id, count, zoom} for
 // tests.
 
-const PANELS = ["boot-panel", "model-panel", "corpus-panel", "timeline-panel", "editor-panel",
-  "result-panel", "gpu-panel"];
+const PANELS = ["boot-panel", "model-panel", "corpus-panel", "timeline-panel", "race-panel",
+  "editor-panel", "result-panel", "gpu-panel"];
 const MAX_ZOOM = 2.4;
 const MIN_ZOOM = 0.6;
 

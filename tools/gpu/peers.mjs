@@ -1,5 +1,5 @@
 // The "peer" rows of the real-GPU benchmark: ONNX Runtime's WebGPU execution provider running
-// all-MiniLM-L6-v2 (float32, the ONNX export of tools/bench_compare.py: mean pooling + L2 norm
+// all-MiniLM-L6-v2 (float32, the ONNX export of tools/race.py: mean pooling + L2 norm
 // included) on the same GPU, token ids and weights layout as pybridge (tools/bench_gpu.py).
 //
 //   node tools/gpu/peers.mjs --node-modules DIR --model DIR/model.onnx [--data FILE]

@@ -28,7 +28,7 @@ The carry folder (about 51 MB; each file sha256-listed in peers.json):
     ort.tar.xz     node_modules/onnxruntime-{common,node,web}, only what runs on Linux x64:
                    libonnxruntime.so.1 (ORT with its WebGPU EP, Dawn linked in) and the
                    binding; the webgpu bundle and its asyncify wasm
-    model.tar.xz   model.onnx: the graph of all-MiniLM-L6-v2 float32 (tools/bench_compare.py's
+    model.tar.xz   model.onnx: the graph of all-MiniLM-L6-v2 float32 (tools/race.py's
                    torch export: mean pooling + L2 norm included) with every weight as ONNX
                    external data in one file, model.onnx.data, which does not travel;
                    model-nonan.onnx: the same without the export's NaN guard after each
@@ -253,13 +253,13 @@ def shared_files(dest: Path) -> dict[str, str]:
 
 def export_model(out_dir: Path, weights: Path) -> dict[str, Any]:
     """out_dir/model.onnx (graph, every weight external) + model.onnx.data + layout.json, from
-    tools/bench_compare.py's export; each weight traced to pybridge's weights file by value."""
+    tools/race.py's export; each weight traced to pybridge's weights file by value."""
     import numpy as np
     import onnx
     from onnx import external_data_helper, numpy_helper
 
     sys.path.insert(0, str(ROOT))
-    from tools.bench_compare import export_onnx
+    from tools.race import export_onnx
 
     model = onnx.load(str(export_onnx()))
     tensors = read_safetensors(weights)
