@@ -90,12 +90,16 @@ export function createRace({ app, call, texts }) {
       ort.start("./race-worker.js", () => {});
       loaded = ort.send({ type: "load", module: race.module, model: race.model,
         integrity: app.config.integrity?.[race.model] });
-      loaded.catch(() => { // the next race starts a new worker and tries again
-        ort.stop("ONNX Runtime Web failed to load");
-        loaded = null;
-      });
+      loaded.catch(() => dropOrt("ONNX Runtime Web failed to load"));
     }
     return await loaded;
+  }
+
+  // The next race starts a new worker and loads ONNX Runtime Web again.
+  function dropOrt(why) {
+    ort?.stop(why);
+    ort = null;
+    loaded = null;
   }
 
   async function run(laps = LAPS) {
@@ -116,7 +120,11 @@ export function createRace({ app, call, texts }) {
         `(${fmtBytes(race.modelBytes)})…`);
       state.ortLoadMs = (await loadOrt(race)).ms;
       const one = { pybridge: () => call("pybridge.demo", "race_round", [sentences]),
-        ort: () => ort.send({ type: "run", ids: tokens.ids, lengths: tokens.lengths, shape: tokens.shape }) };
+        ort: () => ort.send({ type: "run", ids: tokens.ids, lengths: tokens.lengths, shape: tokens.shape })
+          .catch((err) => { // a session that failed once (a lost GPU) is not run again
+            dropOrt("ONNX Runtime Web failed");
+            throw new Error(`ONNX Runtime Web: ${err.message}`);
+          }) };
       status("Warming up: each side's first pass of this shape (compiling its shaders)…");
       await one.pybridge();
       await one.ort();

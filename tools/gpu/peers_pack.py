@@ -191,6 +191,7 @@ def ort_tar(dest: Path) -> None:
     from fnmatch import fnmatch
 
     tmp = dest.with_name(dest.name + ".part")
+    dest.parent.mkdir(parents=True, exist_ok=True)  # .cache/gpu/peers/, new on a fresh clone
     with tarfile.open(tmp, "w:xz", preset=6) as out:
         for name, version, sha, keep in NPM_PINS:
             with tarfile.open(fetch_npm(name, version, sha)) as tar:
