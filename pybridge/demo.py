@@ -413,19 +413,28 @@ def _race_texts(sentences: Any) -> list[str]:
 def race_tokens(sentences: list[str]) -> dict[str, Any]:
     """The token ids both runtimes are given, as pybridge's forward pass gets them (one batch,
     padded as the loaded model pads): {"ids": B*T ids, row-major, "lengths": B real lengths
-    (the attention mask), "shape": [B, T], "dtype": the loaded weights' dtype}."""
+    (the attention mask), "shape": [B, T], "dtype": the loaded weights' dtype, "agreeAt": the
+    least cosine per sentence that counts as the same answer with those weights (the model
+    tests' MIN_COSINE)}."""
+    from pybridge.checks.selftest import MIN_COSINE
+
     texts = _race_texts(sentences)
     model = _model
     batch = model.tokenizer.encode_batch(texts, model.max_length, model.pad_tokens_to,
                                          caller="race_tokens")
     return {"ids": batch.ids.reshape(-1).tolist(), "lengths": batch.lengths.tolist(),
-            "shape": list(batch.ids.shape), "dtype": model.dtype}
+            "shape": list(batch.ids.shape), "dtype": model.dtype,
+            "agreeAt": MIN_COSINE[model.dtype]}
 
 
 async def race_round(sentences: list[str]) -> dict[str, Any]:
     """pybridge's lap of the race: `sentences` in, their embeddings out (tokenizing included),
-    as one batch: {"ms", "tokenizeMs", "vectors": B*384 floats, row-major, "shape": [B, 384]}.
-    A lost GPU loads the model again and runs the lap once more."""
+    as one batch, on the zero-copy path whatever the default paths are: {"ms", "tokenizeMs",
+    "vectors": B*384 floats, row-major, "shape": [B, 384], "copies": the lap's own (as
+    `search` lists them)}. A lost GPU loads the model again and runs the lap once more."""
+    import pybridge
+    from pybridge.backend import using_paths
+
     texts = _race_texts(sentences)
     laps: dict[str, float] = {}
 
@@ -436,6 +445,8 @@ async def race_round(sentences: list[str]) -> dict[str, Any]:
         laps.update(ms=(time.perf_counter() - t0) * 1e3, tokenizeMs=timings.get("tokenize", 0.0))
         return vectors
 
-    vectors = await _with_reload(lap)  # (B, 384)
+    with using_paths(None, None), pybridge.count_copies(task=True) as copies:
+        vectors = await _with_reload(lap)  # (B, 384)
     return {"ms": laps["ms"], "tokenizeMs": laps["tokenizeMs"],
-            "vectors": vectors.reshape(-1).tolist(), "shape": list(vectors.shape)}
+            "vectors": vectors.reshape(-1).tolist(), "shape": list(vectors.shape),
+            "copies": copies.as_dict()}

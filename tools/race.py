@@ -60,8 +60,12 @@ def vendor_ort() -> Path:
     if all((dist / name).exists() for name in ORT_FILES):
         return dist
     tarball = npm_pack("onnxruntime-web", ORT_VERSION, ORT_TARBALL_SHA256, CACHE, say=say)
+    part = ORT_DIR.with_name(ORT_DIR.name + ".part")  # whole or not at all: an interrupted
+    shutil.rmtree(part, ignore_errors=True)            # unpack is never taken for a done one
     with tarfile.open(tarball) as tar:
-        tar.extractall(ORT_DIR, filter="data")
+        tar.extractall(part, filter="data")
+    shutil.rmtree(ORT_DIR, ignore_errors=True)
+    os.replace(part, ORT_DIR)
     return dist
 
 

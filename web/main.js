@@ -364,7 +364,7 @@ for (const radio of document.querySelectorAll("input[name=path]")) {
 let searching = false; // one demo search at a time (Search, Space in presenter mode, the switch)
 async function doSearch(ev) {
   if (ev) ev.preventDefault();
-  if (searching) return;
+  if (searching || raceHolds($("#search-timings"))) return;
   const query = $("#query").value.trim();
   const sentences = $("#sentences").value.split("\n").map((s) => s.trim()).filter(Boolean);
   if (!query || !sentences.length) {
@@ -404,7 +404,10 @@ $("#search-form").addEventListener("submit", doSearch);
 // --- the corpus: Python's docstrings, embedded once, kept, searched as you type -------------
 const plural = (n, word) => `${n.toLocaleString("en")} ${word}${n === 1 ? "" : "s"}`;
 
+let corpusOpening = null; // "embed" | "read" (its kept vectors, if any: no GPU work)
 async function openCorpus(embed) {
+  if (corpusOpening || (embed && raceHolds($("#corpus-status")))) return;
+  corpusOpening = embed ? "embed" : "read";
   $("#corpus-panel").hidden = false;
   $("#corpus-embed").hidden = true;
   $("#corpus-progress").hidden = !embed;
@@ -440,6 +443,8 @@ async function openCorpus(embed) {
       $("#corpus-embed").hidden = false;
     }
     showError("The corpus could not be opened", err.message);
+  } finally {
+    corpusOpening = null;
   }
 }
 
@@ -450,6 +455,7 @@ $("#corpus-embed").addEventListener("click", () => openCorpus(true));
 let corpusBusy = false;
 async function corpusSearch() {
   if (corpusBusy) return; // the running one picks the newest query up when it ends
+  if (raceHolds($("#corpus-timings"))) return;
   corpusBusy = true;
   try {
     let asked = null;
@@ -498,9 +504,11 @@ $("#corpus-query").addEventListener("input", corpusSearch);
 const ROLE_COLORS = { embed: "#9b8cff", qkv: "#6aa6ff", attention: "#f5b942", out: "#4fd1c5",
   layernorm: "#8b93a3", ffn1: "#3ecf8e", ffn2: "#2f9e6e", pool: "#ff8fa3" };
 
+let timelineRunning = false;
 async function runTimeline() {
   const button = $("#timeline-run");
-  if (button.disabled) return;
+  if (timelineRunning || raceHolds($("#timeline-status"))) return;
+  timelineRunning = true;
   button.disabled = true;
   $("#timeline-status").textContent = "Timing…";
   try {
@@ -518,6 +526,7 @@ async function runTimeline() {
     $("#timeline").innerHTML = ""; // not the last drawing under this error
     $("#timeline-legend").innerHTML = "";
   } finally {
+    timelineRunning = false;
     button.disabled = false;
   }
 }
@@ -582,13 +591,24 @@ function demoTexts() {
 }
 
 // --- the race: the same texts through pybridge and ONNX Runtime Web (web/race.js) ------------
-const race = createRace({ app, call, texts: demoTexts });
+// It times its laps: it starts only when none of the page's other GPU work runs, and while it
+// runs none starts (each says so where its answer would show).
+const otherGpuWork = () => [searching && "a search", corpusBusy && "a docstring search",
+  corpusOpening === "embed" && "the docstrings' embedding", timelineRunning && "the timeline",
+  snippetRunning && "the editor's code"].filter(Boolean);
+function raceHolds(line) {
+  if (!race.running()) return false;
+  line.textContent = "The race is running on the GPU: this waits for it (or Stop it), then try again.";
+  line.hidden = false;
+  return true;
+}
+const race = createRace({ app, call, texts: demoTexts, busy: otherGpuWork });
 app.runRace = (laps) => race.run(laps); // tests: a race of `laps` laps
 
 // --- Python at the keyboard: the editor's code runs in the worker (pybridge.demo.run_snippet)
 let snippetRunning = false;
 async function runSnippet() {
-  if (snippetRunning) return;
+  if (snippetRunning || raceHolds($("#editor-output"))) return;
   snippetRunning = true;
   $("#editor-run").disabled = true;
   const output = $("#editor-output");

@@ -15,6 +15,7 @@ async function load({ module, model, integrity }) {
   const moduleURL = new URL(module, self.location.href);
   ort = await import(moduleURL.href);
   ort.env.wasm.wasmPaths = new URL(".", moduleURL).href; // its wasm lies beside it
+  ort.env.logLevel = "error"; // not its warnings about the few shape ops it keeps on the CPU
   let response;
   try {
     response = await fetch(new URL(model, self.location.href), { integrity });

@@ -7,22 +7,33 @@
 // page runs on the CPU.
 //
 // What each side's lap time covers: pybridge, the sentences in and their embeddings out, its
-// tokenizer included (pybridge.demo.race_round); ONNX Runtime Web, the token ids in and the
-// embeddings out (it has no tokenizer of its own here).
+// tokenizer included (pybridge.demo.race_round, on the zero-copy path); ONNX Runtime Web, the
+// token ids in and the embeddings out (it has no tokenizer of its own here). The laps are
+// timed, so the race starts only when none of the page's other GPU work runs (`busy()` names
+// it), and the page starts none while the race runs (`running()`). Stop ends a race at once;
+// ONNX Runtime Web answering too late ends it too (its worker is dropped, the next race loads
+// it anew).
 
 import { fmtBytes, fmtMs, pythonWorker } from "./client.js";
 
 export const LAPS = 10;
-// The least cosine between the two runtimes' embeddings of one sentence that counts as the
-// same answer: float32 weights on both sides differ by rounding only; pybridge's float16
-// weights by their own rounding too.
-export const AGREE = { float32: 0.9999, float16: 0.999 };
+// How long ONNX Runtime Web may take: to load and run its first pass (its shaders compile
+// then: minutes on a CPU's WebGPU), and then a lap, against that first pass.
+const FIRST_DEADLINE_MS = 600_000;
+const lapDeadline = (firstMs) => Math.max(60_000, 20 * firstMs);
 export const SETUP_LINE = "The race against ONNX Runtime Web is not set up on this server: " +
   "`python3 tools/dev.py setup --race` sets it up (ONNX Runtime Web from npm and the model " +
   "exported to ONNX with torch; Linux x86_64), then reload this page.";
 
 const $ = (sel) => document.querySelector(sel);
 const fmtLap = (ms) => (ms < 10 ? `${ms.toFixed(1)} ms` : fmtMs(ms));
+const within = (promise, ms, what) => {
+  let timer;
+  const late = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not answer in ${Math.round(ms / 1000)} s`)), ms);
+  });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+};
 const median = (xs) => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
@@ -51,11 +62,12 @@ export function agreement(a, b, rows) {
 }
 
 // app: the page's state (app.config, app.device, app.model; the race's own goes to app.race);
-// call: Python's; texts(): the demo's query and sentences.
-export function createRace({ app, call, texts }) {
+// call: Python's; texts(): the demo's query and sentences; busy(): what else runs on the GPU.
+export function createRace({ app, call, texts, busy = () => [] }) {
   let ort = null; // ONNX Runtime Web's worker, once a race started it
   let loaded = null; // the promise of its load
   let running = false;
+  let stop = null; // ends the running race: rejects what it waits for
   const status = (text, bad = false) => {
     $("#race-status").textContent = text;
     $("#race-status").classList.toggle("error", bad);
@@ -84,13 +96,22 @@ export function createRace({ app, call, texts }) {
     $("#race-panel").hidden = true;
   }
 
+  // A message to ONNX Runtime Web's worker, answered within `ms`; one that fails (a lost GPU,
+  // a session that never answers) drops the worker.
+  function ortSend(message, ms) {
+    const worker = ort;
+    return within(worker.send(message), ms, "it").catch((err) => {
+      if (ort === worker) dropOrt("ONNX Runtime Web failed");
+      throw new Error(`ONNX Runtime Web: ${err.message}`);
+    });
+  }
+
   async function loadOrt(race) {
     if (!loaded) {
       ort = pythonWorker(() => "started on the first race", "ONNX Runtime Web's worker");
       ort.start("./race-worker.js", () => {});
-      loaded = ort.send({ type: "load", module: race.module, model: race.model,
-        integrity: app.config.integrity?.[race.model] });
-      loaded.catch(() => dropOrt("ONNX Runtime Web failed to load"));
+      loaded = ortSend({ type: "load", module: race.module, model: race.model,
+        integrity: app.config.integrity?.[race.model] }, FIRST_DEADLINE_MS);
     }
     return await loaded;
   }
@@ -105,29 +126,35 @@ export function createRace({ app, call, texts }) {
   async function run(laps = LAPS) {
     const race = app.config?.race;
     if (running || !race || app.device === "cpu" || app.model !== "ready") return;
+    const others = busy();
+    if (others.length) { // its laps would wait behind them
+      status(`Not now: ${others.join(", ")} still runs on the GPU. Race again once it ends.`);
+      return;
+    }
     running = true;
-    $("#race-run").disabled = true;
+    const stopped = new Promise((_, reject) => { stop = () => reject(new Error("stopped")); });
+    stopped.catch(() => {});
+    const until = (promise) => Promise.race([promise, stopped]);
+    $("#race-run").textContent = "Stop";
     const sentences = texts();
     const state = { available: true, running: true, laps: [], ortVersion: race.ortVersion };
     app.race = state;
     $("#race-chart").innerHTML = "";
     $("#race-summary").textContent = "";
     try {
-      const tokens = await call("pybridge.demo", "race_tokens", [sentences]);
+      const tokens = await until(call("pybridge.demo", "race_tokens", [sentences]));
       const [B, T] = tokens.shape;
-      Object.assign(state, { shape: tokens.shape, dtype: tokens.dtype, agreeAt: AGREE[tokens.dtype] });
+      Object.assign(state, { shape: tokens.shape, dtype: tokens.dtype, agreeAt: tokens.agreeAt });
       status(`Loading ONNX Runtime Web ${race.ortVersion} and its model ` +
         `(${fmtBytes(race.modelBytes)})…`);
-      state.ortLoadMs = (await loadOrt(race)).ms;
-      const one = { pybridge: () => call("pybridge.demo", "race_round", [sentences]),
-        ort: () => ort.send({ type: "run", ids: tokens.ids, lengths: tokens.lengths, shape: tokens.shape })
-          .catch((err) => { // a session that failed once (a lost GPU) is not run again
-            dropOrt("ONNX Runtime Web failed");
-            throw new Error(`ONNX Runtime Web: ${err.message}`);
-          }) };
+      state.ortLoadMs = (await until(loadOrt(race))).ms;
+      const pass = { type: "run", ids: tokens.ids, lengths: tokens.lengths, shape: tokens.shape };
+      let deadline = FIRST_DEADLINE_MS;
+      const one = { pybridge: () => until(call("pybridge.demo", "race_round", [sentences])),
+        ort: () => until(ortSend(pass, deadline)) };
       status("Warming up: each side's first pass of this shape (compiling its shaders)…");
       await one.pybridge();
-      await one.ort();
+      deadline = lapDeadline((await one.ort()).ms);
       for (let i = 0; i < laps; i++) {
         status(`Lap ${i + 1} of ${laps}…`);
         const first = i % 2 ? "ort" : "pybridge"; // taking turns at going first on the GPU
@@ -142,11 +169,17 @@ export function createRace({ app, call, texts }) {
       summarize(state, race, B, T);
     } catch (err) {
       state.error = err.message;
-      status(`The race stopped: ${err.message}`, true);
+      if (err.message === "stopped") {
+        dropOrt("stopped"); // whatever it was doing: the next race loads it anew
+        status(`Stopped after ${state.laps.length} of ${laps} laps.`);
+      } else {
+        status(`The race stopped: ${err.message}`, true);
+      }
     } finally {
       state.running = false;
       running = false;
-      $("#race-run").disabled = false;
+      stop = null;
+      $("#race-run").textContent = "Race";
     }
   }
 
@@ -176,21 +209,25 @@ export function createRace({ app, call, texts }) {
     const tok = median(state.laps.map((l) => l.tokenizeMs));
     const least = Math.min(...state.laps.map((l) => l.least));
     const worstLap = state.laps.find((l) => !(l.least > least)) || state.laps[0];
-    Object.assign(state, { pybridgeMedianMs: p, ortMedianMs: o, least, agree: least >= state.agreeAt });
+    const maxDiff = Math.max(...state.laps.map((l) => l.maxDiff));
+    Object.assign(state, { pybridgeMedianMs: p, ortMedianMs: o, least, maxDiff,
+      agree: least >= state.agreeAt });
     const faster = p <= o ? `pybridge ${(o / p).toFixed(2)}× faster` : `ONNX Runtime Web ${(p / o).toFixed(2)}× faster`;
+    const weights = state.dtype !== race.dtype
+      ? ` (pybridge on ${state.dtype} weights, ONNX Runtime Web on ${race.dtype})` : "";
     status(`${B} texts of ${T} tokens (padded), ${state.laps.length} laps. Medians: pybridge ` +
       `${fmtLap(p)} (text in, its tokenizer's ${fmtLap(tok)} included), ONNX Runtime Web ` +
-      `${race.ortVersion} ${fmtLap(o)} (token ids in): ${faster}.`);
+      `${race.ortVersion} ${fmtLap(o)} (token ids in): ${faster}${weights}.`);
+    const floor6 = (x) => (Math.floor(x * 1e6) / 1e6).toFixed(6); // never claims more than it saw
     $("#race-summary").textContent = (state.agree
-      ? `Same answers: every sentence's embeddings agree, cosine ≥ ${least.toFixed(6)} ` +
-        `(largest difference of one number ${worstLap.maxDiff.toExponential(1)}).`
-      : `Different answers: sentence ${worstLap.worst + 1} at cosine ${least.toFixed(6)}, ` +
+      ? `Same answers: every sentence's embeddings agree, cosine ≥ ${floor6(least)} ` +
+        `(largest difference of one number ${maxDiff.toExponential(1)}).`
+      : `Different answers: sentence ${worstLap.worst + 1} at cosine ${floor6(least)}, ` +
         `below ${state.agreeAt}.`) +
-      (state.dtype !== race.dtype ? ` pybridge runs the page's ${state.dtype} weights, ONNX ` +
-        `Runtime Web ${race.dtype} (?dtype=${race.dtype} gives pybridge the same).` : "");
+      (weights ? ` ?dtype=${race.dtype} gives pybridge the same weights as ONNX Runtime Web.` : "");
     $("#race-summary").classList.toggle("error", !state.agree);
   }
 
-  $("#race-run").addEventListener("click", () => run());
-  return { offer, hide, run };
+  $("#race-run").addEventListener("click", () => (running ? stop?.() : run()));
+  return { offer, hide, run, running: () => running, stop: () => stop?.() };
 }

@@ -393,20 +393,30 @@ function packagesCache(store, key, off) {
 // start: {how: "snapshot" (restored) | "made" (made now, then restored) | "normal" (without
 // one), why (not restored: the reason), bytes (the snapshot's size), modules (what it holds)},
 // stored: a made snapshot's storing (a promise of {bytes} or {error}), else null, packages:
-// the packages part of the same key (packagesCache above)}.
+// the packages part of the same key (packagesCache above)}. `loadPyodide` may be a promise of
+// it (Pyodide's module, still loading): the stored snapshot is read meanwhile. A stored
+// snapshot's sha256 is checked while Pyodide restores it, and its Python runs nothing of ours
+// until the check passed. `mark(name)`: called as a stored snapshot's bytes are read
+// ("snapshot read") and checked ("snapshot checked"), for the boot's timeline.
 export async function startPython(loadPyodide, options, { files, store, off, fatal = () => false,
-  restoreTimeoutMs = RESTORE_TIMEOUT_MS }) {
+  restoreTimeoutMs = RESTORE_TIMEOUT_MS, mark = () => {} }) {
   let key, packages;
-  const normal = async (why) => ({ pyodide: await loadPyodide(options), start: { how: "normal", why },
+  const load = async (opts) => (await loadPyodide)(opts);
+  const normal = async (why) => ({ pyodide: await load(options), start: { how: "normal", why },
     stored: null, packages: packages ?? packagesCache(store, key, why) });
-  const restore = async (bytes) => { // bytes: a promise, read while Pyodide's script loads
+  // bytes: a promise, read while Pyodide's script loads; checked: a promise that rejects if
+  // they are not what was stored
+  const restore = async (bytes, checked = null) => {
     let timer;
     const late = new Promise((_, reject) => {
       timer = setTimeout(() => reject(new Error(`not restored in ${restoreTimeoutMs / 1000} s`)),
         restoreTimeoutMs);
     });
     try {
-      const pyodide = await Promise.race([loadPyodide({ ...options, _loadSnapshot: bytes }), late]);
+      // bytes that fail their check end the restore at once, whatever Pyodide is doing
+      const refused = checked ? checked.then(() => new Promise(() => {})) : late;
+      const pyodide = await Promise.race([load({ ...options, _loadSnapshot: bytes }), late, refused]);
+      if (checked) await checked;
       return { pyodide, modules: pyodide.runPython(AFTER_RESTORE).split(" ") };
     } finally {
       clearTimeout(timer);
@@ -419,15 +429,18 @@ export async function startPython(loadPyodide, options, { files, store, off, fat
     packages = packagesCache(store, key); // read while Python starts
     const hit = await store.get(key, "snapshot");
     if (hit) {
-      const bytes = verified(hit);
-      bytes.catch(() => {}); // the restore fails with its error
+      hit.bytes.then(() => mark("snapshot read"), () => {});
+      const checked = verified(hit);
+      checked.then(() => mark("snapshot checked"), () => {}); // the restore fails with its error
+      const bytes = hit.bytes;
       try {
-        const { pyodide, modules } = await restore(bytes);
+        const { pyodide, modules } = await restore(bytes, checked);
         return { pyodide, start: { how: "snapshot", bytes: (await bytes).byteLength, modules },
           stored: null, packages };
       } catch (err) {
         if (fatal(err)) throw err;
-        why = `the stored snapshot was refused (${brief(err)})`;
+        const damaged = await checked.then(() => null, (e) => e); // its check says more
+        why = `the stored snapshot was refused (${brief(damaged ?? err)})`;
         await store.drop(key, "snapshot");
       }
     } else {
@@ -439,7 +452,7 @@ export async function startPython(loadPyodide, options, { files, store, off, fat
   }
   let snapshot;
   try {
-    const maker = await loadPyodide({ ...options, _makeSnapshot: true });
+    const maker = await load({ ...options, _makeSnapshot: true });
     maker.runPython(SNAPSHOT_IMPORTS);
     snapshot = maker.makeMemorySnapshot();
     const { pyodide, modules } = await restore(snapshot);

@@ -189,15 +189,17 @@ async function boot() {
 
   const indexURL = new URL(config.indexURL, self.location.href).href;
   // Module imports bypass fetch and its integrity check: fetch (and check) the two modules
-  // first; the imports then come from the HTTP cache (these files are immutable).
-  await orFailedAsset(Promise.all(["pyodide.mjs", "pyodide.asm.js"].map(
-    (f) => fetch(indexURL + f).then((r) => r.arrayBuffer()))));
-  let loadPyodide;
-  try {
-    ({ loadPyodide } = await orFailedAsset(import(indexURL + "pyodide.mjs")));
-  } catch (err) {
-    throw new AssetError("pyodide.mjs", new URL(indexURL).pathname + "pyodide.mjs", err.message);
-  }
+  // first; the imports then come from the HTTP cache (these files are immutable). A stored
+  // snapshot is read meanwhile (startPython takes the promise of loadPyodide).
+  const loadPyodide = orFailedAsset(Promise.all(["pyodide.mjs", "pyodide.asm.js"].map(
+    (f) => fetch(indexURL + f).then((r) => r.arrayBuffer())))).then(async () => {
+    try {
+      return (await orFailedAsset(import(indexURL + "pyodide.mjs"))).loadPyodide;
+    } catch (err) {
+      throw new AssetError("pyodide.mjs", new URL(indexURL).pathname + "pyodide.mjs", err.message);
+    }
+  });
+  loadPyodide.catch(() => {}); // startPython fails with its error
   // The wheels download while Python starts, into the HTTP cache (immutable files), where
   // loadPackage's own fetch finds them: that fetch checks them and names a failure, so this
   // one neither hashes them (once is enough) nor reports.
@@ -220,6 +222,7 @@ async function boot() {
       store: off ? null : cacheStorageStore(siteRoot.href),
       off,
       fatal: (err) => err instanceof AssetError,
+      mark: (name) => span(name, pythonStart),
     }));
   stored?.then((result) => post({ type: "snapshot-stored", ...result }));
   span(`python (${start.how})`, pythonStart);
