@@ -32,7 +32,8 @@ import numpy as np  # noqa: E402
 
 from pybridge.tokenizer import WordPiece  # noqa: E402
 from tools.assets import CACHE, npm_pack  # noqa: E402
-from tools.harness import launch, new_context, open_app, start_server  # noqa: E402
+from tools.harness import (launch, machine, new_context, open_app, page_adapter,  # noqa: E402
+                           start_server)
 
 ORT_VERSION = "1.30.0"
 ORT_TARBALL_SHA256 = "d2228df7e4616bc3348bf504ee888f3bec43789a273f0a63f3e68d203ce3bf71"
@@ -121,6 +122,7 @@ def main() -> int:
         with sync_playwright() as p:
             browser = launch(p)
             app = open_app(browser, server)
+            adapter = page_adapter(app.page)
             app.py("from pybridge.minilm import MiniLM\n"
                    "m = await MiniLM.load('/models/all-MiniLM-L6-v2/', dtype='float32')")
             ort = new_context(browser).new_page()
@@ -160,6 +162,7 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "ort": ORT_VERSION,
                                     "browser": f"Chromium {version} headless, SwiftShader",
+                                    "machine": machine(), "adapter": adapter,
                                     "ort_load_ms": ort_load, "rows": rows}, indent=1))
     print(f"  wrote {args.out}")
     return 0
