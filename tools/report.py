@@ -41,6 +41,7 @@ import math
 import re
 import subprocess
 import sys
+import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -533,7 +534,18 @@ def section(plot: Plot, info: dict[str, str], source: str) -> str:
             f"<tbody>{body}</tbody></table>\n</section>\n")
 
 
-def page(sections: list[str], lines: list[str], results: Path) -> str:
+def write_png(plot: Plot, info: dict[str, str], source: str, out: Path) -> None:
+    """The plot alone, its title and caption drawn above it (no page around it to say them)."""
+    caption = " · ".join(f"{k}: {v}" for k, v in {**info, "source": source}.items())
+    lines = textwrap.wrap(caption, int(plot.figure.get_figwidth() * 15))  # 7.5 pt characters
+    plot.figure.suptitle("\n".join([plot.title, *lines]), x=0.01, ha="left", fontsize=7.5,
+                         color="#333333")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    plot.figure.savefig(out, dpi=150)
+    say(f"wrote {shown(out)}")
+
+
+def page(sections: list[str], lines: list[tuple[str, str]], results: Path) -> str:
     status = "".join(f"<li{cls}>{text}</li>" for cls, text in lines)
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\"/>\n"
             "<title>pybridge benchmarks</title>\n"
@@ -583,9 +595,7 @@ def build(results: Path, out: Path, mode: str = "default", png: Path | None = No
         for plot in plots:
             sections.append(section(plot, info, shown(path)))
             if png:
-                png.mkdir(parents=True, exist_ok=True)
-                plot.figure.savefig(png / f"report-{plot.name}.png", dpi=150)
-                say(f"wrote {shown(png / f'report-{plot.name}.png')}")
+                write_png(plot, info, shown(path), png / f"report-{plot.name}.png")
             say(f"plot {plot.name}: {len(plot.rows)} rows from {shown(path)} "
                 f"({info['date']}, {info['browser']})")
         lines.append(("", f"<code>{esc(src.file)}</code>: " + ", ".join(
