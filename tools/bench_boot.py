@@ -39,8 +39,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tools.harness import (CHROMIUM, CHROMIUM_FLAGS, WEBGPU_FLAGS, start_server,  # noqa: E402
-                           write_result)
+from tools.harness import (CHROMIUM, CHROMIUM_FLAGS, WEBGPU_FLAGS, page_adapter,  # noqa: E402
+                           start_server, write_result)
 
 # the loads of one run: (name, URL parameter, a new profile first?)
 LOADS = {"first": ("", True), "cached": ("", False), "cached, no snapshot": ("snapshot=off", False),
@@ -71,8 +71,9 @@ def load(page, url: str, model: bool) -> dict:
     return m
 
 
-def waterfall(rows: list[dict], width: int = 60) -> list[str]:
-    """Median start and end of each span over the runs, drawn as bars on one time axis."""
+def median_spans(rows: list[dict]) -> list[tuple[str, float, float]]:
+    """(name, median start, median end) of each span over the runs of one load, in ms since
+    navigation, by start (the waterfall; tools/report.py draws the same)."""
     names: list[str] = []
     for r in rows:
         for s in r["spans"]:
@@ -84,7 +85,12 @@ def waterfall(rows: list[dict], width: int = 60) -> list[str]:
                if any(s["name"] == name for s in r["spans"])]
         spans.append((name, statistics.median(s["start"] for s in got),
                       statistics.median(s["end"] for s in got)))
-    spans.sort(key=lambda s: s[1])
+    return sorted(spans, key=lambda s: s[1])
+
+
+def waterfall(rows: list[dict], width: int = 60) -> list[str]:
+    """Median start and end of each span over the runs, drawn as bars on one time axis."""
+    spans = median_spans(rows)
     total = max(end for _, _, end in spans)
     scale = width / total
     lines = []
@@ -111,6 +117,7 @@ def main() -> int:
     server = start_server()
     rows: dict[str, list[dict]] = {k: [] for k in LOADS}
     version = "?"
+    adapter: dict = {}
     try:
         with sync_playwright() as p:
             for run in range(args.runs):
@@ -137,6 +144,7 @@ def main() -> int:
                                                timeout=120_000)
                 version = ctx.new_cdp_session(page).send("Browser.getVersion")["product"]
                 version = version.split("/")[-1]  # "HeadlessChrome/156.0.8078.108"
+                adapter = page_adapter(page)
                 ctx.close()
                 shutil.rmtree(profile, ignore_errors=True)
                 print(f"  run {run + 1}/{args.runs} done", file=sys.stderr)
@@ -158,6 +166,7 @@ def main() -> int:
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()} {platform.node()} ({os.cpu_count()} cores)",
         "browser": f"Chromium {version} headless, WebGPU via SwiftShader",
+        "adapter": adapter,
         "runs": args.runs,
         "model": args.model,
         "loads": summary,

@@ -29,7 +29,8 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from pybridge.tokenizer import WordPiece  # noqa: E402
-from tools.harness import launch, new_context, open_app, start_server  # noqa: E402
+from tools.harness import (launch, machine, new_context, open_app, page_adapter,  # noqa: E402
+                           start_server)
 from tools.race import ORT_VERSION, export_onnx, vendor_ort  # noqa: E402
 
 MODEL_DIR = ROOT / "build" / "site" / "models" / "all-MiniLM-L6-v2"
@@ -56,6 +57,7 @@ def main() -> int:
         with sync_playwright() as p:
             browser = launch(p)
             app = open_app(browser, server)
+            adapter = page_adapter(app.page)
             app.py("from pybridge.minilm import MiniLM\n"
                    "m = await MiniLM.load('/models/all-MiniLM-L6-v2/', dtype='float32')")
             ort = new_context(browser).new_page()
@@ -95,6 +97,7 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "ort": ORT_VERSION,
                                     "browser": f"Chromium {version} headless, SwiftShader",
+                                    "machine": machine(), "adapter": adapter,
                                     "ort_load_ms": ort_load, "rows": rows}, indent=1))
     print(f"  wrote {args.out}")
     return 0

@@ -2,6 +2,7 @@
 weights streaming against a plain fetch into an ArrayBuffer, measured side by side in one run.
 
     python3 tools/dev.py bench datapath [--sizes 4K,64K,1M,4M,16M,64M] [--weights-mb 90]
+    python3 tools/dev.py bench datapath --quick      sizes 4K,64K,1M,16M and 32 MB of weights
 
 Headless Debian Chromium, WebGPU on SwiftShader (a CPU implementation: compare the columns
 of one run, not absolute speeds). Prints GB/s and ratios; writes bench-results/datapath.json.
@@ -22,7 +23,8 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from pybridge.weights import write_safetensors  # noqa: E402
-from tools.harness import launch, open_app, start_server, write_result  # noqa: E402
+from tools.harness import (launch, machine, open_app, page_adapter, start_server,  # noqa: E402
+                           write_result)
 
 
 def parse_size(s: str) -> int:
@@ -41,8 +43,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="4K,64K,1M,4M,16M,64M")
     ap.add_argument("--weights-mb", type=int, default=90)
+    ap.add_argument("--quick", action="store_true", help="sizes 4K,64K,1M,16M, 32 MB of weights")
     ap.add_argument("--out", type=Path, default=ROOT / "bench-results" / "datapath.json")
     args = ap.parse_args()
+    if args.quick:
+        args.sizes, args.weights_mb = "4K,64K,1M,16M", 32
     sizes = [parse_size(s) for s in args.sizes.split(",")]
 
     from playwright.sync_api import sync_playwright
@@ -56,6 +61,7 @@ def main() -> int:
             with sync_playwright() as p:
                 browser = launch(p)
                 app = open_app(browser, server)
+                adapter = page_adapter(app.page)
                 app.load_module("bench", ROOT / "tools" / "bench_datapath_page.py")
                 rows = [app.py(f"await bench.transfer({n})") for n in sizes]
                 w = app.py(f"await bench.weights('/bench-data/bench.safetensors', {sha!r})")
@@ -94,8 +100,7 @@ def main() -> int:
     print(f"  extra memory: stream holds one chunk (peak {human(w['stream_peak_chunk'])}), wasm heap "
           f"grew {w['wasm_heap_growth']} B; the plain fetch holds the whole {mb:.0f} MB file")
     result = {"date": time.strftime("%Y-%m-%d"), "browser": f"Chromium {version} headless, SwiftShader",
-              "machine": f"{platform.machine()} ({__import__('os').cpu_count()} cores)",
-              "transfer": rows, "weights": w}
+              "machine": machine(), "adapter": adapter, "transfer": rows, "weights": w}
     write_result(args.out, result)
     return 0
 

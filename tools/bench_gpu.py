@@ -462,6 +462,8 @@ def measure(runtime: pack.Runtime, args: argparse.Namespace) -> int:
     result: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.node()} "
         f"({platform.machine()}, {os.cpu_count()} cores)", "runtime": runtime.about,
+        "browser": f"none: the page's stack on Dawn ({runtime.about.get('webgpu_package')}) "
+        f"under Node ({runtime.about.get('node_package')})",
         "vulkan": vulkan, "nvidia_smi": nvidia_smi(), "shapes": shapes, "minilm": []}
 
     def part(name: str, fn: Callable[[], Any]) -> Any:

@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import json
 import os
+import platform
 import re
 import signal
 import subprocess
@@ -292,8 +293,15 @@ async def main_async(args) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     dawn: dict[str, dict] = {}
 
+    def browser() -> str:  # what ran the kernels, as tools/report.py's captions name it
+        return "none: " + ", ".join((["wgpu-py (Naga)"] if not args.no_native else [])
+                                    + [f"Dawn under Node ({n})" for n in dawn])
+
+    machine = f"{platform.node()} ({platform.machine()}, {os.cpu_count()} cores)"
+
     def save(partial: bool) -> None:  # after each stage, so a run cut short keeps what it did
         out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "device": device,
+                                   "machine": machine, "browser": browser(),
                                    "adapter": adapter, "partial": partial, "points": points,
                                    "labels": labels, "wgpu": native, "torch": [
                                        torch_s[(p["M"], p["N"], p["K"])] for p in points],
@@ -346,6 +354,7 @@ async def main_async(args) -> int:
     for op, e in sorted(errors):
         print(f"  ERR {op}: {e[:600]}")
     out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "device": device,
+                               "machine": machine, "browser": browser(),
                                "adapter": adapter, "dawn": {n: {k: v for k, v in dawn[n].items()
                                                                 if k != "points"} for n in names},
                                "rows": rows}, indent=1))

@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tools.harness import launch, open_app, start_server  # noqa: E402
+from tools.harness import launch, machine, open_app, page_adapter, start_server  # noqa: E402
 
 SHAPES = [(1, 10), (8, 10), (32, 10), (1, 126), (8, 126), (32, 126)]  # (batch, words) -> 12 / 128 tokens
 
@@ -43,6 +43,7 @@ def main() -> int:
         with sync_playwright() as p:
             browser = launch(p)
             app = open_app(browser, server)
+            adapter = page_adapter(app.page)
             app.load_module("bench_model", ROOT / "tools" / "bench_model_page.py")
             load_ms = app.py(f"await bench_model.load({args.dtype!r})")
             print(f"all-MiniLM-L6-v2 ({args.dtype}) in Chromium {browser.version} headless, WebGPU "
@@ -70,6 +71,7 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "dtype": args.dtype,
                                     "browser": f"Chromium {version} headless, SwiftShader",
+                                    "machine": machine(), "adapter": adapter,
                                     "load_ms": load_ms, "rows": rows}, indent=1))
     print(f"  wrote {args.out}")
     return 0

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""pybridge's front door: set up whatever is missing, then run the demo, the tests or a benchmark.
+"""pybridge's front door: set up whatever is missing, then run the demo, the tests, a benchmark or
+the benchmarks' report.
 
     python3 tools/dev.py demo  [--host 127.0.0.1] [--port 8000]   serve the page
     python3 tools/dev.py test  [pytest args...]                    run the whole test suite
@@ -13,6 +14,12 @@
                                                                    a real GPU), for GPU machines;
                                                                    serve (N cold boots at once) and
                                                                    soak (10,000 searches), hardening
+    python3 tools/dev.py report [--run|--reuse] [--out FILE]       one self-contained HTML page of
+                                [--results DIR] [--png DIR]        the benchmarks' plots, from their
+                                                                   JSON in bench-results/ (the
+                                                                   browser ones missing there run
+                                                                   first, quick; --reuse: none;
+                                                                   tools/report.py)
     python3 tools/dev.py setup [--demo]                            set-up only (--demo: the demo's)
     python3 tools/dev.py setup --race                              also the demo's race: ONNX Runtime
                                                                    Web (npm) and the model as ONNX
@@ -251,19 +258,30 @@ def exec_in_venv(args: list[str]) -> None:
     os.execve(str(VENV_PY), [str(VENV_PY), *args], env)
 
 
+def report_runs_compare(args: list[str]) -> bool:
+    """Whether `report` may run `bench compare` (which needs the references' lock): with --run,
+    or without --reuse where the results folder has no compare.json."""
+    if "--reuse" in args:
+        return False
+    results = (Path(os.getcwd(), args[args.index("--results") + 1]) if "--results" in args[:-1]
+               else ROOT / "bench-results")
+    return "--run" in args or not (results / "compare.json").exists()
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
-    if command not in ("demo", "test", "bench", "setup", "export"):
-        print(f"unknown command {command!r}; expected demo, test, bench, setup or export\n"
+    if command not in ("demo", "test", "bench", "report", "setup", "export"):
+        print(f"unknown command {command!r}; expected demo, test, bench, report, setup or export\n"
               f"{__doc__}",
               file=sys.stderr)
         return 2
     race = command == "setup" and "--race" in rest
     needs_reference = command == "test" or race or (command == "bench" and (
-        rest[:1] == ["compare"] or (rest[:1] == ["gpu"] and "--peers" in rest)))  # ONNX export
+        rest[:1] == ["compare"] or (rest[:1] == ["gpu"] and "--peers" in rest))  # ONNX export
+    ) or (command == "report" and report_runs_compare(rest))
     browser = None  # test --browser webkit|safari: only the WebKit job (tests/webkit/), on it
     if command == "test" and "--browser" in rest:
         i = rest.index("--browser")
@@ -288,10 +306,10 @@ def main(argv: list[str]) -> int:
         exec_in_venv([str(ROOT / "tools" / "server.py"), *rest])
     elif race:
         exec_in_venv([str(ROOT / "tools" / "race.py")])
-    elif command == "export":
-        rest = [a if a.startswith("-") else str(Path(cwd, a).resolve())  # DIR from where
+    elif command in ("export", "report"):
+        rest = [a if a.startswith("-") else str(Path(cwd, a).resolve())  # paths from where
                 for a in rest]                                            # the command ran
-        exec_in_venv([str(ROOT / "tools" / "export.py"), *rest])
+        exec_in_venv([str(ROOT / "tools" / f"{command}.py"), *rest])
     elif command == "test":
         if browser:
             os.environ["PYBRIDGE_WEBKIT_BROWSER"] = browser  # tests/webkit/conftest.py

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import sys
 import threading
@@ -131,6 +132,18 @@ def open_app(browser, server: Server, timeout_ms: int = 900_000) -> App:
     if page.evaluate("pybridge.device") != "gpu":  # numpy's timings are not the GPU's
         raise SystemExit(f"the page has no WebGPU here: {page.evaluate('pybridge.noWebGPU')}")
     return App(page)
+
+
+def machine() -> str:
+    """This machine as the benchmarks' JSON names it (tools/report.py's captions)."""
+    return f"{platform.machine()} ({os.cpu_count()} cores)"
+
+
+def page_adapter(page) -> dict:
+    """The WebGPU adapter the page's worker runs on, as its device panel shows it (vendor,
+    architecture, device, description; the browser may leave any of them empty)."""
+    page.wait_for_function("window.pybridge && pybridge.gpu")
+    return page.evaluate("pybridge.gpu.adapter || {}")
 
 
 def write_result(out: Path, result: dict) -> None:
