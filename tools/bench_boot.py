@@ -165,7 +165,7 @@ def main() -> int:
     result = {
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()} {platform.node()} ({os.cpu_count()} cores)",
-        "browser": f"Chromium {version} headless, WebGPU via SwiftShader",
+        "browser": f"Chromium {version} headless",  # the adapter says which WebGPU
         "adapter": adapter,
         "runs": args.runs,
         "model": args.model,

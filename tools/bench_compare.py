@@ -96,7 +96,7 @@ def main() -> int:
         server.stop()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "ort": ORT_VERSION,
-                                    "browser": f"Chromium {version} headless, SwiftShader",
+                                    "browser": f"Chromium {version} headless",
                                     "machine": machine(), "adapter": adapter,
                                     "ort_load_ms": ort_load, "rows": rows}, indent=1))
     print(f"  wrote {args.out}")

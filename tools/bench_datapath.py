@@ -99,7 +99,7 @@ def main() -> int:
           f"ratio {w['stream_gbps'] / w['fetch_gbps']:.2f}")
     print(f"  extra memory: stream holds one chunk (peak {human(w['stream_peak_chunk'])}), wasm heap "
           f"grew {w['wasm_heap_growth']} B; the plain fetch holds the whole {mb:.0f} MB file")
-    result = {"date": time.strftime("%Y-%m-%d"), "browser": f"Chromium {version} headless, SwiftShader",
+    result = {"date": time.strftime("%Y-%m-%d"), "browser": f"Chromium {version} headless",
               "machine": machine(), "adapter": adapter, "transfer": rows, "weights": w}
     write_result(args.out, result)
     return 0

@@ -70,7 +70,7 @@ def main() -> int:
             nv["timings_ms"]["readback"] / max(zc["timings_ms"]["readback"], 1e-9))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "dtype": args.dtype,
-                                    "browser": f"Chromium {version} headless, SwiftShader",
+                                    "browser": f"Chromium {version} headless",
                                     "machine": machine(), "adapter": adapter,
                                     "load_ms": load_ms, "rows": rows}, indent=1))
     print(f"  wrote {args.out}")

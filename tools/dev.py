@@ -263,8 +263,9 @@ def report_runs_compare(args: list[str]) -> bool:
     or without --reuse where the results folder has no compare.json."""
     if "--reuse" in args:
         return False
-    results = (Path(os.getcwd(), args[args.index("--results") + 1]) if "--results" in args[:-1]
-               else ROOT / "bench-results")
+    given = [a.split("=", 1)[1] for a in args if a.startswith("--results=")] + [
+        args[i + 1] for i, a in enumerate(args[:-1]) if a == "--results"]
+    results = Path(os.getcwd(), given[-1]) if given else ROOT / "bench-results"
     return "--run" in args or not (results / "compare.json").exists()
 
 
@@ -307,8 +308,9 @@ def main(argv: list[str]) -> int:
     elif race:
         exec_in_venv([str(ROOT / "tools" / "race.py")])
     elif command in ("export", "report"):
-        rest = [a if a.startswith("-") else str(Path(cwd, a).resolve())  # paths from where
-                for a in rest]                                            # the command ran
+        rest = [a if a.startswith("-") and "=" not in a  # paths from where the command ran
+                else f"{a.split('=', 1)[0]}={Path(cwd, a.split('=', 1)[1]).resolve()}"
+                if a.startswith("-") else str(Path(cwd, a).resolve()) for a in rest]
         exec_in_venv([str(ROOT / "tools" / f"{command}.py"), *rest])
     elif command == "test":
         if browser:

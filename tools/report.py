@@ -296,7 +296,7 @@ def compare_plots(data: dict) -> list[Plot]:
         ax.annotate(f"ORT / pybridge {r['ort_over_pybridge']:.2f}", (x, max(r["pybridge_ms"],
                     r["ort_ms"])), ha="center", va="bottom", fontsize=7)
     ax.set_yscale("log")
-    ax.set_ylabel("ms per batch (end to end, token ids in)")
+    ax.set_ylabel("ms per batch (pybridge: text in; ORT: token ids in)")
     ax.set_xlabel("batch x tokens")
     ax.grid(axis="x", visible=False)
     legend_once(fig, ax)
@@ -317,6 +317,9 @@ def gpu_plots(data: dict) -> list[Plot]:
     torch = {(r["dtype"], r["batch"], r["tokens"]): r["median_ms"]
              for r in (data.get("torch") or {}).get("rows", [])}
     peers = peer_rows(data.get("peers") or {})
+    # ONNX Runtime ran the float32 export (tools/race.py): its rows belong beside float32 only
+    peer_dtype = "float16" if "f16" in str(((data.get("peers") or {}).get("meta") or {})
+                                             .get("weights", "")) else "float32"
     stages = [s for s in GPU_STAGES if any(s in r["median_ms"] for r in minilm)]
     stages += sorted({k for r in minilm for k in r["median_ms"]} - {*stages, "other", "total"})
     stages.append("other")
@@ -325,14 +328,19 @@ def gpu_plots(data: dict) -> list[Plot]:
     fig, axes = figure(9, 3.6 * len(dtypes), len(dtypes), 1)
     rows: list[list[Any]] = []
     for ax, dtype in zip(axes[:, 0], dtypes):
-        got = [r for r in minilm if r["dtype"] == dtype]
+        got = sorted((r for r in minilm if r["dtype"] == dtype),
+                     key=lambda r: (r["tokens"], r["batch"]))
         width = 0.8 / (1 + len(others))
         for x, r in enumerate(got):
             shape = (r["batch"], r["tokens"])
             med = r["median_ms"]
-            stacked_bar(ax, x - 0.4 + width / 2, {s: med.get(s, 0.0) for s in stages}, colors,
-                        f"gpu-{dtype}-{x}", width=width)
-            beside = [torch.get((dtype, *shape)), *(peers[p].get(shape) for p in peers)]
+            # each stage is a median of its own: "other" is drawn as what the median total
+            # leaves, so the bar ends at the total the table gives
+            drawn = {s: med.get(s, 0.0) for s in stages if s != "other"}
+            drawn["other"] = max(0.0, med.get("total", sum(drawn.values())) - sum(drawn.values()))
+            stacked_bar(ax, x - 0.4 + width / 2, drawn, colors, f"gpu-{dtype}-{x}", width=width)
+            beside = [torch.get((dtype, *shape)),
+                      *(peers[p].get(shape) if dtype == peer_dtype else None for p in peers)]
             for i, v in enumerate(beside):
                 if v is not None:
                     ax.bar(x - 0.4 + width * (i + 1.5), v, width, color="#333333" if i == 0
@@ -350,7 +358,10 @@ def gpu_plots(data: dict) -> list[Plot]:
                  "Dawn) beside torch" + (" and ONNX Runtime" if peers else ""), fig,
                  ["dtype", "shape", *(f"{s} ms" for s in stages), "total ms", "torch ms",
                   *(f"{p} ms" for p in peers)], rows,
-                 "torch: eager CUDA from token ids (pybridge's total includes tokenizing).")]
+                 "torch: eager CUDA from token ids (pybridge's total includes tokenizing); "
+                 f"ONNX Runtime: the {peer_dtype} export, beside pybridge's {peer_dtype} only. "
+                 "Each stage is its median over the runs; 'other' is drawn as what the median "
+                 "total leaves, so each bar ends at its total.")]
 
 
 def kernel_plots(data: dict) -> list[Plot]:
@@ -405,7 +416,11 @@ def adapter_text(adapter: Any) -> str:
         return NOT_RECORDED
     if isinstance(adapter, str):
         return adapter or "not described"
+    if not isinstance(adapter, dict):
+        return f"not readable ({type(adapter).__name__})"
     info = adapter.get("info", adapter)
+    if not isinstance(info, dict):
+        return f"not readable (info: {type(info).__name__})"
     parts = [str(info[k]) for k in ("vendor", "architecture", "device", "description")
              if info.get(k)]
     if str(info.get("isFallbackAdapter")).lower() == "true":
@@ -417,7 +432,8 @@ def run_info(data: dict) -> dict[str, str]:
     """What each caption names: machine, browser, adapter, date."""
     adapter = data.get("adapter")
     if not adapter and data.get("dawn"):  # bench_kernels through Dawn alone (bench gpu --kernels)
-        adapter = "; ".join(adapter_text(d.get("adapter")) for d in data["dawn"].values())
+        adapter = "; ".join(adapter_text(d.get("adapter") if isinstance(d, dict) else d)
+                            for d in data["dawn"].values())
     return {"machine": str(data.get("machine") or NOT_RECORDED),
             "browser": str(data.get("browser") or NOT_RECORDED),
             "adapter": adapter_text(adapter), "date": str(data.get("date") or NOT_RECORDED)}
@@ -601,10 +617,13 @@ def build(results: Path, out: Path, mode: str = "default", png: Path | None = No
         lines.append(("", f"<code>{esc(src.file)}</code>: " + ", ".join(
             f'<a href="#plot-{p.name}">{esc(p.name)}</a>' for p in plots)))
     gpu = [s.file for s in SOURCES if s.quick is None]
-    if not any((results / f).exists() for f in gpu):
-        text = (f"No real-GPU run here ({', '.join(gpu)} absent): the GPU plots (MiniLM and "
+    absent = [f for f in gpu if not (results / f).exists()]
+    if absent:
+        text = (f"No real-GPU run here ({', '.join(absent)} absent): the GPU plots (MiniLM and "
                 f"the matmul kernels against torch) appear when its JSON is present, "
-                f"{GPU_HOWTO}.")
+                f"{GPU_HOWTO}." if len(absent) == len(gpu) else
+                f"{', '.join(absent)} absent (a real-GPU run without its part): "
+                f"its plot appears when it is present, {GPU_HOWTO}.")
         say(text)
         lines.append((' class="missing" id="no-gpu"', esc(text)))
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -131,7 +131,8 @@ def gpu_json(rng):
     for dtype in ("float32", "float16"):
         for b, t in shapes:
             med = {s: val(rng, 0.01, 100) for s in (*bench_gpu.STAGES, "other")}
-            med["total"] = sum(med.values())
+            # each a median of its own: the total is not their sum (found in review)
+            med["total"] = sum(med.values()) * rng.uniform(0.97, 1.03)
             minilm.append({"variant": "default", "dtype": dtype, "weights": "random",
                            "batch": b, "tokens": t, "median_ms": med, "min_total_ms": 1.0,
                            "finite": True})
@@ -153,9 +154,11 @@ def gpu_json(rng):
     torch_ms = {(r["dtype"], r["batch"], r["tokens"]): r["median_ms"] for r in torch_rows}
     peer_ms = {(p, r["batch"], r["tokens"]): r["median_ms"] for p in PEERS
                for r in peers["graphs"]["f32"]["rows"][p]["rows"]}
+    # ONNX Runtime ran the float32 export: beside pybridge's float32 rows only (found in review)
     return data, {(r["dtype"], f"{r['batch']}x{r['tokens']}"): [
         *r["median_ms"].values(), torch_ms[(r["dtype"], r["batch"], r["tokens"])],
-        *(peer_ms[(p, r["batch"], r["tokens"])] for p in PEERS)] for r in minilm}
+        *(peer_ms[(p, r["batch"], r["tokens"])] for p in PEERS if r["dtype"] == "float32")]
+        for r in minilm}
 
 
 def kernels_json(rng):
@@ -273,10 +276,17 @@ def test_bar_heights_are_the_json_values(full, file):
                   for b, b_t in {(r["batch"], r["tokens"]) for r in data["rows"]}}
     else:
         panels = {}
-        for dtype in ("float32", "float16"):
-            rows = [r for r in data["minilm"] if r["dtype"] == dtype]
-            panels[dtype] = {f"gpu-{dtype}-{x}-{report.slug(s)}": v for x, r in enumerate(rows)
-                             for s, v in r["median_ms"].items() if s != "total"}
+        for dtype in ("float32", "float16"):  # shapes by tokens, then batch
+            rows = sorted((r for r in data["minilm"] if r["dtype"] == dtype),
+                          key=lambda r: (r["tokens"], r["batch"]))
+            panels[dtype] = {}
+            for x, r in enumerate(rows):
+                med = r["median_ms"]
+                parts = {s: v for s, v in med.items() if s not in ("total", "other")}
+                # "other" drawn as what the median total leaves: each bar ends at its total
+                parts["other"] = med["total"] - sum(parts.values())
+                panels[dtype].update({f"gpu-{dtype}-{x}-{report.slug(s)}": v
+                                      for s, v in parts.items()})
     for panel, values in panels.items():
         scale = [heights[gid] / v for gid, v in values.items() if heights[gid] > 0.5]
         assert len(scale) >= 2, panel
@@ -410,3 +420,47 @@ def test_dev_py_sets_up_the_references_only_where_compare_may_run(tmp_path, monk
     (tmp_path / "compare.json").write_text("{}")
     assert not dev.report_runs_compare(["--results", "."])
     assert dev.report_runs_compare(["--run", "--results", "."])
+    # the option's other spelling names the same folder (found in review: it read the default)
+    (tmp_path / "other").mkdir()
+    assert dev.report_runs_compare(["--results=other"])
+    assert not dev.report_runs_compare(["--results=."])
+
+
+@pytest.mark.parametrize("file, adapter", [
+    ("gpu.json", {"info": None}), ("compare.json", ["x"]), ("gpu-kernels.json", None)])
+def test_an_adapter_of_another_shape_still_plots(tmp_path, file, adapter):
+    """Found in review: an `adapter` the report could not read ended the whole report."""
+    made = write_all(tmp_path, 11, [file])
+    data = made[file][0]
+    if file == "gpu-kernels.json":
+        data["adapter"], data["dawn"] = {}, {"default": None}
+    else:
+        data["adapter"] = adapter
+    (tmp_path / file).write_text(json.dumps(data))
+    status, _, root = build(tmp_path)
+    assert status == 0 and PLOT_OF[file] in sections(root)
+    cap = {s.get("class"): s.find("b").text for s in sections(root)[PLOT_OF[file]].iter("span")}
+    assert cap["adapter"].startswith("not readable") or cap["adapter"].startswith("not "), cap
+
+
+def test_float32_onnx_runtime_is_drawn_beside_float32_only(full):
+    """Found in review: the float16 panel showed ONNX Runtime's float32 export as its peer."""
+    rows = table(sections(full[2])["gpu"])
+    header = [th.text for th in sections(full[2])["gpu"].iter("th")]
+    peers = [i for i, h in enumerate(header) if h.startswith("ort-")]
+    assert len(peers) == len(PEERS)
+    for row in rows:
+        filled = [row[i] not in ("", "–", "-", None) for i in peers]
+        assert all(filled) if row[0] == "float32" else not any(filled), row
+
+
+def test_compare_bars_rank_as_their_times(full):
+    """On its log axis each bar is as much taller as its time is longer: the bars' order by
+    height is the times' order (found in review: the two series swapped still passed)."""
+    data = full[0]["compare.json"][0]
+    heights = bar_heights(sections(full[2])["compare"].find("figure/svg"), "compare-")
+    ort = report.slug(f"ONNX Runtime Web {data.get('ort', '?')}")
+    times = {f"compare-pybridge-{x}": r["pybridge_ms"] for x, r in enumerate(data["rows"])}
+    times.update({f"compare-{ort}-{x}": r["ort_ms"] for x, r in enumerate(data["rows"])})
+    assert set(times) <= set(heights)
+    assert sorted(times, key=times.get) == sorted(times, key=heights.get)
