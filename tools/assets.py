@@ -433,6 +433,16 @@ def write_config() -> None:
     write_atomic(SITE / "config.json", (json.dumps(config, indent=1) + "\n").encode())
 
 
+def exit_status(tag: str, work) -> int:
+    """Run `work()`: 0, or 1 with an AssetError printed as `[tag] ERROR: ...`."""
+    try:
+        work()
+    except AssetError as e:
+        print(f"[{tag}] ERROR: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pyodide-wheels", type=Path,
@@ -441,12 +451,8 @@ def main(argv: list[str] | None = None) -> int:
                          "numpy/micropip/packaging wheels), tried first")
     ap.add_argument("--force", action="store_true", help="re-vendor the Pyodide folder")
     args = ap.parse_args(argv)
-    try:
-        vendor(Path(args.pyodide_wheels) if args.pyodide_wheels else None, force=args.force)
-    except AssetError as e:
-        print(f"[assets] ERROR: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return exit_status("assets", lambda: vendor(
+        Path(args.pyodide_wheels) if args.pyodide_wheels else None, force=args.force))
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tools.assets import (  # noqa: E402
-    CACHE, SITE, AssetError, npm_pack, precompress, sha256_file, write_config)
+    CACHE, SITE, exit_status, npm_pack, precompress, sha256_file, write_config)
 
 ORT_VERSION = "1.30.0"
 ORT_TARBALL_SHA256 = "d2228df7e4616bc3348bf504ee888f3bec43789a273f0a63f3e68d203ce3bf71"
@@ -148,12 +148,7 @@ def install() -> Path:
 def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(description=__doc__.split("\n")[0]).parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the reference model from local files only
-    try:
-        install()
-    except AssetError as e:
-        print(f"[race] ERROR: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return exit_status("race", install)
 
 
 if __name__ == "__main__":
