@@ -27,8 +27,6 @@ tables and writes bench-results/boot.json.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import shutil
 import statistics
 import sys
@@ -39,7 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tools.harness import (CHROMIUM, CHROMIUM_FLAGS, WEBGPU_FLAGS, page_adapter,  # noqa: E402
+from tools.harness import (CHROMIUM, CHROMIUM_FLAGS, WEBGPU_FLAGS, machine, page_adapter,  # noqa: E402
                            start_server, write_result)
 
 # the loads of one run: (name, URL parameter, a new profile first?)
@@ -164,7 +162,7 @@ def main() -> int:
             "packages", {}).get("how") == "installed" else "") for r in load_rows})
     result = {
         "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()} {platform.node()} ({os.cpu_count()} cores)",
+        "machine": machine(),
         "browser": f"Chromium {version} headless",  # the adapter says which WebGPU
         "adapter": adapter,
         "runs": args.runs,

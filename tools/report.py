@@ -177,7 +177,7 @@ def datapath_plots(data: dict) -> list[Plot]:
     sizes = [int(r["bytes"]) for r in rows_in]
     directions = {"upload": [k for k in rows_in[0] if k.startswith("upload_")],
                   "readback": [k for k in rows_in[0] if k.startswith("readback_")]}
-    refs = {"memcpy": "in-browser memcpy (the ceiling)",
+    refs = {"memcpy": "in-browser memcpy, wasm heap to JS (the ceiling)",
             "raw_js_writebuffer": "writeBuffer called from JS"}
     fig, axes = figure(9, 3.6, 1, 2, sharey=True)
     for ax, (direction, keys) in zip(axes[0], directions.items()):
@@ -511,6 +511,9 @@ def svg(fig: Figure, salt: str) -> str:
     text = text[text.index("<svg"):]
     text = re.sub(r"<metadata>.*?</metadata>\s*", "", text, flags=re.S)
     text = re.sub(r'\s+xmlns(:\w+)?="[^"]*"', "", text)
+    # matplotlib numbers its elements per figure (figure_1, axes_1, ...): this plot's own
+    # names, so no id repeats on the page (the ids anything refers to are salted already)
+    text = re.sub(r'id="([A-Za-z][\w.]*_\d+)"', rf'id="mpl-{salt}-\1"', text)
     return text.replace("xlink:href=", "href=")  # SVG 2's href: no xlink namespace
 
 

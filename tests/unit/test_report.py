@@ -464,3 +464,12 @@ def test_compare_bars_rank_as_their_times(full):
     times.update({f"compare-{ort}-{x}": r["ort_ms"] for x, r in enumerate(data["rows"])})
     assert set(times) <= set(heights)
     assert sorted(times, key=times.get) == sorted(times, key=heights.get)
+
+
+def test_every_id_is_once_on_the_page_and_every_reference_finds_one(full):
+    """Found in review: the inlined figures repeated matplotlib's figure_1, axes_1, ... ids."""
+    _, text, root = full
+    ids = [el.get("id") for el in root.iter() if el.get("id")]
+    assert len(ids) == len(set(ids)), sorted({i for i in ids if ids.count(i) > 1})[:5]
+    refs = set(re.findall(r'href="#([^"]+)"', text)) | set(re.findall(r"url\(#([^)]+)\)", text))
+    assert refs and refs <= set(ids), sorted(refs - set(ids))[:5]
