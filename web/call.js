@@ -19,6 +19,16 @@ except Exception as e:
     raise
 __result`;
 
+// `promise`, or a rejection with `message` once `ms` have passed (the timer then cleared):
+// the one deadline for a Python restore (snapshot.js) and ONNX Runtime Web's answers (race.js).
+export function within(promise, ms, message) {
+  let timer;
+  const late = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(message)), ms);
+  });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
+
 export async function callPython(pyodide, { module, name, args = [], kwargs = {} }) {
   if (typeof module !== "string" || typeof name !== "string" || !PY_NAME.test(module) ||
       !PY_NAME.test(name) || name.includes(".")) {

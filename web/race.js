@@ -14,6 +14,7 @@
 // ONNX Runtime Web answering too late ends it too (its worker is dropped, the next race loads
 // it anew).
 
+import { within } from "./call.js";
 import { fmtBytes, fmtMs, pythonWorker } from "./client.js";
 
 export const LAPS = 10;
@@ -27,13 +28,6 @@ export const SETUP_LINE = "The race against ONNX Runtime Web is not set up on th
 
 const $ = (sel) => document.querySelector(sel);
 const fmtLap = (ms) => (ms < 10 ? `${ms.toFixed(1)} ms` : fmtMs(ms));
-const within = (promise, ms, what) => {
-  let timer;
-  const late = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} did not answer in ${Math.round(ms / 1000)} s`)), ms);
-  });
-  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
-};
 const median = (xs) => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
@@ -100,10 +94,11 @@ export function createRace({ app, call, texts, busy = () => [] }) {
   // a session that never answers) drops the worker.
   function ortSend(message, ms) {
     const worker = ort;
-    return within(worker.send(message), ms, "it").catch((err) => {
-      if (ort === worker) dropOrt("ONNX Runtime Web failed");
-      throw new Error(`ONNX Runtime Web: ${err.message}`);
-    });
+    return within(worker.send(message), ms, `it did not answer in ${Math.round(ms / 1000)} s`)
+      .catch((err) => {
+        if (ort === worker) dropOrt("ONNX Runtime Web failed");
+        throw new Error(`ONNX Runtime Web: ${err.message}`);
+      });
   }
 
   async function loadOrt(race) {

@@ -28,6 +28,7 @@
 // next load writes them back before loadPackage (`packages.load`), which then loads
 // those wheels' dynamic libraries without unpacking them again.
 
+import { within } from "./call.js";
 import { toHex } from "./sha256.js";
 
 export const SNAPSHOT_IMPORTS = `import __future__, abc, ast, asyncio, base64, bisect, bz2, calendar, codecs, collections
@@ -407,20 +408,12 @@ export async function startPython(loadPyodide, options, { files, store, off, fat
   // bytes: a promise, read while Pyodide's script loads; checked: a promise that rejects if
   // they are not what was stored
   const restore = async (bytes, checked = null) => {
-    let timer;
-    const late = new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`not restored in ${restoreTimeoutMs / 1000} s`)),
-        restoreTimeoutMs);
-    });
-    try {
-      // bytes that fail their check end the restore at once, whatever Pyodide is doing
-      const refused = checked ? checked.then(() => new Promise(() => {})) : late;
-      const pyodide = await Promise.race([load({ ...options, _loadSnapshot: bytes }), late, refused]);
-      if (checked) await checked;
-      return { pyodide, modules: pyodide.runPython(AFTER_RESTORE).split(" ") };
-    } finally {
-      clearTimeout(timer);
-    }
+    // bytes that fail their check end the restore at once, whatever Pyodide is doing
+    const refused = checked ? checked.then(() => new Promise(() => {})) : new Promise(() => {});
+    const pyodide = await within(Promise.race([load({ ...options, _loadSnapshot: bytes }), refused]),
+      restoreTimeoutMs, `not restored in ${restoreTimeoutMs / 1000} s`);
+    if (checked) await checked;
+    return { pyodide, modules: pyodide.runPython(AFTER_RESTORE).split(" ") };
   };
   if (!store) return normal(off);
   let why;
