@@ -78,94 +78,15 @@ export const snapshotKey = (files, options = {}) => sha256Hex(new TextEncoder().
 
 // A store keeps the parts of one key: "snapshot" and "packages". get(key, part) -> null or
 // {sha256, bytes: a promise of the Uint8Array, read while the caller goes on}; put(key, part,
-// bytes, sha256) (dropping every other key's parts: one key is kept); drop(key, part).
-//
-// The browser's: the origin private file system, in the folder `${name}/` + the site root's
-// path (encoded: another site root on this origin keeps its own), a file a part named
-// `${key}.${part}.${sha256}`, read through a File. Against the same code kept in Cache
-// Storage (below), cached loads here reached Python ready in 1.82 s against 2.11 s (medians
-// of 10 each, taking turns in one browser, 2026-11-28): the snapshot read as fast from either,
-// but the packages and the imports after it went 0.3 s faster. A sync access handle reads a
-// part faster still, but blocks the worker while it does, and its lock would shut out another
-// tab's load; no faster boot came of it. A part is written beside, under a temporary name,
-// then moved in: it is there whole or not at all.
-export function originFileStore(root, name = "pybridge-python-snapshot") {
-  const folder = async () => (await (await navigator.storage.getDirectory())
-    .getDirectoryHandle(name, { create: true }))
-    .getDirectoryHandle(encodeURIComponent(new URL(root).pathname), { create: true });
-  const names = async (dir) => {
-    const out = [];
-    for await (const entry of dir.keys()) out.push(entry);
-    return out;
-  };
-  const prefix = (key, part) => `${key}.${part}.`;
-  const remove = (dir, entry) => dir.removeEntry(entry).catch((err) => {
-    if (err.name !== "NotFoundError") throw err; // another tab's drop
-  });
-  return {
-    async get(key, part) {
-      const dir = await folder();
-      const file = (await names(dir)).find((entry) =>
-        entry.startsWith(prefix(key, part)) && !entry.endsWith(".tmp"));
-      if (!file) return null;
-      const handle = await dir.getFileHandle(file);
-      const bytes = handle.getFile().then(async (f) => new Uint8Array(await f.arrayBuffer()));
-      return { sha256: file.slice(prefix(key, part).length), bytes };
-    },
-    async put(key, part, bytes, sha256) {
-      const dir = await folder();
-      const final = `${prefix(key, part)}${sha256}`;
-      const temporary = `${final}.${crypto.randomUUID()}.tmp`;
-      const handle = await dir.getFileHandle(temporary, { create: true });
-      try {
-        await writeWhole(handle, bytes);
-        await handle.move(final);
-      } catch (err) {
-        await remove(dir, temporary).catch(() => {});
-        throw err;
-      }
-      // Then every other key's parts go, and this part's other files (two tabs that made one
-      // at once: the last one stored stays). One that another tab is writing (its handle's
-      // lock) stays, for a later put.
-      for (const entry of await names(dir)) {
-        if (entry !== final && (!entry.startsWith(`${key}.`) || entry.startsWith(prefix(key, part)))) {
-          await remove(dir, entry).catch(() => {});
-        }
-      }
-      // The snapshot's store before this one: its entries would stay (tens of MB) for good.
-      await globalThis.caches?.delete(name).catch(() => {});
-    },
-    async drop(key, part) {
-      const dir = await folder();
-      for (const entry of await names(dir)) {
-        if (entry.startsWith(prefix(key, part)) && !entry.endsWith(".tmp")) await remove(dir, entry);
-      }
-    },
-  };
-}
-
-// Through a sync access handle where there is one (a worker; Safari before 17 returns
-// promises from its methods, hence the awaits; Safari before 26 has no createWritable).
-async function writeWhole(handle, bytes) {
-  if (!handle.createSyncAccessHandle) {
-    const stream = await handle.createWritable();
-    await stream.write(bytes);
-    return stream.close();
-  }
-  const sync = await handle.createSyncAccessHandle();
-  try {
-    for (let at = 0; at < bytes.byteLength;) {
-      at += await sync.write(bytes.subarray(at), { at });
-    }
-    await sync.flush();
-  } finally {
-    await sync.close();
-  }
-}
-
-// Where a browser has no origin private file system with FileSystemHandle.move (WebKitGTK
-// 2.50's MiniBrowser has none): Cache Storage, entries named `${root}python-snapshot/${key}`
-// (the snapshot) and `${root}python-snapshot/${key}.${part}`, each with its sha256 in a header.
+// bytes, sha256) (dropping every other key's parts: one key is kept); drop(key, part, sha256):
+// the part read with that sha256 (not one another tab stored since).
+// The browser's: Cache Storage, entries named `${root}python-snapshot/${key}` (the snapshot)
+// and `${root}python-snapshot/${key}.${part}`, each with its sha256 in a header. The origin
+// private file system was tried instead (a file a part, read through a File: 40 MB in 70-180
+// ms here against Cache Storage's 150-260 ms on their own): cached loads were no faster, 1.87
+// s to Python ready against 1.82 s (medians of 10 each, taking turns in one browser,
+// 2026-11-28), as the read overlaps Pyodide's own start. Cache Storage stayed: one store,
+// which every browser here has (WebKitGTK 2.50's MiniBrowser has no FileSystemFileHandle.move).
 export function cacheStorageStore(root, name = "pybridge-python-snapshot") {
   const url = (key, part = "snapshot") =>
     new URL(`python-snapshot/${key}${part === "snapshot" ? "" : `.${part}`}`, root).href;
@@ -185,18 +106,12 @@ export function cacheStorageStore(root, name = "pybridge-python-snapshot") {
       await cache.put(url(key, part), new Response(bytes, {
         headers: { "Content-Type": "application/octet-stream", "X-Snapshot-Sha256": sha256 } }));
     },
-    async drop(key, part) {
-      await (await open()).delete(url(key, part));
+    async drop(key, part, sha256) {
+      const cache = await open();
+      const hit = await cache.match(url(key, part));
+      if (hit?.headers.get("X-Snapshot-Sha256") === sha256) await cache.delete(url(key, part));
     },
   };
-}
-
-// The store this browser has (the origin private file system, else Cache Storage), or null.
-export function browserStore(root) {
-  if (globalThis.navigator?.storage?.getDirectory && globalThis.FileSystemHandle?.prototype.move) {
-    return originFileStore(root);
-  }
-  return typeof caches === "undefined" ? null : cacheStorageStore(root);
 }
 
 // The first line of an error's message; of a Python exception, its last line (the first is
@@ -204,7 +119,9 @@ export function browserStore(root) {
 const brief = (err) => {
   if (err?.errno !== undefined && !err.message) return `${err.name} ${err.errno}`; // Emscripten's FS
   const lines = String(err?.message || err).split("\n").filter((line) => line.trim());
-  return (err?.type ? lines.at(-1) : lines[0]) ?? String(err);
+  const line = (err?.type ? lines.at(-1) : lines[0]) ?? String(err);
+  // a storage error's message alone ("An attempt was made to modify an object ...") names no kind
+  return globalThis.DOMException && err instanceof DOMException ? `${err.name}: ${line}` : line;
 };
 
 // The bytes of a store's hit, once they match the sha256 stored with them.
@@ -330,8 +247,9 @@ function readBundle(bytes) {
 }
 
 // Write a checked bundle's files; if one fails, remove those written and throw. Each file
-// views its bytes in the bundle (canOwn: MEMFS copies them only when the file grows): 463
-// files, 15 MB, in about 50 ms here against 100 ms copied, each folder made once.
+// views its bytes in the bundle (canOwn: MEMFS copies them only when the file grows or is
+// truncated; a write within it changes the bundle, which nothing reads after this): 463 files,
+// 15 MB, in about 50 ms here against 100 ms copied, each folder made once.
 function writeFiles(FS, bytes, { files, offset }) {
   const written = [], folders = new Set();
   try {
@@ -403,8 +321,11 @@ function makeBundle(FS, described, names) {
 // imports -> {bytes} | {error} where none was installed and this load unpacked wheels, else
 // null. forget(): drop them (they broke the boot). Without a store, load only loads.
 function packagesCache(store, key, off) {
-  const reading = store && key ? store.get(key, "packages").then((hit) => hit && verified(hit)) : null;
+  const found = store && key ? store.get(key, "packages") : null;
+  const reading = found?.then((hit) => hit && verified(hit));
   reading?.catch(() => {}); // install() reports its error
+  // drop what was read (not what another tab stored since)
+  const drop = () => found.then((hit) => hit && store.drop(key, "packages", hit.sha256)).catch(() => {});
   let saving = false, describe = null, names = [];
   return {
     async load(pyodide, packages) {
@@ -448,7 +369,7 @@ function packagesCache(store, key, off) {
         why = "none stored yet for these files";
       } catch (err) {
         why = `the stored packages were refused (${brief(err)})`;
-        await Promise.resolve(store.drop(key, "packages")).catch(() => {});
+        await drop();
       } finally {
         expect.destroy();
       }
@@ -477,7 +398,7 @@ function packagesCache(store, key, off) {
     },
     // The stored packages broke this boot (its imports failed): never install them again.
     async forget() {
-      if (store && key) await Promise.resolve(store.drop(key, "packages")).catch(() => {});
+      if (found) await drop();
     },
   };
 }
@@ -531,7 +452,7 @@ export async function startPython(loadPyodide, options, { files, store, off, fat
         if (fatal(err)) throw err;
         const damaged = await checked.then(() => null, (e) => e); // its check says more
         why = `the stored snapshot was refused (${brief(damaged ?? err)})`;
-        await store.drop(key, "snapshot");
+        await Promise.resolve(store.drop(key, "snapshot", hit.sha256)).catch(() => {});
       }
     } else {
       why = "no snapshot stored yet for these files";
@@ -555,4 +476,3 @@ export async function startPython(loadPyodide, options, { files, store, off, fat
     return normal(`a snapshot could not be ${snapshot ? "restored" : "made"} (${brief(err)})`);
   }
 }
-

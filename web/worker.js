@@ -10,7 +10,7 @@
 import * as bridge from "./bridge.js";
 import { callPython, toPlain } from "./call.js";
 import { Sha256 } from "./sha256.js";
-import { browserStore, sha256Hex, startPython } from "./snapshot.js";
+import { cacheStorageStore, sha256Hex, startPython } from "./snapshot.js";
 
 const post = (msg) => self.postMessage(msg);
 
@@ -210,19 +210,16 @@ async function boot() {
     realFetch(new URL(path, siteRoot)).then((r) => r.arrayBuffer()).catch(() => {})))
     .then(() => span("wheels", fetchStart));
   const pythonStart = clock();
-  // Python from a memory snapshot (snapshot.js), kept in the origin private file system (else
-  // Cache Storage) for exactly the files config.json lists; ?snapshot=off (the page passes it
-  // on) starts without one.
-  const store = crypto.subtle ? browserStore(siteRoot.href) : null;
+  // Python from a memory snapshot (snapshot.js), kept in Cache Storage for exactly the files
+  // config.json lists; ?snapshot=off (the page passes it on) starts without one.
   const off = new URL(self.location.href).searchParams.get("snapshot") === "off"
     ? "snapshots are off (?snapshot=off)"
-    : store ? null
-      : "no origin private file system, Cache Storage or WebCrypto here (not a secure context: " +
-        "https:// or localhost)";
+    : typeof caches === "undefined" || !crypto.subtle
+      ? "no Cache Storage or WebCrypto here (not a secure context: https:// or localhost)" : null;
   const { pyodide, start, stored, packages } = await orFailedAsset(startPython(loadPyodide,
     { indexURL, fullStdLib: false }, {
       files: [config.pyodideVersion, config.integrity],
-      store: off ? null : store,
+      store: off ? null : cacheStorageStore(siteRoot.href),
       off,
       fatal: (err) => err instanceof AssetError,
       mark: (name) => span(name, pythonStart),

@@ -20,10 +20,7 @@ import pytest
 from tests.e2e.conftest import new_page
 from tools.harness import BOOT_TIMEOUT_MS, ROOT, new_context, start_server, wait_final
 
-# The snapshot store's folder for the site root "/" in the origin private file system
-# (web/snapshot.js originFileStore): a file a part, named KEY.PART.SHA256.
-FOLDER = """(async () => (await (await navigator.storage.getDirectory())
-    .getDirectoryHandle("pybridge-python-snapshot")).getDirectoryHandle(encodeURIComponent("/")))()"""
+CACHE = "pybridge-python-snapshot"
 
 # The same work on every boot path: a kernel on the GPU, numpy's compiled parts (linalg, fft:
 # their libraries load after the restore), the tokenizer, and the random module's state.
@@ -63,34 +60,19 @@ def load(page, url: str, model: bool = False) -> dict:
 
 
 def stored(page, packages: bool = True) -> dict:
-    """The store's files (name -> size), once a snapshot made on this load is stored and, with
-    `packages`, the packages this load installed. Each file's name ends with the sha256 of its
-    bytes (checked here with the browser's own digest)."""
+    """The Cache Storage entries (url -> size), once a snapshot made on this load is stored
+    and, with `packages`, the packages this load installed."""
     page.wait_for_function("pybridge.boot.stored !== undefined", timeout=60_000)
     assert isinstance(page.evaluate("pybridge.boot.stored"), int), page.evaluate("pybridge.boot")
     if packages:
         page.wait_for_function("pybridge.boot.packagesStored !== undefined", timeout=60_000)
         assert isinstance(page.evaluate("pybridge.boot.packagesStored"), int), page.evaluate("pybridge.boot")
-    files = page.evaluate(f"""async () => {{
-        const dir = await {FOLDER};
+    return page.evaluate(f"""async () => {{
+        const cache = await caches.open({CACHE!r});
         const out = {{}};
-        for await (const [name, handle] of dir.entries()) {{
-            const bytes = await (await handle.getFile()).arrayBuffer();
-            const sha = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
-            out[name] = [bytes.byteLength, Array.from(sha, (b) => b.toString(16).padStart(2, "0")).join("")];
-        }}
+        for (const req of await cache.keys()) out[req.url] = (await (await cache.match(req)).arrayBuffer()).byteLength;
         return out;
     }}""")
-    for name, (_, sha) in files.items():
-        assert re.fullmatch(r"[0-9a-f]{64}\.(snapshot|packages)\.[0-9a-f]{64}", name), name
-        assert name.endswith("." + sha), f"{name}: its bytes' sha256 is {sha}"
-    return {name: size for name, (size, _) in files.items()}
-
-
-def part(entries: dict, name: str) -> str:
-    """The one file of part `name` ("snapshot" or "packages") among stored() entries."""
-    (found,) = [entry for entry in entries if entry.split(".")[1] == name]
-    return found
 
 
 # numpy's bytecode as installed: for each pyc, whether it is a checked hash-based one (PEP 552
@@ -202,10 +184,9 @@ def test_first_load_makes_a_snapshot_the_next_restores_it_and_both_match_a_norma
     assert made["how"] == "made" and made["why"] == "no snapshot stored yet for these files"
     assert made["packages"] == {"how": "none", "why": "none stored yet for these files"}
     entries = stored(page)
-    snapshot, packages = part(entries, "snapshot"), part(entries, "packages")
-    assert snapshot.split(".")[0] == packages.split(".")[0]  # one key
-    assert entries == {snapshot: made["bytes"], packages: page.evaluate("pybridge.boot.packagesStored")}
-    assert made["bytes"] > 10_000_000 and entries[packages] > 10_000_000
+    snapshot = next(url for url in entries if not url.endswith(".packages"))
+    assert entries == {snapshot: made["bytes"], snapshot + ".packages": page.evaluate("pybridge.boot.packagesStored")}
+    assert made["bytes"] > 10_000_000 and entries[snapshot + ".packages"] > 10_000_000
     text = page.locator("#stages").inner_text()
     assert "snapshot made for the next load" in text and "unpacked and compiled: none stored yet" in text
     check_installed(page)
@@ -214,7 +195,7 @@ def test_first_load_makes_a_snapshot_the_next_restores_it_and_both_match_a_norma
     restored = load(page, server.url, model=True)
     assert restored["how"] == "snapshot" and restored["bytes"] == made["bytes"]
     assert restored["packages"]["how"] == "installed", restored["packages"]
-    assert restored["packages"]["bytes"] == entries[packages]
+    assert restored["packages"]["bytes"] == entries[snapshot + ".packages"]
     assert "packagesStored" not in restored  # none kept again
     text = page.locator("#stages").inner_text()
     assert "restored from a snapshot" in text and "installed as on the last load" in text
@@ -281,80 +262,51 @@ def test_a_snapshot_is_never_restored_for_other_files(page, server):
     assert again["how"] == "made" and again["packages"]["how"] == "none"
 
 
-def test_an_interrupted_write_is_never_restored_and_the_next_store_clears_it(page, server):
-    """A part is written under a temporary name, then moved in (web/snapshot.js
-    originFileStore): one left by a tab closed mid-write, even holding every byte, is not
-    restored, and the next snapshot stored removes it. The store before this one, Cache
-    Storage, is emptied by it too (40 MB a browser would otherwise keep)."""
-    page.goto(server.url + "?gpu=none&model=none&snapshot=off")
-    assert wait_final(page) == "ready", page.evaluate("pybridge.error")
-    page.evaluate("""async () => (await caches.open("pybridge-python-snapshot"))
-        .put("/python-snapshot/old", new Response(new Uint8Array(1000)))""")
-    load(page, server.url + "?model=none")
-    entries = stored(page)
-    assert page.evaluate("caches.has('pybridge-python-snapshot')") is False
-    snapshot = part(entries, "snapshot")
-    page.evaluate(f"""async (name) => {{
-        const dir = await {FOLDER};
-        const handle = await dir.getFileHandle(name);
-        await handle.move(name + ".0b5e1e7c-d0f4-4c5e-9a53-2d6d3c2f1a11.tmp");
-    }}""", snapshot)
-    again = load(page, server.url + "?model=none")
-    assert again["how"] == "made" and again["why"] == "no snapshot stored yet for these files"
-    after = stored(page, packages=False)
-    assert set(after) == {part(after, "snapshot"), part(entries, "packages")}, after  # no .tmp
-    assert page.errors == []
-
-
-def test_each_store_keeps_one_key_per_site_root(page, server):
-    """Both stores web/snapshot.js has (the origin private file system, and Cache Storage for a
-    browser without it: WebKitGTK here, whose automation session empties it on every
-    navigation, so the boots there never read one back) against the same contract: a part
-    read back with its sha256; another key's put drops the older key's parts; a put replaces
-    the part; drop removes it; another site root on the origin keeps its own. Run on the
-    page's main thread, where the file store writes through createWritable (the worker,
-    through a sync access handle: the boot tests)."""
+def test_the_store_keeps_one_key_per_site_root_and_drops_only_what_was_read(page, server):
+    """The snapshot store (web/snapshot.js cacheStorageStore) against its contract, on the
+    page's main thread: a part read back with its sha256; another key's put drops the older
+    key's parts; a put replaces the part; another site root on the origin keeps its own. And,
+    found in review (helper-43), failing before: a tab that read a part and then refuses it
+    drops what it read, not the part another tab stored since (drop used to remove whatever
+    was there, so a tab that lost that race threw away the other tab's good snapshot)."""
     page.goto(server.url + "?gpu=none&model=none&snapshot=off")
     assert wait_final(page) == "ready", page.evaluate("pybridge.error")
     got = page.evaluate("""async () => {
-        const { cacheStorageStore, originFileStore } = await import("/snapshot.js");
-        const out = {};
-        for (const [label, make] of [["cache", cacheStorageStore], ["file", originFileStore]]) {
-            const a = make(location.origin + "/a/", "store-test");
-            const b = make(location.origin + "/b/", "store-test");
-            const read = async (store, key, part) => {
-                const hit = await store.get(key, part);
-                return hit && [hit.sha256, Array.from(await hit.bytes)];
-            };
-            const r = {};
-            await a.put("k1", "snapshot", new Uint8Array([1, 2, 3]), "aa");
-            await a.put("k1", "packages", new Uint8Array([4, 5]), "bb");
-            await b.put("k1", "snapshot", new Uint8Array([6]), "cc");
-            r.first = [await read(a, "k1", "snapshot"), await read(a, "k1", "packages"),
-                       await read(b, "k1", "snapshot"), await read(a, "k9", "snapshot")];
-            await a.put("k2", "snapshot", new Uint8Array([7, 8]), "dd");
-            r.otherKey = [await read(a, "k1", "snapshot"), await read(a, "k1", "packages"),
-                          await read(a, "k2", "snapshot"), await read(b, "k1", "snapshot")];
-            await a.put("k2", "snapshot", new Uint8Array([9]), "ee");
-            r.replaced = await read(a, "k2", "snapshot");
-            await a.drop("k2", "snapshot");
-            r.dropped = await read(a, "k2", "snapshot");
-            out[label] = r;
-        }
-        return out;
+        const { cacheStorageStore } = await import("/snapshot.js");
+        const a = cacheStorageStore(location.origin + "/a/", "store-test");
+        const b = cacheStorageStore(location.origin + "/b/", "store-test");
+        const read = async (store, key, part) => {
+            const hit = await store.get(key, part);
+            return hit && [hit.sha256, Array.from(await hit.bytes)];
+        };
+        const r = {};
+        await a.put("k1", "snapshot", new Uint8Array([1, 2, 3]), "aa");
+        await a.put("k1", "packages", new Uint8Array([4, 5]), "bb");
+        await b.put("k1", "snapshot", new Uint8Array([6]), "cc");
+        r.first = [await read(a, "k1", "snapshot"), await read(a, "k1", "packages"),
+                   await read(b, "k1", "snapshot"), await read(a, "k9", "snapshot")];
+        await a.put("k2", "snapshot", new Uint8Array([7, 8]), "dd");
+        r.otherKey = [await read(a, "k1", "snapshot"), await read(a, "k1", "packages"),
+                      await read(a, "k2", "snapshot"), await read(b, "k1", "snapshot")];
+        const before = await a.get("k2", "snapshot");  // this tab reads "dd"...
+        await a.put("k2", "snapshot", new Uint8Array([9]), "ee");  // ...another stores "ee"
+        await a.drop("k2", "snapshot", before.sha256);  // this one refuses what it read
+        r.keptForTheOther = await read(a, "k2", "snapshot");
+        await a.drop("k2", "snapshot", "ee");
+        r.dropped = await read(a, "k2", "snapshot");
+        return r;
     }""")
-    for label in ("cache", "file"):
-        assert got[label] == {
-            "first": [["aa", [1, 2, 3]], ["bb", [4, 5]], ["cc", [6]], None],
-            "otherKey": [None, None, ["dd", [7, 8]], ["cc", [6]]],
-            "replaced": ["ee", [9]],
-            "dropped": None,
-        }, label
+    assert got == {
+        "first": [["aa", [1, 2, 3]], ["bb", [4, 5]], ["cc", [6]], None],
+        "otherKey": [None, None, ["dd", [7, 8]], ["cc", [6]]],
+        "keptForTheOther": ["ee", [9]],
+        "dropped": None,
+    }, got
 
 
 def test_two_tabs_booting_at_once_share_one_store(browser, server, guard):
     """Two tabs of one browser booting at once, with nothing stored: each makes a snapshot and
-    stores it; one of them stays (one file a part), and the next two tabs, again at once,
+    stores it; one of them stays (one entry a part), and the next two tabs, again at once,
     both restore it."""
     context = new_context(browser)
     guard.attach(context)
@@ -362,15 +314,12 @@ def test_two_tabs_booting_at_once_share_one_store(browser, server, guard):
         pages = [context.new_page() for _ in range(2)]
         for p in pages:
             p.goto(server.url + "?model=none", wait_until="commit")
-        boots = [None, None]
-        for i, p in enumerate(pages):
-            assert wait_final(p) == "ready", p.evaluate("pybridge.error")
-            boots[i] = p.evaluate("pybridge.boot")
-        assert [b["how"] for b in boots] == ["made", "made"], boots
         for p in pages:
-            stored(p)
-        entries = stored(pages[0])
-        assert sorted(name.split(".")[1] for name in entries) == ["packages", "snapshot"], entries
+            assert wait_final(p) == "ready", p.evaluate("pybridge.error")
+            assert p.evaluate("pybridge.boot.how") == "made", p.evaluate("pybridge.boot")
+        for p in pages:
+            entries = stored(p)
+        assert len(entries) == 2 and sum(url.endswith(".packages") for url in entries) == 1, entries
         for p in pages:
             p.goto(server.url + "?model=none", wait_until="commit")
         for p in pages:
@@ -463,10 +412,8 @@ def test_kept_packages_that_break_the_boot_are_dropped_and_the_next_load_unpacks
     page.goto(server.url + "?model=none")
     assert wait_final(page) == "error"
     assert "damaged in storage" in page.evaluate("pybridge.error"), page.evaluate("pybridge.error")
-    page.wait_for_function(f"""(async () => {{
-        for await (const name of (await {FOLDER}).keys()) if (name.split(".")[1] === "packages") return false;
-        return true;
-    }})()""", timeout=30_000)
+    page.wait_for_function(f"""caches.open({CACHE!r}).then((c) => c.keys()).then((keys) =>
+        !keys.some((r) => r.url.endsWith(".packages")))""", timeout=30_000)
     again = load(page, server.url + "?model=none")
     assert again["how"] == "snapshot" and again["packages"] == {
         "how": "none", "why": "none stored yet for these files"}
@@ -476,13 +423,13 @@ def test_kept_packages_that_break_the_boot_are_dropped_and_the_next_load_unpacks
 def rewrite(page, part: str, change: str, arg=None, resign: bool = True) -> None:
     """Replace the stored `part` ("snapshot" or "packages") with what `change` makes of it: the
     body of a JS function of `bytes` (a Uint8Array), `arg` and `head` (for "packages": its head
-    as {json, then(json) -> new bytes}) returning the new bytes. With `resign` the file is
-    renamed for the new bytes' sha256: damage the stored hash still matches."""
-    page.evaluate(f"""async ([part, arg, resign]) => {{
-        const dir = await {FOLDER};
-        let name;
-        for await (const entry of dir.keys()) if (entry.split(".")[1] === part) name = entry;
-        const read = new Uint8Array(await (await (await dir.getFileHandle(name)).getFile()).arrayBuffer());
+    as {json, then(json) -> new bytes}) returning the new bytes. With `resign` the new bytes'
+    sha256 is stored beside them: damage the stored hash still matches."""
+    page.evaluate(f"""async ([packages, arg, resign]) => {{
+        const cache = await caches.open({CACHE!r});
+        const req = (await cache.keys()).find((r) => r.url.endsWith(".packages") === packages);
+        const hit = await cache.match(req);
+        const read = new Uint8Array(await hit.arrayBuffer());
         const n = new DataView(read.buffer).getUint32(0, true);
         const head = {{
             json: () => JSON.parse(new TextDecoder().decode(read.subarray(4, 4 + n))),
@@ -497,17 +444,13 @@ def rewrite(page, part: str, change: str, arg=None, resign: bool = True) -> None
             offset: 4 + n,
         }};
         const bytes = ((bytes, arg, head) => {{ {change} }})(read, arg, head);
-        let to = name;
+        const headers = new Headers(hit.headers);
         if (resign) {{
             const sha = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
-            to = name.split(".").slice(0, 2).concat(
-                Array.from(sha, (b) => b.toString(16).padStart(2, "0")).join("")).join(".");
-            await dir.removeEntry(name);
+            headers.set("X-Snapshot-Sha256", Array.from(sha, (b) => b.toString(16).padStart(2, "0")).join(""));
         }}
-        const stream = await (await dir.getFileHandle(to, {{create: true}})).createWritable();
-        await stream.write(bytes);
-        await stream.close();
-    }}""", [part, arg, resign])
+        await cache.put(req, new Response(bytes, {{headers}}));
+    }}""", [part == "packages", arg, resign])
 
 
 def lan_address() -> str | None:

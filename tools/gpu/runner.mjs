@@ -153,7 +153,9 @@ function fileStore(dir) {
         await rename(temporary, file(key, name)); // whole, or not there
       }
     },
-    async drop(key, part) {
+    async drop(key, part, sha256) { // the part read with that sha256, not one stored since
+      const stored = await readFile(file(key, `${part}.sha256`), "utf8").catch(() => null);
+      if (stored !== null && stored.trim() !== sha256) return;
       await rm(file(key, part), { force: true });
       await rm(file(key, `${part}.sha256`), { force: true });
     },
