@@ -431,7 +431,9 @@ async def race_round(sentences: list[str]) -> dict[str, Any]:
     """pybridge's lap of the race: `sentences` in, their embeddings out (tokenizing included),
     as one batch, on the zero-copy path whatever the default paths are: {"ms", "tokenizeMs",
     "vectors": B*384 floats, row-major, "shape": [B, 384], "copies": the lap's own (as
-    `search` lists them)}. A lost GPU loads the model again and runs the lap once more."""
+    `search` lists them)}. The vectors are a Python list: one more copy, after the timed lap
+    and outside the counted data path, for the page to compare both runtimes' answers in JS.
+    A lost GPU loads the model again and runs the lap once more."""
     import pybridge
     from pybridge.backend import using_paths
 
