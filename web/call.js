@@ -1,6 +1,7 @@
 // How JS calls Python and takes its answer, in one place: web/worker.js answers the page's
 // "call" and "run" messages with these, and tools/gpu/runner.mjs (the page's stack under Node
-// on a real GPU) runs its soak's searches through the same code.
+// on a real GPU) runs its soak's searches through the same code. Also `within`, the one
+// deadline on such an answer (a Python restore, ONNX Runtime Web's answers).
 //
 // callPython: a function of a module with arguments (strings, numbers, arrays, plain
 // objects), converted to Python values (lists, dicts) and passed as values: nothing the user
@@ -24,7 +25,8 @@ __result`;
 export function within(promise, ms, message) {
   let timer;
   const late = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(message)), ms);
+    // a delay past setTimeout's 2^31 - 1 ms (or Infinity, "never") would fire at once
+    timer = setTimeout(() => reject(new Error(message)), Math.min(ms, 2 ** 31 - 1));
   });
   return Promise.race([promise, late]).finally(() => clearTimeout(timer));
 }

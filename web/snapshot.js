@@ -81,12 +81,10 @@ export const snapshotKey = (files, options = {}) => sha256Hex(new TextEncoder().
 // bytes, sha256) (dropping every other key's parts: one key is kept); drop(key, part, sha256):
 // the part read with that sha256 (not one another tab stored since).
 // The browser's: Cache Storage, entries named `${root}python-snapshot/${key}` (the snapshot)
-// and `${root}python-snapshot/${key}.${part}`, each with its sha256 in a header. The origin
-// private file system was tried instead (a file a part, read through a File: 40 MB in 70-180
-// ms here against Cache Storage's 150-260 ms on their own): cached loads were no faster, 1.87
-// s to Python ready against 1.82 s (medians of 10 each, taking turns in one browser,
-// 2026-11-28), as the read overlaps Pyodide's own start. Cache Storage stayed: one store,
-// which every browser here has (WebKitGTK 2.50's MiniBrowser has no FileSystemFileHandle.move).
+// and `${root}python-snapshot/${key}.${part}`, each with its sha256 in a header. drop checks
+// that header, then deletes: another tab's put landing between the two is still lost (one more
+// make, nothing worse). The origin private file system was tried instead and made cached loads
+// no faster (README, "Boot": tried and left out).
 export function cacheStorageStore(root, name = "pybridge-python-snapshot") {
   const url = (key, part = "snapshot") =>
     new URL(`python-snapshot/${key}${part === "snapshot" ? "" : `.${part}`}`, root).href;
@@ -121,8 +119,14 @@ const brief = (err) => {
   const lines = String(err?.message || err).split("\n").filter((line) => line.trim());
   const line = (err?.type ? lines.at(-1) : lines[0]) ?? String(err);
   // a storage error's message alone ("An attempt was made to modify an object ...") names no kind
-  return globalThis.DOMException && err instanceof DOMException ? `${err.name}: ${line}` : line;
+  if (!(globalThis.DOMException && err instanceof DOMException)) return line;
+  return err.message ? `${err.name}: ${line}` : err.name;
 };
+
+// Drop the part `hit` was read from (not one another tab stored since); a store that fails
+// to drop it only costs the next load a refusal, so its error is not the boot's.
+const dropRead = (store, key, part, hit) =>
+  (async () => store.drop(key, part, hit.sha256))().catch(() => {});
 
 // The bytes of a store's hit, once they match the sha256 stored with them.
 const verified = (hit) => hit.bytes.then(async (bytes) => {
@@ -324,8 +328,7 @@ function packagesCache(store, key, off) {
   const found = store && key ? store.get(key, "packages") : null;
   const reading = found?.then((hit) => hit && verified(hit));
   reading?.catch(() => {}); // install() reports its error
-  // drop what was read (not what another tab stored since)
-  const drop = () => found.then((hit) => hit && store.drop(key, "packages", hit.sha256)).catch(() => {});
+  const drop = () => found.then((hit) => hit && dropRead(store, key, "packages", hit), () => {});
   let saving = false, describe = null, names = [];
   return {
     async load(pyodide, packages) {
@@ -427,9 +430,9 @@ export async function startPython(loadPyodide, options, { files, store, off, fat
   // they are not what was stored
   const restore = async (bytes, checked = null) => {
     // bytes that fail their check end the restore at once, whatever Pyodide is doing
-    const refused = checked ? checked.then(() => new Promise(() => {})) : new Promise(() => {});
-    const pyodide = await within(Promise.race([load({ ...options, _loadSnapshot: bytes }), refused]),
-      restoreTimeoutMs, `not restored in ${restoreTimeoutMs / 1000} s`);
+    const loading = load({ ...options, _loadSnapshot: bytes });
+    const pyodide = await within(checked ? Promise.race([loading, checked.then(() => loading)])
+      : loading, restoreTimeoutMs, `not restored in ${restoreTimeoutMs / 1000} s`);
     if (checked) await checked;
     return { pyodide, modules: pyodide.runPython(AFTER_RESTORE).split(" ") };
   };
@@ -438,7 +441,7 @@ export async function startPython(loadPyodide, options, { files, store, off, fat
   try {
     key = await snapshotKey(files, options);
     const hit = await store.get(key, "snapshot");
-    packages = packagesCache(store, key); // read while Python starts, after the snapshot
+    packages = packagesCache(store, key); // read while Python starts (looked up after the snapshot)
     if (hit) {
       hit.bytes.then(() => mark("snapshot read"), () => {});
       const checked = verified(hit);
@@ -452,7 +455,7 @@ export async function startPython(loadPyodide, options, { files, store, off, fat
         if (fatal(err)) throw err;
         const damaged = await checked.then(() => null, (e) => e); // its check says more
         why = `the stored snapshot was refused (${brief(damaged ?? err)})`;
-        await Promise.resolve(store.drop(key, "snapshot", hit.sha256)).catch(() => {});
+        await dropRead(store, key, "snapshot", hit);
       }
     } else {
       why = "no snapshot stored yet for these files";
@@ -468,7 +471,7 @@ export async function startPython(loadPyodide, options, { files, store, off, fat
     snapshot = maker.makeMemorySnapshot();
     const { pyodide, modules } = await restore(snapshot);
     const stored = sha256Hex(snapshot).then((sha) => store.put(key, "snapshot", snapshot, sha))
-      .then(() => ({ bytes: snapshot.byteLength }), (err) => ({ error: err.message }));
+      .then(() => ({ bytes: snapshot.byteLength }), (err) => ({ error: brief(err) }));
     return { pyodide, start: { how: "made", why, bytes: snapshot.byteLength, modules }, stored,
       packages };
   } catch (err) {
